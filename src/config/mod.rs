@@ -1,0 +1,248 @@
+//! Configuration: the command line (`Args`, parsed by clap) and the validated, typed `Config`
+//! every other module reads.
+//!
+//! Two stages, so that nothing downstream re-parses strings: `Args` is what a person typed,
+//! `Config` is what hoard runs with. This module must not start anything (sockets, files,
+//! runtimes); it only checks and converts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use http::{HeaderValue, Uri};
+
+/// What an invalid flag combination or value is, named so the person can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--upstream {0:?}: {1}")]
+    Upstream(String, &'static str),
+    #[error("--upstream-host {0:?}: not a valid Host header value")]
+    UpstreamHost(String),
+    #[error("--upstream-host needs --upstream")]
+    UpstreamHostWithoutUpstream,
+    #[error("--ca-file {0}: {1}")]
+    CaFile(PathBuf, String),
+    #[error("--max-header-size {0}: must be between 1 KiB and 1 MiB")]
+    MaxHeaderSize(usize),
+    #[error("no cache directory: pass --cache-dir (neither XDG_CACHE_HOME nor HOME is set)")]
+    NoCacheDir,
+}
+
+/// hoard: a caching HTTP proxy.
+///
+/// Forward proxy (`curl -x http://127.0.0.1:8080 http://site/`), HTTPS via CONNECT, and a
+/// reverse proxy (accelerator) with `--upstream`.
+#[derive(Debug, Parser)]
+#[command(name = "hoard", version)]
+pub struct Args {
+    /// TCP port to listen on.
+    #[arg(default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on. The default accepts only local clients; binding to a public
+    /// address makes hoard reachable by anyone who can reach that address.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind: IpAddr,
+
+    /// Reverse-proxy (accelerator) mode: send every origin-form request to this origin,
+    /// e.g. `http://127.0.0.1:3000` or `https://example.org`.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// In reverse mode, the Host header sent to the upstream (default: the client's Host).
+    #[arg(long, value_name = "HOST")]
+    pub upstream_host: Option<String>,
+
+    /// Ports that CONNECT tunnels may reach (comma-separated).
+    #[arg(
+        long,
+        value_name = "PORTS",
+        value_delimiter = ',',
+        default_value = "443"
+    )]
+    pub connect_ports: Vec<u16>,
+
+    /// Extra CA certificate(s) to trust for https origins, in PEM (added to the system roots).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+
+    /// How long to wait for a TCP (and TLS) connection to an origin, e.g. `10s`, `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// How long to wait for an origin's response head after sending the request.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub first_byte_timeout: Duration,
+
+    /// How long a client may take to send a request head (slowloris protection).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub client_header_timeout: Duration,
+
+    /// Largest request head (request line and headers) a client may send; beyond it: 431.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub max_header_size: usize,
+
+    /// Cache directory (default: $XDG_CACHE_HOME/hoard or ~/.cache/hoard).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Trace every step: request and response heads on both sides (-v). The access log line
+    /// per request is always written to stderr.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 10s, 500ms, 2m)"))
+}
+
+/// Where origin-form requests go.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Absolute-form requests and CONNECT; origin-form requests are gateway requests.
+    Forward,
+    /// Every origin-form request goes to one origin.
+    Reverse {
+        upstream: Uri,
+        upstream_host: Option<HeaderValue>,
+    },
+}
+
+impl Mode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Forward => "forward proxy",
+            Mode::Reverse { .. } => "reverse proxy",
+        }
+    }
+}
+
+/// The validated configuration hoard runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub mode: Mode,
+    pub connect_ports: Vec<u16>,
+    /// PEM bytes of extra trusted CAs, read once at start-up.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub client_header_timeout: Duration,
+    pub max_header_size: usize,
+    pub cache_dir: PathBuf,
+    pub verbose: u8,
+}
+
+impl Args {
+    /// Checks every value and builds the typed configuration.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mode = match (self.upstream, self.upstream_host) {
+            (None, None) => Mode::Forward,
+            (None, Some(_)) => return Err(ConfigError::UpstreamHostWithoutUpstream),
+            (Some(raw), host) => {
+                let upstream = parse_upstream(&raw)?;
+                let upstream_host = host
+                    .map(|h| HeaderValue::from_str(&h).map_err(|_| ConfigError::UpstreamHost(h)))
+                    .transpose()?;
+                Mode::Reverse {
+                    upstream,
+                    upstream_host,
+                }
+            }
+        };
+        if !(1024..=1024 * 1024).contains(&self.max_header_size) {
+            return Err(ConfigError::MaxHeaderSize(self.max_header_size));
+        }
+        let extra_ca_pem = self
+            .ca_file
+            .map(|path| {
+                std::fs::read(&path).map_err(|e| ConfigError::CaFile(path.clone(), e.to_string()))
+            })
+            .transpose()?;
+        let cache_dir = match self.cache_dir {
+            Some(dir) => dir,
+            None => default_cache_dir().ok_or(ConfigError::NoCacheDir)?,
+        };
+        Ok(Config {
+            listen: SocketAddr::new(self.bind, self.port),
+            mode,
+            connect_ports: self.connect_ports,
+            extra_ca_pem,
+            connect_timeout: self.connect_timeout,
+            first_byte_timeout: self.first_byte_timeout,
+            client_header_timeout: self.client_header_timeout,
+            max_header_size: self.max_header_size,
+            cache_dir,
+            verbose: self.verbose,
+        })
+    }
+}
+
+fn parse_upstream(raw: &str) -> Result<Uri, ConfigError> {
+    let err = |why| ConfigError::Upstream(raw.to_owned(), why);
+    let uri: Uri = raw.parse().map_err(|_| err("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(err("must start with http:// or https://")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(err("has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(err("must not contain user information"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(err("must be scheme://host[:port] without a path"));
+    }
+    Ok(uri)
+}
+
+/// The XDG cache directory convention, which `~/.cache/hoard` follows on Linux.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("hoard"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut full = vec!["hoard"];
+        full.extend_from_slice(args);
+        Args::try_parse_from(full)
+            .expect("flags parse")
+            .into_config()
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_8080() {
+        let config = parse(&["--cache-dir", "/tmp/x"]).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(matches!(config.mode, Mode::Forward));
+        assert_eq!(config.connect_ports, vec![443]);
+    }
+
+    #[test]
+    fn upstream_with_path_is_rejected() {
+        let err = parse(&["--upstream", "http://h/x"]).unwrap_err();
+        assert!(err.to_string().contains("without a path"), "{err}");
+    }
+
+    #[test]
+    fn upstream_host_needs_upstream() {
+        assert!(matches!(
+            parse(&["--upstream-host", "a"]),
+            Err(ConfigError::UpstreamHostWithoutUpstream)
+        ));
+    }
+
+    #[test]
+    fn bad_duration_is_a_parse_error() {
+        assert!(Args::try_parse_from(["hoard", "--connect-timeout", "soon"]).is_err());
+    }
+}

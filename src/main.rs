@@ -1,0 +1,63 @@
+//! The `hoard` binary: parse flags, validate them, start logging and the runtime, run the
+//! server until SIGINT/SIGTERM, and pick the exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hoard::config::Args;
+use hoard::server::Server;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hoard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    hoard::logging::init(config.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hoard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(&config).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("hoard: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "hoard listening on http://{} ({}), cache directory {}",
+            server.local_addr(),
+            config.mode.as_str(),
+            config.cache_dir.display()
+        );
+        server.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,80 @@
+//! The request-path error, and the one place where a failure becomes an HTTP response.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, ProxyBody};
+use crate::upstream::UpstreamError;
+
+/// Who is at fault; it picks the log level and, later, the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    Client,
+    Origin,
+}
+
+impl ErrorSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorSource::Client => "client",
+            ErrorSource::Origin => "origin",
+        }
+    }
+}
+
+/// Why hoard answered a request itself instead of relaying an origin's response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("unsupported URL scheme {0:?}: hoard proxies http:// and https://")]
+    UnsupportedScheme(String),
+    #[error("this is a proxy: send absolute-form requests (curl -x http://{0} http://site/)")]
+    NotAProxyRequest(String),
+    #[error("CONNECT to port {port} is not allowed (allowed ports: {allowed})")]
+    ConnectPortDenied { port: u16, allowed: String },
+    #[error("request loops back to this proxy (its Via already names this hoard)")]
+    Loop,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_)
+            | ProxyError::UnsupportedScheme(_)
+            | ProxyError::NotAProxyRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ConnectPortDenied { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Loop => StatusCode::LOOP_DETECTED,
+            ProxyError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    pub fn source(&self) -> ErrorSource {
+        match self {
+            ProxyError::Upstream(_) => ErrorSource::Origin,
+            _ => ErrorSource::Client,
+        }
+    }
+
+    /// A short plain-text answer a person can read: the status, then what went wrong.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = format!(
+            "{} {}\nhoard: {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self
+        );
+        let mut response = Response::new(body::full(text));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}

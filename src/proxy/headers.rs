@@ -1,0 +1,168 @@
+//! Header rewriting between hops: hop-by-hop removal, `Via`, and the reverse-proxy
+//! `X-Forwarded-For` / `Forwarded` fields. Pure functions over `HeaderMap`s.
+
+use std::net::IpAddr;
+
+use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// RFC 9110 §7.6.1: fields that describe one connection, never forwarded. `Proxy-Connection`
+/// and `Keep-Alive` are the pre-standard ones that clients still send.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop fields, including every field the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// This process's `Via` entry. The received-by name is `hoard`; the comment carries an id
+/// unique to this process, so a request that comes back to the same hoard is recognised
+/// while a chain of distinct hoards is not mistaken for a loop (RFC 9110 §7.6.3).
+#[derive(Debug, Clone)]
+pub struct ViaEntry {
+    marker: String,
+    http10: HeaderValue,
+    http11: HeaderValue,
+}
+
+impl ViaEntry {
+    pub fn new(instance_id: u64) -> Self {
+        let marker = format!("{instance_id:016x}");
+        let value = |version: &str| {
+            HeaderValue::from_str(&format!(
+                "{version} hoard (hoard/{} {marker})",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .expect("ASCII without control characters")
+        };
+        ViaEntry {
+            http10: value("1.0"),
+            http11: value("1.1"),
+            marker,
+        }
+    }
+
+    /// Appends this hop, labelled with the protocol version of the message it received.
+    pub fn append(&self, headers: &mut HeaderMap, received: Version) {
+        let value = if received == Version::HTTP_10 {
+            &self.http10
+        } else {
+            &self.http11
+        };
+        headers.append(header::VIA, value.clone());
+    }
+
+    /// True when an earlier hop of this message was this very process.
+    pub fn seen_in(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(header::VIA)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains(&self.marker)))
+    }
+}
+
+/// Reverse mode: tells the origin who the client was (`X-Forwarded-For`, the de-facto field,
+/// and RFC 7239 `Forwarded`), appending to what earlier proxies wrote.
+pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+    let client_text = client.to_string();
+    let xff = match headers.get(HeaderName::from_static("x-forwarded-for")) {
+        Some(existing) => format!("{}, {client_text}", existing.to_str().unwrap_or_default()),
+        None => client_text.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    // RFC 7239 §6: an IPv6 node is a quoted, bracketed string.
+    let node = match client {
+        IpAddr::V4(_) => client_text,
+        IpAddr::V6(_) => format!("\"[{client_text}]\""),
+    };
+    let mut forwarded = format!("for={node};proto=http");
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host);
+        forwarded.push('"');
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.append(header::FORWARDED, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_fields_named_in_connection() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn via_marks_only_this_process() {
+        let ours = ViaEntry::new(1);
+        let other = ViaEntry::new(2);
+        let mut headers = HeaderMap::new();
+        other.append(&mut headers, Version::HTTP_11);
+        assert!(!ours.seen_in(&headers));
+        ours.append(&mut headers, Version::HTTP_10);
+        assert!(ours.seen_in(&headers));
+        assert!(
+            headers
+                .get_all(header::VIA)
+                .iter()
+                .nth(1)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("1.0 hoard ")
+        );
+    }
+
+    #[test]
+    fn forwarded_appends_to_earlier_proxies() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        append_forwarded(
+            &mut headers,
+            "::1".parse().unwrap(),
+            Some(&HeaderValue::from_static("a.example")),
+        );
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, ::1");
+        assert_eq!(
+            headers[header::FORWARDED],
+            "for=\"[::1]\";proto=http;host=\"a.example\""
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! The request path: classify what the client asked for (forward, CONNECT, reverse), rewrite
+//! the heads between hops, and hand the request to the one seam where it either goes upstream
+//! or (once the cache exists) is answered from the cache.
+//!
+//! This module owns client-facing responses, including every error response (`error.rs`).
+//! It must not open origin connections itself except for CONNECT tunnels, which carry opaque
+//! bytes; HTTP to origins goes through `upstream/`.
+
+mod error;
+pub mod headers;
+mod tunnel;
+
+pub use error::{ErrorSource, ProxyError};
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::body::{self, ProxyBody};
+use crate::config::{Config, Mode};
+use crate::logging;
+use crate::upstream::{UpstreamClient, UpstreamError};
+use headers::ViaEntry;
+
+/// A request ready for an origin: absolute URI, end-to-end headers only, our `Via` added.
+/// This is what the cache (when it arrives) keys and stores by.
+pub struct ForwardRequest {
+    pub request: Request<ProxyBody>,
+}
+
+/// Everything the request path needs, shared by all connections.
+pub struct Proxy {
+    mode: Mode,
+    connect_ports: Vec<u16>,
+    listen: SocketAddr,
+    via: ViaEntry,
+    upstream: UpstreamClient,
+}
+
+impl Proxy {
+    pub fn new(config: &Config, listen: SocketAddr) -> Result<Self, UpstreamError> {
+        let mut id = [0u8; 8];
+        // A collision only matters between two hoards in one request chain; on the rare
+        // failure of the OS source, the process id still distinguishes local instances.
+        if getrandom::getrandom(&mut id).is_err() {
+            id = u64::from(std::process::id()).to_le_bytes();
+        }
+        Ok(Proxy {
+            mode: config.mode.clone(),
+            connect_ports: config.connect_ports.clone(),
+            listen,
+            via: ViaEntry::new(u64::from_le_bytes(id)),
+            upstream: UpstreamClient::new(config)?,
+        })
+    }
+
+    /// Answers one client request. Never fails: errors become responses here.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
+        logging::trace_request("request from client", &request);
+        let response = match self.route(request, client).await {
+            Ok(response) => response,
+            Err(e) => {
+                match e.source() {
+                    ErrorSource::Client => tracing::info!("{client}: {e}"),
+                    ErrorSource::Origin => tracing::warn!("{client}: {e}"),
+                }
+                e.into_response()
+            }
+        };
+        logging::trace_response("response to client", &response);
+        response
+    }
+
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if self.via.seen_in(request.headers()) {
+            return Err(ProxyError::Loop);
+        }
+        if request.method() == Method::CONNECT {
+            return tunnel::open(
+                request,
+                &self.connect_ports,
+                self.upstream.connect_timeout(),
+            )
+            .await;
+        }
+        let forward = self.forward_request(request, client)?;
+        self.fetch(forward).await
+    }
+
+    /// Turns a client's request into the request for the origin.
+    fn forward_request(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<ForwardRequest, ProxyError> {
+        let (mut parts, incoming) = request.into_parts();
+        let received = parts.version;
+        headers::remove_hop_by_hop(&mut parts.headers);
+        // hyper already answered `100 Continue` to the client when the body was first read;
+        // the origin gets the body straight away (RFC 9110 §10.1.1 lets a proxy do so).
+        parts.headers.remove(header::EXPECT);
+        self.via.append(&mut parts.headers, received);
+
+        if parts.uri.scheme().is_some() {
+            let (uri, authority) = absolute_target(&parts.uri)?;
+            parts.headers.insert(header::HOST, host_value(&authority)?);
+            parts.uri = uri;
+        } else {
+            match &self.mode {
+                Mode::Reverse {
+                    upstream,
+                    upstream_host,
+                } => {
+                    let client_host = parts.headers.get(header::HOST).cloned();
+                    headers::append_forwarded(
+                        &mut parts.headers,
+                        client.ip(),
+                        client_host.as_ref(),
+                    );
+                    let upstream_authority = upstream
+                        .authority()
+                        .cloned()
+                        .ok_or(ProxyError::BadRequest("upstream has no host"))?;
+                    match (upstream_host, client_host) {
+                        (Some(host), _) => {
+                            parts.headers.insert(header::HOST, host.clone());
+                        }
+                        (None, Some(_)) => {}
+                        (None, None) => {
+                            parts
+                                .headers
+                                .insert(header::HOST, host_value(&upstream_authority)?);
+                        }
+                    }
+                    let path = parts
+                        .uri
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                    parts.uri = Uri::builder()
+                        .scheme(upstream.scheme().cloned().unwrap_or(Scheme::HTTP))
+                        .authority(upstream_authority)
+                        .path_and_query(path)
+                        .build()
+                        .map_err(|_| {
+                            ProxyError::BadRequest("request target is not a valid path")
+                        })?;
+                }
+                Mode::Forward => return Err(ProxyError::NotAProxyRequest(self.listen.to_string())),
+            }
+        }
+        parts.version = Version::HTTP_11;
+        Ok(ForwardRequest {
+            request: Request::from_parts(parts, body::stream(incoming)),
+        })
+    }
+
+    /// The seam: a forward request is answered here, today always by the origin.
+    async fn fetch(&self, forward: ForwardRequest) -> Result<Response<ProxyBody>, ProxyError> {
+        logging::trace_request("request to origin", &forward.request);
+        let response = self.upstream.send(forward.request).await?;
+        logging::trace_response("response from origin", &response);
+        let (mut parts, incoming) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        self.via.append(&mut parts.headers, parts.version);
+        // The client hears hoard's own HTTP version; the origin's is recorded in Via.
+        parts.version = Version::HTTP_11;
+        Ok(Response::from_parts(parts, body::stream(incoming)))
+    }
+}
+
+/// Checks an absolute-form target (RFC 9112 §3.2.2) and returns it with its authority.
+fn absolute_target(uri: &Uri) -> Result<(Uri, Authority), ProxyError> {
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return Err(ProxyError::UnsupportedScheme(other.to_owned())),
+        None => return Err(ProxyError::BadRequest("missing URL scheme")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or(ProxyError::BadRequest("URL has no host"))?
+        .clone();
+    if authority.as_str().contains('@') {
+        return Err(ProxyError::BadRequest(
+            "URL must not contain user information",
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(ProxyError::BadRequest("URL has no host"));
+    }
+    Ok((uri.clone(), authority))
+}
+
+fn host_value(authority: &Authority) -> Result<HeaderValue, ProxyError> {
+    HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("invalid host"))
+}

@@ -1,0 +1,164 @@
+//! Listening: bind, accept, serve each client connection with hyper's HTTP/1.1 server, and
+//! shut down gracefully. Every request is handed to `proxy::Proxy`; this module does not look
+//! at requests beyond wrapping their responses for the access log.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::logging::{AccessRecord, LoggedBody};
+use crate::proxy::Proxy;
+use crate::upstream::UpstreamError;
+
+/// How long in-flight requests may run after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// A bound, not yet running proxy server.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    proxy: Arc<Proxy>,
+    http: http1::Builder,
+}
+
+impl Server {
+    pub async fn bind(config: &Config) -> Result<Self, ServerError> {
+        let bind_error = |source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let proxy = Arc::new(Proxy::new(config, local_addr)?);
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(config.client_header_timeout)
+            .max_buf_size(config.max_header_size.max(8192))
+            .max_header_size(config.max_header_size)
+            .preserve_header_case(true)
+            .keep_alive(true);
+        Ok(Server {
+            listener,
+            local_addr,
+            proxy,
+            http,
+        })
+    }
+
+    /// The address actually bound (the port is chosen by the OS when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
+    /// finish for up to a grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let connections = TaskTracker::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(self.serve(stream, peer, stop_rx.clone()));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends are transient: back off instead of spinning or dying.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        tracing::info!(
+            "shutting down: waiting for {} connection(s)",
+            connections.len()
+        );
+        let _ = stop_tx.send(true);
+        connections.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over, closing remaining connections");
+        }
+    }
+
+    /// Serves one client connection; on shutdown, finishes the request in flight and closes.
+    fn serve(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + use<> {
+        let _ = stream.set_nodelay(true);
+        let proxy = self.proxy.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(handle(&proxy, request, peer).await) }
+        });
+        let connection = self
+            .http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stop.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!("{peer}: connection ended: {e}");
+            }
+        }
+    }
+}
+
+async fn handle(
+    proxy: &Proxy,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<LoggedBody> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let version = request.version();
+    let response = proxy.handle(request, client).await;
+    let record = AccessRecord {
+        client,
+        method,
+        uri,
+        version,
+        status: response.status(),
+        started,
+    };
+    response.map(|body| LoggedBody::new(body, record))
+}

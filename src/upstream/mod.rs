@@ -1,0 +1,126 @@
+//! The upstream client: pooled keep-alive HTTP/1.1 connections to origins, over TCP or rustls,
+//! with connect and first-byte timeouts, and typed errors that say which origin failed and why.
+//!
+//! It sends exactly the request it is given; deciding what to send (headers, target, caching)
+//! belongs to `proxy/`. It must not build client-facing responses.
+
+mod error;
+
+pub use error::UpstreamError;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+
+use crate::body::ProxyBody;
+use crate::config::Config;
+
+/// Sends requests to origins.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+    first_byte_timeout: Duration,
+}
+
+impl UpstreamClient {
+    pub fn new(config: &Config) -> Result<Self, UpstreamError> {
+        let tls = Arc::new(tls_config(config.extra_ca_pem.as_deref())?);
+        let mut http = HttpConnector::new();
+        // The URI scheme decides plain or TLS; the https connector below wraps this one.
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http1_preserve_header_case(true)
+            // The proxy sets Host itself (forward: from the absolute URI; reverse: kept).
+            .set_host(false)
+            .build(connector);
+        Ok(UpstreamClient {
+            client,
+            tls,
+            connect_timeout: config.connect_timeout,
+            first_byte_timeout: config.first_byte_timeout,
+        })
+    }
+
+    /// TLS settings for origins, shared with anything else that dials origins.
+    pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Sends `request` (absolute URI) and waits for the response head, at most the
+    /// connect timeout plus the first-byte timeout.
+    pub async fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let pending = self.client.request(request);
+        match tokio::time::timeout(self.connect_timeout + self.first_byte_timeout, pending).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(UpstreamError::from_client_error(
+                host,
+                self.connect_timeout,
+                &e,
+            )),
+            Err(_) => Err(UpstreamError::FirstByteTimeout {
+                host,
+                after: self.first_byte_timeout,
+            }),
+        }
+    }
+}
+
+fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, UpstreamError> {
+    let mut roots = RootCertStore::empty();
+    // A machine without system roots still works for origins trusted through --ca-file.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(pem) = extra_ca_pem {
+        let mut reader = pem;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut reader) {
+            let cert = cert.map_err(|e| UpstreamError::Tls(format!("--ca-file: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| UpstreamError::Tls(format!("--ca-file: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(UpstreamError::Tls(
+                "--ca-file: no PEM certificate found".into(),
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
