@@ -1,0 +1,10 @@
+//! Integration tests: one binary, one module per area, real origins and a real hoard on
+//! loopback (see `support/`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod binary;
+mod errors;
+mod forward;
+mod reverse;
+mod support;
+mod tls;

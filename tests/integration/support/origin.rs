@@ -1,0 +1,116 @@
+//! A real hyper origin server that records what it received and on which connection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use hoard::body::{self, ProxyBody};
+use http::{HeaderMap, Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// The head of one request as the origin saw it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub connection: usize,
+}
+
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Clone)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Origin {
+    /// An origin whose every response is built by `handler` (which may stream or consume the
+    /// request body).
+    pub async fn start<F, Fut>(handler: F) -> Origin
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = Origin {
+            addr: listener.local_addr().unwrap(),
+            seen: Arc::default(),
+            connections: Arc::default(),
+        };
+        let state = origin.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let connection = state.connections.fetch_add(1, Ordering::SeqCst);
+                let seen = state.seen.clone();
+                let handler = handler.clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    seen.lock().unwrap().push(SeenRequest {
+                        method: request.method().clone(),
+                        uri: request.uri().clone(),
+                        headers: request.headers().clone(),
+                        connection,
+                    });
+                    let response = handler(request);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                tokio::spawn(async move {
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        origin
+    }
+
+    /// An origin that answers every request with 200 and `body`.
+    pub async fn fixed(body: &'static str) -> Origin {
+        Origin::start(move |_| async move {
+            Response::new(body::full(Bytes::from_static(body.as_bytes())))
+        })
+        .await
+    }
+
+    /// An origin that answers with the request body it received.
+    pub async fn echo() -> Origin {
+        Origin::start(|request: Request<Incoming>| async move {
+            Response::new(body::stream(request.into_body()))
+        })
+        .await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> SeenRequest {
+        self.seen().pop().expect("the origin saw a request")
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}

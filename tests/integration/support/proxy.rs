@@ -1,0 +1,55 @@
+//! Starts hoard in-process, configured by the same flags a person would type.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use hoard::config::Args;
+use hoard::server::Server;
+use tokio::sync::oneshot;
+
+pub struct Hoard {
+    pub addr: SocketAddr,
+    _cache_dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Hoard {
+    pub async fn start(flags: &[&str]) -> Hoard {
+        let cache_dir = tempfile::tempdir().unwrap();
+        let dir = cache_dir.path().to_str().unwrap().to_owned();
+        let mut argv = vec!["hoard", "0", "--cache-dir", &dir];
+        argv.extend_from_slice(flags);
+        let config = Args::try_parse_from(argv).unwrap().into_config().unwrap();
+        let server = Server::bind(&config).await.unwrap();
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Hoard {
+            addr,
+            _cache_dir: cache_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A reqwest client that uses this hoard as its HTTP proxy.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(format!("http://{}", self.addr)).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
