@@ -6,6 +6,7 @@
 //! `docs/ARCHITECTURE.md` has the full map.
 
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod logging;
 pub mod proxy;

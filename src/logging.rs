@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tracing_subscriber::EnvFilter;
 
 use crate::body::{BoxError, ProxyBody};
+use crate::cache::CacheOutcome;
 
 /// Starts the stderr subscriber. `RUST_LOG` overrides the level chosen by `-v`.
 pub fn init(verbose: u8) {
@@ -71,6 +72,8 @@ pub struct AccessRecord {
     pub uri: Uri,
     pub version: Version,
     pub status: StatusCode,
+    /// What the cache did; `None` for requests it never saw (CONNECT, errors).
+    pub outcome: Option<CacheOutcome>,
     pub started: Instant,
 }
 
@@ -78,7 +81,7 @@ impl AccessRecord {
     fn emit(self, bytes: u64, complete: bool) {
         let elapsed = self.started.elapsed();
         tracing::info!(
-            "{} \"{} {} {:?}\" {} {} {:.1}ms{}",
+            "{} \"{} {} {:?}\" {} {} {:.1}ms {}{}",
             self.client,
             self.method,
             self.uri,
@@ -86,6 +89,7 @@ impl AccessRecord {
             self.status.as_u16(),
             bytes,
             elapsed.as_secs_f64() * 1000.0,
+            self.outcome.map_or("NONE", CacheOutcome::as_str),
             if complete { "" } else { " aborted" }
         );
     }

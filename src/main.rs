@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             "hoard listening on http://{} ({}), cache directory {}",
             server.local_addr(),
             config.mode.as_str(),
-            config.cache_dir.display()
+            config.cache.dir.display()
         );
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS

@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 use http::{HeaderValue, Uri};
 
+use crate::cache::{CacheSettings, PolicySettings};
+
 /// What an invalid flag combination or value is, named so the person can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -27,6 +29,10 @@ pub enum ConfigError {
     MaxHeaderSize(usize),
     #[error("no cache directory: pass --cache-dir (neither XDG_CACHE_HOME nor HOME is set)")]
     NoCacheDir,
+    #[error("--max-object-size {0} is larger than --cache-disk {1}")]
+    ObjectLargerThanDisk(u64, u64),
+    #[error("--cache-memory must be at least 1MiB")]
+    MemoryTooSmall,
 }
 
 /// hoard: a caching HTTP proxy.
@@ -87,10 +93,37 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Size of the memory tier, e.g. `64MiB`.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub cache_memory: u64,
+
+    /// Size of the disk tier, e.g. `1GiB`.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub cache_disk: u64,
+
+    /// Responses larger than this stream through without being stored.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub max_object_size: u64,
+
+    /// Upper bound on heuristic freshness (10% of the time since Last-Modified).
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
+    pub heuristic_max: Duration,
+
+    /// Serve a stale response this long past its freshness when the origin is down, times
+    /// out or answers 5xx, even without `stale-if-error` (unless `must-revalidate`).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub stale_if_error: Duration,
+
     /// Trace every step: request and response heads on both sides (-v). The access log line
     /// per request is always written to stderr.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("{e} (write e.g. 512MiB, 1GiB, 4096)"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -130,7 +163,7 @@ pub struct Config {
     pub first_byte_timeout: Duration,
     pub client_header_timeout: Duration,
     pub max_header_size: usize,
-    pub cache_dir: PathBuf,
+    pub cache: CacheSettings,
     pub verbose: u8,
 }
 
@@ -164,6 +197,27 @@ impl Args {
             Some(dir) => dir,
             None => default_cache_dir().ok_or(ConfigError::NoCacheDir)?,
         };
+        if self.max_object_size > self.cache_disk {
+            return Err(ConfigError::ObjectLargerThanDisk(
+                self.max_object_size,
+                self.cache_disk,
+            ));
+        }
+        if self.cache_memory < 1 << 20 {
+            return Err(ConfigError::MemoryTooSmall);
+        }
+        let cache = CacheSettings {
+            dir: cache_dir,
+            memory_size: self.cache_memory,
+            disk_size: self.cache_disk,
+            max_object_size: self.max_object_size,
+            policy: PolicySettings {
+                heuristic_max: self.heuristic_max,
+                stale_if_error_grace: self.stale_if_error,
+            },
+            // A follower waits as long as its own request to the origin could take.
+            collapse_wait: self.connect_timeout + self.first_byte_timeout,
+        };
         Ok(Config {
             listen: SocketAddr::new(self.bind, self.port),
             mode,
@@ -173,7 +227,7 @@ impl Args {
             first_byte_timeout: self.first_byte_timeout,
             client_header_timeout: self.client_header_timeout,
             max_header_size: self.max_header_size,
-            cache_dir,
+            cache,
             verbose: self.verbose,
         })
     }
@@ -239,6 +293,22 @@ mod tests {
             parse(&["--upstream-host", "a"]),
             Err(ConfigError::UpstreamHostWithoutUpstream)
         ));
+    }
+
+    #[test]
+    fn sizes_take_human_units() {
+        let config = parse(&[
+            "--cache-dir",
+            "/tmp/x",
+            "--cache-memory",
+            "512MiB",
+            "--cache-disk",
+            "2GiB",
+        ])
+        .unwrap();
+        assert_eq!(config.cache.memory_size, 512 << 20);
+        assert_eq!(config.cache.disk_size, 2 << 30);
+        assert!(Args::try_parse_from(["hoard", "--cache-disk", "lots"]).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The request path: classify what the client asked for (forward, CONNECT, reverse), rewrite
-//! the heads between hops, and hand the request to the one seam where it either goes upstream
-//! or (once the cache exists) is answered from the cache.
+//! the heads between hops, and hand the request to the cache, which answers it from storage or
+//! through `OriginClient` from the origin.
 //!
 //! This module owns client-facing responses, including every error response (`error.rs`).
 //! It must not open origin connections itself except for CONNECT tunnels, which carry opaque
@@ -13,6 +13,7 @@ mod tunnel;
 pub use error::{ErrorSource, ProxyError};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -20,28 +21,57 @@ use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
+use crate::cache::{self, Cache};
 use crate::config::{Config, Mode};
 use crate::logging;
 use crate::upstream::{UpstreamClient, UpstreamError};
 use headers::ViaEntry;
 
 /// A request ready for an origin: absolute URI, end-to-end headers only, our `Via` added.
-/// This is what the cache (when it arrives) keys and stores by.
+/// This is what the cache keys and stores by.
 pub struct ForwardRequest {
     pub request: Request<ProxyBody>,
+}
+
+/// The cache's way to the origin: the upstream client, with hop-by-hop fields removed from
+/// what comes back.
+pub struct OriginClient {
+    upstream: UpstreamClient,
+}
+
+impl cache::Origin for OriginClient {
+    type Error = UpstreamError;
+
+    async fn fetch(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        logging::trace_request("request to origin", &request);
+        let response = self.upstream.send(request).await?;
+        logging::trace_response("response from origin", &response);
+        let (mut parts, incoming) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body::stream(incoming)))
+    }
 }
 
 /// Everything the request path needs, shared by all connections.
 pub struct Proxy {
     mode: Mode,
     connect_ports: Vec<u16>,
+    connect_timeout: std::time::Duration,
     listen: SocketAddr,
     via: ViaEntry,
-    upstream: UpstreamClient,
+    origin: Arc<OriginClient>,
+    cache: Arc<Cache>,
 }
 
 impl Proxy {
-    pub fn new(config: &Config, listen: SocketAddr) -> Result<Self, UpstreamError> {
+    pub fn new(
+        config: &Config,
+        listen: SocketAddr,
+        cache: Arc<Cache>,
+    ) -> Result<Self, UpstreamError> {
         let mut id = [0u8; 8];
         // A collision only matters between two hoards in one request chain; on the rare
         // failure of the OS source, the process id still distinguishes local instances.
@@ -51,10 +81,18 @@ impl Proxy {
         Ok(Proxy {
             mode: config.mode.clone(),
             connect_ports: config.connect_ports.clone(),
+            connect_timeout: config.connect_timeout,
             listen,
             via: ViaEntry::new(u64::from_le_bytes(id)),
-            upstream: UpstreamClient::new(config)?,
+            origin: Arc::new(OriginClient {
+                upstream: UpstreamClient::new(config)?,
+            }),
+            cache,
         })
+    }
+
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
     }
 
     /// Answers one client request. Never fails: errors become responses here.
@@ -87,12 +125,7 @@ impl Proxy {
             return Err(ProxyError::Loop);
         }
         if request.method() == Method::CONNECT {
-            return tunnel::open(
-                request,
-                &self.connect_ports,
-                self.upstream.connect_timeout(),
-            )
-            .await;
+            return tunnel::open(request, &self.connect_ports, self.connect_timeout).await;
         }
         let forward = self.forward_request(request, client)?;
         self.fetch(forward).await
@@ -166,17 +199,14 @@ impl Proxy {
         })
     }
 
-    /// The seam: a forward request is answered here, today always by the origin.
+    /// The seam: every forward request goes through the cache, which decides whether the
+    /// origin is asked.
     async fn fetch(&self, forward: ForwardRequest) -> Result<Response<ProxyBody>, ProxyError> {
-        logging::trace_request("request to origin", &forward.request);
-        let response = self.upstream.send(forward.request).await?;
-        logging::trace_response("response from origin", &response);
-        let (mut parts, incoming) = response.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers);
-        self.via.append(&mut parts.headers, parts.version);
-        // The client hears hoard's own HTTP version; the origin's is recorded in Via.
-        parts.version = Version::HTTP_11;
-        Ok(Response::from_parts(parts, body::stream(incoming)))
+        let mut response = self.cache.serve(forward.request, &self.origin).await?;
+        self.via.append(response.headers_mut(), Version::HTTP_11);
+        // The client hears hoard's own HTTP version.
+        *response.version_mut() = Version::HTTP_11;
+        Ok(response)
     }
 }
 

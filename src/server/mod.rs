@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport};
 use crate::config::Config;
 use crate::logging::{AccessRecord, LoggedBody};
 use crate::proxy::Proxy;
@@ -34,6 +35,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 /// A bound, not yet running proxy server.
@@ -42,6 +45,7 @@ pub struct Server {
     local_addr: SocketAddr,
     proxy: Arc<Proxy>,
     http: http1::Builder,
+    cache_report: LoadReport,
 }
 
 impl Server {
@@ -52,7 +56,15 @@ impl Server {
         };
         let listener = TcpListener::bind(config.listen).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        let proxy = Arc::new(Proxy::new(config, local_addr)?);
+        let settings = config.cache.clone();
+        let opened = tokio::task::spawn_blocking(move || Cache::open(settings))
+            .await
+            .map_err(|e| ServerError::Bind {
+                addr: config.listen,
+                source: std::io::Error::other(e),
+            })?;
+        let (cache, cache_report) = opened?;
+        let proxy = Arc::new(Proxy::new(config, local_addr, Arc::new(cache))?);
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.client_header_timeout)
@@ -65,7 +77,13 @@ impl Server {
             local_addr,
             proxy,
             http,
+            cache_report,
         })
+    }
+
+    /// What the cache found on disk at start-up.
+    pub fn cache_report(&self) -> LoadReport {
+        self.cache_report
     }
 
     /// The address actually bound (the port is chosen by the OS when 0 was asked for).
@@ -158,6 +176,7 @@ async fn handle(
         uri,
         version,
         status: response.status(),
+        outcome: response.extensions().get::<CacheOutcome>().copied(),
         started,
     };
     response.map(|body| LoggedBody::new(body, record))

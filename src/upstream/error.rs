@@ -38,13 +38,13 @@ impl UpstreamError {
     ) -> Self {
         let reason = source_chain(error);
         if error.is_connect() {
-            if let Some(io) = find_io_error(error) {
-                if io.kind() == io::ErrorKind::TimedOut {
-                    return UpstreamError::ConnectTimeout {
-                        host,
-                        after: connect_timeout,
-                    };
-                }
+            if let Some(io) = find_io_error(error)
+                && io.kind() == io::ErrorKind::TimedOut
+            {
+                return UpstreamError::ConnectTimeout {
+                    host,
+                    after: connect_timeout,
+                };
             }
             if reason.starts_with("dns error") {
                 return UpstreamError::Dns { host, reason };

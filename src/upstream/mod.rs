@@ -26,21 +26,20 @@ use crate::config::Config;
 #[derive(Clone)]
 pub struct UpstreamClient {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
-    tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     first_byte_timeout: Duration,
 }
 
 impl UpstreamClient {
     pub fn new(config: &Config) -> Result<Self, UpstreamError> {
-        let tls = Arc::new(tls_config(config.extra_ca_pem.as_deref())?);
+        let tls = tls_config(config.extra_ca_pem.as_deref())?;
         let mut http = HttpConnector::new();
         // The URI scheme decides plain or TLS; the https connector below wraps this one.
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -53,19 +52,9 @@ impl UpstreamClient {
             .build(connector);
         Ok(UpstreamClient {
             client,
-            tls,
             connect_timeout: config.connect_timeout,
             first_byte_timeout: config.first_byte_timeout,
         })
-    }
-
-    /// TLS settings for origins, shared with anything else that dials origins.
-    pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
-        self.tls.clone()
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
     }
 
     /// Sends `request` (absolute URI) and waits for the response head, at most the

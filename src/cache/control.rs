@@ -1,0 +1,219 @@
+//! `Cache-Control` parsing (RFC 9111 §5.2) for requests and responses, plus `Pragma: no-cache`
+//! (§5.4). Written by hand: the directive grammar is small, and the crates that parse it drop
+//! the stale-* extensions this cache acts on.
+
+use http::HeaderMap;
+use http::header::{CACHE_CONTROL, PRAGMA};
+
+/// Largest delta-seconds we keep: RFC 9111 §1.2.2 says to treat anything larger as 2^31.
+const DELTA_SECONDS_MAX: u64 = 1 << 31;
+
+/// The directives hoard acts on, from every `Cache-Control` line of one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+    pub no_store: bool,
+    /// `no-cache`, with or without field names: a shared cache revalidates either way.
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+    /// Request: `Some(None)` is `max-stale` without a value (any staleness is fine).
+    pub max_stale: Option<Option<u64>>,
+    pub min_fresh: Option<u64>,
+    pub only_if_cached: bool,
+}
+
+impl CacheControl {
+    pub fn parse(headers: &HeaderMap) -> CacheControl {
+        let mut cc = CacheControl::default();
+        for value in headers.get_all(CACHE_CONTROL) {
+            let Ok(text) = value.to_str() else { continue };
+            for (name, arg) in directives(text) {
+                cc.apply(&name, arg.as_deref());
+            }
+        }
+        cc
+    }
+
+    /// A request's directives, with `Pragma: no-cache` counted when there is no
+    /// `Cache-Control` (RFC 9111 §5.4).
+    pub fn parse_request(headers: &HeaderMap) -> CacheControl {
+        let mut cc = CacheControl::parse(headers);
+        if !headers.contains_key(CACHE_CONTROL) {
+            cc.no_cache |= headers.get_all(PRAGMA).iter().any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+                })
+            });
+        }
+        cc
+    }
+
+    fn apply(&mut self, name: &str, arg: Option<&str>) {
+        // An invalid number for a freshness directive makes the response stale rather than
+        // fresh forever (RFC 9111 §4.2.1 and §5.2.2.1).
+        let seconds = || arg.map_or(Some(0), parse_delta_seconds).or(Some(0));
+        match name {
+            "max-age" => self.max_age = seconds(),
+            "s-maxage" => self.s_maxage = seconds(),
+            "no-store" => self.no_store = true,
+            "no-cache" => self.no_cache = true,
+            "private" => self.private = true,
+            "public" => self.public = true,
+            "must-revalidate" => self.must_revalidate = true,
+            "proxy-revalidate" => self.proxy_revalidate = true,
+            "stale-while-revalidate" => {
+                self.stale_while_revalidate = arg.and_then(parse_delta_seconds)
+            }
+            "stale-if-error" => self.stale_if_error = arg.and_then(parse_delta_seconds),
+            "max-stale" => self.max_stale = Some(arg.and_then(parse_delta_seconds)),
+            "min-fresh" => self.min_fresh = arg.and_then(parse_delta_seconds),
+            "only-if-cached" => self.only_if_cached = true,
+            _ => {}
+        }
+    }
+}
+
+fn parse_delta_seconds(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        text.parse::<u64>()
+            .unwrap_or(DELTA_SECONDS_MAX)
+            .min(DELTA_SECONDS_MAX),
+    )
+}
+
+/// Splits `a, b=1, c="x, y"` into lowercase names and unquoted arguments; commas inside quoted
+/// strings do not split.
+fn directives(text: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest.find([',', '=']).unwrap_or(rest.len());
+        let name = rest[..end].trim().to_ascii_lowercase();
+        rest = &rest[end..];
+        let mut arg = None;
+        if let Some(after_eq) = rest.strip_prefix('=') {
+            let after_eq = after_eq.trim_start();
+            if let Some(quoted) = after_eq.strip_prefix('"') {
+                let mut value = String::new();
+                let mut chars = quoted.char_indices();
+                let mut consumed = quoted.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some((_, escaped)) = chars.next() {
+                                value.push(escaped);
+                            }
+                        }
+                        '"' => {
+                            consumed = i + 1;
+                            break;
+                        }
+                        _ => value.push(c),
+                    }
+                }
+                arg = Some(value);
+                rest = &quoted[consumed..];
+                rest = rest.find(',').map_or("", |i| &rest[i..]);
+            } else {
+                let end = after_eq.find(',').unwrap_or(after_eq.len());
+                arg = Some(after_eq[..end].trim().to_owned());
+                rest = &after_eq[end..];
+            }
+        }
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+        if !name.is_empty() {
+            out.push((name, arg));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn cc(values: &[&str]) -> CacheControl {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(CACHE_CONTROL, HeaderValue::from_str(v).unwrap());
+        }
+        CacheControl::parse(&headers)
+    }
+
+    #[test]
+    fn parses_directives_across_lines_and_case() {
+        let c = cc(&[
+            "Public, MAX-AGE=60",
+            "s-maxage=\"120\", stale-while-revalidate=30",
+        ]);
+        assert!(c.public);
+        assert_eq!(c.max_age, Some(60));
+        assert_eq!(c.s_maxage, Some(120));
+        assert_eq!(c.stale_while_revalidate, Some(30));
+    }
+
+    #[test]
+    fn quoted_commas_do_not_split() {
+        let c = cc(&["no-cache=\"set-cookie, x-a\", max-age=5"]);
+        assert!(c.no_cache);
+        assert_eq!(c.max_age, Some(5));
+    }
+
+    #[test]
+    fn invalid_max_age_means_stale() {
+        assert_eq!(cc(&["max-age=abc"]).max_age, Some(0));
+        assert_eq!(cc(&["max-age=-1"]).max_age, Some(0));
+        assert_eq!(cc(&["max-age"]).max_age, Some(0));
+    }
+
+    #[test]
+    fn huge_delta_seconds_is_capped() {
+        assert_eq!(
+            cc(&["max-age=99999999999999999999999"]).max_age,
+            Some(DELTA_SECONDS_MAX)
+        );
+    }
+
+    #[test]
+    fn max_stale_without_value_allows_any() {
+        assert_eq!(cc(&["max-stale"]).max_stale, Some(None));
+        assert_eq!(cc(&["max-stale=10"]).max_stale, Some(Some(10)));
+    }
+
+    #[test]
+    fn pragma_no_cache_counts_only_without_cache_control() {
+        let mut headers = HeaderMap::new();
+        headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        assert!(CacheControl::parse_request(&headers).no_cache);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
+        assert!(!CacheControl::parse_request(&headers).no_cache);
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        for text in [
+            "",
+            ",,,",
+            "=",
+            "a=\"",
+            "a=\"\\",
+            "\"",
+            "max-age==3",
+            "x=\"a\"b, max-age=2",
+        ] {
+            let _ = cc(&[text]);
+        }
+        assert_eq!(cc(&["x=\"a\"b, max-age=2"]).max_age, Some(2));
+    }
+}

@@ -1,0 +1,168 @@
+//! `StoredResponse`: one cached response's metadata (status, headers in order, the request
+//! values it varies on, freshness, where and how long its body is, its checksum), and its
+//! encoding for the persistent index.
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use super::key::CacheKey;
+use super::policy::Freshness;
+
+/// Identifies a stored body in every tier; random, so it says nothing about the URL.
+pub type BodyId = u64;
+
+/// A cached response without its body.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    pub key: CacheKey,
+    /// Normalised request values for the fields in the response's `Vary`.
+    pub vary: Vec<(String, Option<String>)>,
+    pub status: StatusCode,
+    /// The origin's reason phrase when it was not the canonical one.
+    pub reason: Option<Bytes>,
+    /// The origin's header fields minus hop-by-hop ones, in order, repeats kept.
+    pub headers: HeaderMap,
+    pub freshness: Freshness,
+    pub body: BodyId,
+    pub body_len: u64,
+    pub checksum: [u8; 32],
+}
+
+/// The serialised form, stored in the index database.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    version: u8,
+    url: String,
+    vary: Vec<(String, Option<String>)>,
+    status: u16,
+    reason: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
+    freshness: Freshness,
+    body: BodyId,
+    body_len: u64,
+    checksum: [u8; 32],
+}
+
+const RECORD_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("corrupt index record: {0}")]
+    Format(#[from] postcard::Error),
+    #[error("index record version {0} is not supported")]
+    Version(u8),
+    #[error("index record has an invalid {0}")]
+    Field(&'static str),
+}
+
+impl StoredResponse {
+    pub fn encode(&self) -> Vec<u8> {
+        let record = Record {
+            version: RECORD_VERSION,
+            url: self.key.url().to_owned(),
+            vary: self.vary.clone(),
+            status: self.status.as_u16(),
+            reason: self.reason.as_ref().map(|r| r.to_vec()),
+            headers: self
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                .collect(),
+            freshness: self.freshness,
+            body: self.body,
+            body_len: self.body_len,
+            checksum: self.checksum,
+        };
+        postcard::to_allocvec(&record).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<StoredResponse, DecodeError> {
+        let record: Record = postcard::from_bytes(bytes)?;
+        if record.version != RECORD_VERSION {
+            return Err(DecodeError::Version(record.version));
+        }
+        let mut headers = HeaderMap::with_capacity(record.headers.len());
+        for (name, value) in record.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| DecodeError::Field("header name"))?;
+            let value =
+                HeaderValue::from_bytes(&value).map_err(|_| DecodeError::Field("header value"))?;
+            headers.append(name, value);
+        }
+        Ok(StoredResponse {
+            key: CacheKey::from_url(record.url),
+            vary: record.vary,
+            status: StatusCode::from_u16(record.status)
+                .map_err(|_| DecodeError::Field("status"))?,
+            reason: record.reason.map(Bytes::from),
+            headers,
+            freshness: record.freshness,
+            body: record.body,
+            body_len: record.body_len,
+            checksum: record.checksum,
+        })
+    }
+
+    /// Rough bytes this entry costs, for size accounting.
+    pub fn weight(&self) -> u64 {
+        let head: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        self.body_len + head as u64 + self.key.url().len() as u64 + 128
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_headers_in_order_with_repeats() {
+        let mut headers = HeaderMap::new();
+        headers.append("set-cookie", HeaderValue::from_static("a=1"));
+        headers.append("x-b", HeaderValue::from_static("b"));
+        headers.append("set-cookie", HeaderValue::from_static("c=2"));
+        let entry = StoredResponse {
+            key: CacheKey::from_url("http://h/p".into()),
+            vary: vec![
+                ("accept".into(), Some("text/html".into())),
+                ("x".into(), None),
+            ],
+            status: StatusCode::from_u16(299).unwrap(),
+            reason: Some(Bytes::from_static(b"Odd")),
+            headers,
+            freshness: Freshness {
+                response_time: 1,
+                initial_age: 2,
+                lifetime: 3,
+                must_revalidate: true,
+                no_cache: false,
+                stale_while_revalidate: Some(4),
+                stale_if_error: None,
+            },
+            body: 42,
+            body_len: 7,
+            checksum: [9; 32],
+        };
+        let back = StoredResponse::decode(&entry.encode()).unwrap();
+        assert_eq!(back.key, entry.key);
+        assert_eq!(back.vary, entry.vary);
+        assert_eq!(back.status, entry.status);
+        assert_eq!(back.reason, entry.reason);
+        let cookies: Vec<_> = back.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, vec!["a=1", "c=2"]);
+        assert_eq!(back.freshness, entry.freshness);
+        assert_eq!((back.body, back.body_len, back.checksum), (42, 7, [9; 32]));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [&b""[..], b"\x01", b"\xff\xff\xff\xff", &[1u8; 64]] {
+            assert!(StoredResponse::decode(bytes).is_err());
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The index: which responses are cached, answered from memory (the seed's `CACHE_LOG`), and
+//! persisted in a redb database so it survives restarts and crashes.
+//!
+//! In memory it is a size-bounded S3-FIFO map (quick_cache, sharded, no global lock) from the
+//! primary key's hash to that URL's variants; its eviction order is the disk tier's eviction
+//! order. A background thread applies changes to the database in batches and deletes evicted
+//! bodies, so no request waits for an fsync of the index.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use quick_cache::sync::Cache;
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::entry::{BodyId, StoredResponse};
+use super::key::CacheKey;
+use super::storage::{DiskStorage, MemoryStorage, Storage};
+
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+
+/// At most this many variants of one URL are kept (the oldest goes first).
+const MAX_VARIANTS: usize = 16;
+
+/// All cached variants of one URL; replaced as a whole on change, so readers never lock.
+pub type Variants = Arc<Vec<Arc<StoredResponse>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cache index database: {0}")]
+    Database(#[from] redb::Error),
+    #[error("cache storage: {0}")]
+    Storage(#[from] super::storage::StorageError),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for IndexError {
+            fn from(e: $t) -> Self {
+                IndexError::Database(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+enum Op {
+    Put(Arc<StoredResponse>),
+    /// Forget the row and delete the body from every tier.
+    Delete(BodyId),
+    /// Reply once everything sent before has been committed.
+    Flush(mpsc::Sender<()>),
+}
+
+#[derive(Clone)]
+struct VariantsWeight;
+
+impl Weighter<u128, Variants> for VariantsWeight {
+    fn weight(&self, _key: &u128, variants: &Variants) -> u64 {
+        variants.iter().map(|v| v.weight()).sum::<u64>().max(1)
+    }
+}
+
+/// Evicted variants are handed to the writer thread, never deleted under the map's lock.
+#[derive(Clone)]
+struct EvictToWriter {
+    ops: mpsc::Sender<Op>,
+    evictions: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Lifecycle<u128, Variants> for EvictToWriter {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut (), _key: u128, variants: Variants) {
+        for variant in variants.iter() {
+            self.evictions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = self.ops.send(Op::Delete(variant.body));
+        }
+    }
+}
+
+pub struct Index {
+    map: Cache<u128, Variants, VariantsWeight, DefaultHashBuilder, EvictToWriter>,
+    ops: mpsc::Sender<Op>,
+    /// Serialises read-modify-write of one URL's variant list; hits never take it.
+    write_locks: Box<[Mutex<()>]>,
+    evictions: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What start-up found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadReport {
+    pub entries: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+}
+
+impl Index {
+    /// Opens the database at `path`, loads every entry, and starts the writer thread.
+    pub fn open(
+        path: &Path,
+        capacity: u64,
+        disk: Arc<DiskStorage>,
+        memory: Arc<MemoryStorage>,
+    ) -> Result<(Index, LoadReport), IndexError> {
+        let db = Database::create(path)?;
+        {
+            let txn = db.begin_write()?;
+            txn.open_table(ENTRIES)?;
+            txn.commit()?;
+        }
+        let (ops, receiver) = mpsc::channel();
+        let evictions = Arc::default();
+        let lifecycle = EvictToWriter {
+            ops: ops.clone(),
+            evictions: Arc::clone(&evictions),
+        };
+        let estimated = (capacity / 32_768).clamp(1024, 4 << 20) as usize;
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(estimated)
+            .weight_capacity(capacity.max(1))
+            .build()
+            .map_err(|_| {
+                IndexError::Storage(std::io::Error::other("invalid index capacity").into())
+            })?;
+        let map = Cache::with_options(
+            options,
+            VariantsWeight,
+            DefaultHashBuilder::default(),
+            lifecycle,
+        );
+        let index = Index {
+            map,
+            ops,
+            write_locks: (0..64).map(|_| Mutex::new(())).collect(),
+            evictions,
+        };
+
+        let mut report = LoadReport::default();
+        let mut known = HashSet::new();
+        let mut by_url: HashMap<u128, Vec<Arc<StoredResponse>>> = HashMap::new();
+        {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ENTRIES)?;
+            for row in table.iter()? {
+                let (id, bytes) = row?;
+                match StoredResponse::decode(bytes.value()) {
+                    Ok(entry) if entry.body == id.value() => {
+                        known.insert(entry.body);
+                        disk.adopt(entry.body_len);
+                        report.entries += 1;
+                        report.bytes += entry.body_len;
+                        by_url
+                            .entry(entry.key.hash())
+                            .or_default()
+                            .push(Arc::new(entry));
+                    }
+                    _ => {
+                        report.dropped += 1;
+                        let _ = index.ops.send(Op::Delete(id.value()));
+                    }
+                }
+            }
+        }
+        for (hash, variants) in by_url {
+            index.map.insert(hash, Arc::new(variants));
+        }
+
+        let writer_disk = disk.clone();
+        std::thread::Builder::new()
+            .name("hoard-index".into())
+            .spawn(move || {
+                remove_orphans(&writer_disk, &known);
+                write_loop(db, receiver, writer_disk, memory);
+            })
+            .map_err(|e| IndexError::Storage(e.into()))?;
+        Ok((index, report))
+    }
+
+    /// The variants stored for `key`, if any.
+    pub fn get(&self, key: &CacheKey) -> Option<Variants> {
+        let variants = self.map.get(&key.hash())?;
+        // 128-bit hashes do not collide in practice; comparing the URL makes sure.
+        (variants.first()?.key == *key).then_some(variants)
+    }
+
+    /// Adds or replaces the variant with the same `Vary` values; the replaced body is deleted
+    /// unless it is the same body (a 304 refresh).
+    pub fn insert(&self, entry: Arc<StoredResponse>) {
+        let hash = entry.key.hash();
+        let _guard = self.lock(hash);
+        let mut variants: Vec<Arc<StoredResponse>> = self
+            .map
+            .peek(&hash)
+            .filter(|v| v.first().is_some_and(|first| first.key == entry.key))
+            .map(|v| v.as_ref().clone())
+            .unwrap_or_default();
+        let mut superseded = Vec::new();
+        variants.retain(|old| {
+            let replaced = old.vary == entry.vary;
+            if replaced && old.body != entry.body {
+                superseded.push(old.body);
+            }
+            !replaced
+        });
+        variants.push(entry.clone());
+        while variants.len() > MAX_VARIANTS {
+            superseded.push(variants.remove(0).body);
+        }
+        self.map.insert(hash, Arc::new(variants));
+        let _ = self.ops.send(Op::Put(entry));
+        for body in superseded {
+            let _ = self.ops.send(Op::Delete(body));
+        }
+    }
+
+    /// Forgets one variant (a corrupt or vanished body).
+    pub fn remove_variant(&self, entry: &StoredResponse) {
+        let hash = entry.key.hash();
+        let _guard = self.lock(hash);
+        if let Some(variants) = self.map.peek(&hash) {
+            let rest: Vec<_> = variants
+                .iter()
+                .filter(|v| v.body != entry.body)
+                .cloned()
+                .collect();
+            if rest.is_empty() {
+                self.map.remove(&hash);
+            } else {
+                self.map.insert(hash, Arc::new(rest));
+            }
+        }
+        let _ = self.ops.send(Op::Delete(entry.body));
+    }
+
+    /// Forgets every variant of `key` (invalidation, purge). Returns how many there were.
+    pub fn remove(&self, key: &CacheKey) -> usize {
+        let _guard = self.lock(key.hash());
+        match self.map.remove(&key.hash()) {
+            Some((_, variants)) if variants.first().is_some_and(|v| v.key == *key) => {
+                for variant in variants.iter() {
+                    let _ = self.ops.send(Op::Delete(variant.body));
+                }
+                variants.len()
+            }
+            Some((hash, other)) => {
+                self.map.insert(hash, other);
+                0
+            }
+            None => 0,
+        }
+    }
+
+    /// Waits until every change made so far is committed to the database.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.ops.send(Op::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock(&self, hash: u128) -> std::sync::MutexGuard<'_, ()> {
+        let lock = &self.write_locks[(hash % self.write_locks.len() as u128) as usize];
+        lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn remove_orphans(disk: &DiskStorage, known: &HashSet<BodyId>) {
+    match disk.list() {
+        Ok(ids) => {
+            let orphans: Vec<_> = ids.into_iter().filter(|id| !known.contains(id)).collect();
+            if !orphans.is_empty() {
+                tracing::info!(
+                    "cache: removing {} body file(s) the index does not know",
+                    orphans.len()
+                );
+            }
+            for id in orphans {
+                if let Err(e) = disk.remove_orphan(id) {
+                    tracing::warn!("cache: cannot remove orphan body {id:016x}: {e}");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cache: cannot list body files: {e}"),
+    }
+}
+
+/// Applies index changes in batches: one transaction (and fsync) for everything queued.
+fn write_loop(
+    db: Database,
+    ops: mpsc::Receiver<Op>,
+    disk: Arc<DiskStorage>,
+    memory: Arc<MemoryStorage>,
+) {
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut deleted = Vec::new();
+        let mut flushed = Vec::new();
+        let result = (|| -> Result<(), IndexError> {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(ENTRIES)?;
+                for op in batch {
+                    match op {
+                        Op::Put(entry) => {
+                            table.insert(entry.body, entry.encode().as_slice())?;
+                        }
+                        Op::Delete(body) => {
+                            table.remove(body)?;
+                            deleted.push(body);
+                        }
+                        Op::Flush(done) => flushed.push(done),
+                    }
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::error!("cache: index update failed: {e}");
+        }
+        // Bodies go only after their rows are gone, so the index never points at a missing
+        // file because of us.
+        for body in deleted {
+            let _ = memory.remove(body);
+            if let Err(e) = disk.remove(body) {
+                tracing::warn!("cache: cannot delete body {body:016x}: {e}");
+            }
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Cache keys: the primary key is the normalised absolute URI (RFC 9111 §2); the secondary key
+//! is the request's values of the fields the response's `Vary` names (§4.1).
+//!
+//! Keys are hashed for lookups and never become file names: bodies are stored under random
+//! ids, so no URL can steer a path on disk.
+
+use http::Uri;
+use http::header::{self, HeaderMap, HeaderName};
+
+/// The primary key of a cached resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    url: String,
+    hash: u128,
+}
+
+impl CacheKey {
+    /// Scheme and host in lowercase, default port dropped, path and query as sent.
+    pub fn from_uri(uri: &Uri) -> Option<CacheKey> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let authority = uri.authority()?;
+        let host = authority.host().to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        let mut url = format!("{scheme}://{host}");
+        if let Some(port) = authority.port_u16().filter(|&p| p != default_port) {
+            url.push(':');
+            url.push_str(&port.to_string());
+        }
+        url.push_str(uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        Some(CacheKey::from_url(url))
+    }
+
+    /// A key from an already normalised URL (as stored in the index).
+    pub fn from_url(url: String) -> CacheKey {
+        let digest = blake3::hash(url.as_bytes());
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest.as_bytes()[..16]);
+        CacheKey {
+            hash: u128::from_le_bytes(first),
+            url,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn hash(&self) -> u128 {
+        self.hash
+    }
+}
+
+/// The field names a response varies on, lowercase; `None` for `Vary: *` (never matches).
+pub fn vary_fields(response: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut fields = Vec::new();
+    for value in response.get_all(header::VARY) {
+        for name in value.to_str().unwrap_or("").split(',') {
+            let name = name.trim();
+            if name == "*" {
+                return None;
+            }
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes())
+                && !fields.contains(&name)
+            {
+                fields.push(name);
+            }
+        }
+    }
+    Some(fields)
+}
+
+/// The request's values for `fields`, normalised (RFC 9111 §4.1): lines combined with commas,
+/// whitespace around list items removed, lowercased. An absent field is `None`, which only
+/// matches absence.
+pub fn vary_values(request: &HeaderMap, fields: &[HeaderName]) -> Vec<(String, Option<String>)> {
+    fields
+        .iter()
+        .map(|name| {
+            let values: Vec<String> = request
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
+                .flat_map(|v| {
+                    v.split(',')
+                        .map(|item| item.split_whitespace().collect::<Vec<_>>().join(" "))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let value = (!values.is_empty()).then(|| values.join(","));
+            (name.as_str().to_owned(), value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn scheme_host_and_default_port_are_normalised() {
+        let a = CacheKey::from_uri(&"HTTP://Example.COM:80/a?b".parse().unwrap()).unwrap();
+        let b = CacheKey::from_uri(&"http://example.com/a?b".parse().unwrap()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.url(), "http://example.com/a?b");
+        let c = CacheKey::from_uri(&"http://example.com:8080/a?b".parse().unwrap()).unwrap();
+        assert_ne!(a.hash(), c.hash());
+        assert!(CacheKey::from_uri(&"/relative".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn vary_values_ignore_whitespace_and_case() {
+        let fields = vec![HeaderName::from_static("accept-encoding")];
+        let mut one = HeaderMap::new();
+        one.insert("accept-encoding", HeaderValue::from_static("GZIP,  br"));
+        let mut two = HeaderMap::new();
+        two.append("accept-encoding", HeaderValue::from_static("gzip"));
+        two.append("accept-encoding", HeaderValue::from_static(" br"));
+        assert_eq!(vary_values(&one, &fields), vary_values(&two, &fields));
+        assert_ne!(
+            vary_values(&one, &fields),
+            vary_values(&HeaderMap::new(), &fields)
+        );
+    }
+
+    #[test]
+    fn vary_star_is_none() {
+        let mut response = HeaderMap::new();
+        response.insert("vary", HeaderValue::from_static("Accept, *"));
+        assert!(vary_fields(&response).is_none());
+    }
+}

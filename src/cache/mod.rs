@@ -1,0 +1,909 @@
+//! The shared HTTP cache (RFC 9111): decides whether a request is answered from storage,
+//! revalidated, collapsed with others, or sent to the origin, and stores what may be stored.
+//!
+//! It takes and returns `http` types and reaches the origin only through the `Origin` trait;
+//! it knows nothing of `proxy/`, `server/` or `upstream/`. Policy is in `policy.rs`
+//! (pure functions), bodies in `storage/`, the persistent index in `index.rs`.
+
+mod collapse;
+pub mod control;
+mod entry;
+mod fill;
+mod index;
+mod key;
+pub mod outcome;
+pub mod policy;
+mod range;
+mod read;
+pub mod storage;
+
+pub use entry::StoredResponse;
+pub use index::LoadReport;
+pub use key::CacheKey;
+pub use outcome::{CacheOutcome, CacheStatus};
+pub use policy::PolicySettings;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+
+use crate::body::{self, ProxyBody};
+use collapse::{Collapser, FillLock, FillResult, Role};
+use control::CacheControl;
+use index::{Index, IndexError, Variants};
+use policy::{Freshness, Verdict, now_secs};
+use range::RangeAnswer;
+use storage::{DiskStorage, MemoryStorage, Storage, StoredBody};
+
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Sizes and rules the cache runs with.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub dir: PathBuf,
+    pub memory_size: u64,
+    pub disk_size: u64,
+    /// Larger responses stream through without being stored.
+    pub max_object_size: u64,
+    pub policy: PolicySettings,
+    /// How long a collapsed request waits for the leader before fetching on its own.
+    pub collapse_wait: Duration,
+}
+
+/// How the cache reaches the origin. The proxy implements it; the cache never dials itself.
+pub trait Origin: Send + Sync + 'static {
+    type Error: std::fmt::Display + Send + 'static;
+
+    /// Sends a request with an absolute URI and returns the origin's response with hop-by-hop
+    /// fields already removed.
+    fn fetch(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Self::Error>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache directory {0}: {1}")]
+    Directory(PathBuf, storage::StorageError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// The request head, kept when the request itself has gone to the origin.
+#[derive(Clone)]
+struct RequestHead {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl RequestHead {
+    fn of<B>(request: &Request<B>) -> RequestHead {
+        RequestHead {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+        }
+    }
+
+    /// A body-less request with this head (GET and HEAD carry no body).
+    fn to_request(&self) -> Request<ProxyBody> {
+        let mut request = Request::new(body::empty());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+pub struct Cache {
+    index: Index,
+    memory: Arc<MemoryStorage>,
+    disk: Arc<DiskStorage>,
+    collapser: Arc<Collapser>,
+    settings: CacheSettings,
+    corrupt_bodies: AtomicU64,
+}
+
+impl Cache {
+    /// Opens the cache directory and loads the index (blocking; call at start-up).
+    pub fn open(settings: CacheSettings) -> Result<(Cache, LoadReport), CacheError> {
+        std::fs::create_dir_all(&settings.dir)
+            .map_err(|e| CacheError::Directory(settings.dir.clone(), e.into()))?;
+        let disk = Arc::new(
+            DiskStorage::open(&settings.dir)
+                .map_err(|e| CacheError::Directory(settings.dir.clone(), e))?,
+        );
+        // One object may take at most an eighth of the memory tier, so a few large bodies
+        // cannot flush everything else.
+        let memory = Arc::new(MemoryStorage::new(
+            settings.memory_size,
+            settings.memory_size / 8,
+        ));
+        let (index, report) = Index::open(
+            &settings.dir.join("index.redb"),
+            settings.disk_size,
+            disk.clone(),
+            memory.clone(),
+        )?;
+        Ok((
+            Cache {
+                index,
+                memory,
+                disk,
+                collapser: Arc::default(),
+                settings,
+                corrupt_bodies: AtomicU64::new(0),
+            },
+            report,
+        ))
+    }
+
+    /// Blocks until every index change so far is on disk (shutdown).
+    pub fn flush(&self) {
+        self.index.flush();
+    }
+
+    /// Stored URLs (each may have several variants).
+    pub fn urls(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn corrupt_bodies(&self) -> u64 {
+        self.corrupt_bodies.load(Ordering::Relaxed)
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.index.evictions()
+    }
+
+    pub fn memory_usage(&self) -> storage::Usage {
+        self.memory.usage()
+    }
+
+    pub fn disk_usage(&self) -> storage::Usage {
+        self.disk.usage()
+    }
+
+    /// Forgets every stored variant of `uri`; returns how many there were.
+    pub fn purge(&self, uri: &Uri) -> usize {
+        CacheKey::from_uri(uri).map_or(0, |key| self.index.remove(&key))
+    }
+
+    /// Answers `request` (absolute URI) from the cache, the origin, or both.
+    pub async fn serve<O: Origin>(
+        self: &Arc<Self>,
+        request: Request<ProxyBody>,
+        origin: &Arc<O>,
+    ) -> Result<Response<ProxyBody>, O::Error> {
+        let Some(key) = CacheKey::from_uri(request.uri()) else {
+            let response = origin.fetch(request).await?;
+            return Ok(with_status(
+                response,
+                &CacheStatus::new(CacheOutcome::Bypass),
+            ));
+        };
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return self.forward_other(key, request, origin).await;
+        }
+        let request_cc = CacheControl::parse_request(request.headers());
+        let mut outcome = CacheOutcome::UriMiss;
+        if let Some(variants) = self.index.get(&key) {
+            outcome = CacheOutcome::VaryMiss;
+            if let Some(entry) = select_variant(&variants, request.headers()) {
+                let verdict = entry.freshness.verdict(&request_cc, now_secs());
+                let answered = match verdict {
+                    Verdict::Fresh => {
+                        self.answer(
+                            &entry,
+                            request.method(),
+                            request.headers(),
+                            CacheStatus::new(CacheOutcome::Hit),
+                        )
+                        .await
+                    }
+                    Verdict::StaleAllowed => {
+                        let status = CacheStatus::new(CacheOutcome::Stale).detail("max-stale");
+                        self.answer(&entry, request.method(), request.headers(), status)
+                            .await
+                    }
+                    Verdict::StaleWhileRevalidate => {
+                        self.refresh_in_background(
+                            key.clone(),
+                            entry.clone(),
+                            RequestHead::of(&request),
+                            origin,
+                        );
+                        let status =
+                            CacheStatus::new(CacheOutcome::Stale).detail("stale-while-revalidate");
+                        self.answer(&entry, request.method(), request.headers(), status)
+                            .await
+                    }
+                    Verdict::Validate if request_cc.only_if_cached => return Ok(not_cached()),
+                    Verdict::Validate => {
+                        return self
+                            .revalidate(key, entry, request, request_cc, origin)
+                            .await;
+                    }
+                };
+                if let Some(response) = answered {
+                    return Ok(response);
+                }
+                // The body vanished or failed its checksum: the entry is gone, fetch anew.
+                outcome = CacheOutcome::UriMiss;
+            }
+        }
+        if request_cc.only_if_cached {
+            return Ok(not_cached());
+        }
+        self.fetch(key, request, request_cc, outcome, origin).await
+    }
+
+    /// A miss: one request per key goes to the origin at a time; the rest wait for it.
+    async fn fetch<O: Origin>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        request: Request<ProxyBody>,
+        request_cc: CacheControl,
+        outcome: CacheOutcome,
+        origin: &Arc<O>,
+    ) -> Result<Response<ProxyBody>, O::Error> {
+        let head = RequestHead::of(&request);
+        if head.method != Method::GET || head.headers.contains_key(header::RANGE) {
+            // HEAD and ranges of uncached objects pass through; the next full GET fills.
+            let response = origin.fetch(request).await?;
+            return Ok(with_status(
+                response,
+                &CacheStatus::new(CacheOutcome::Bypass),
+            ));
+        }
+        let mut lock = None;
+        for _ in 0..3 {
+            match self.collapser.join(key.hash()) {
+                Role::Leader(leader) => {
+                    lock = Some(leader);
+                    break;
+                }
+                Role::Follower(waiting) => {
+                    match collapse::wait(waiting, self.settings.collapse_wait).await {
+                        FillResult::Stored => {
+                            if let Some(response) =
+                                self.hit_after_wait(&key, &head, &request_cc).await
+                            {
+                                return Ok(response);
+                            }
+                            break;
+                        }
+                        FillResult::NotStored => break,
+                        FillResult::Abandoned | FillResult::Pending => {}
+                    }
+                }
+            }
+        }
+        let request = without_conditionals(request);
+        let request_time = now_secs();
+        let response = origin.fetch(request).await?;
+        Ok(self.admit_and_answer(
+            key,
+            &head,
+            &request_cc,
+            request_time,
+            response,
+            lock,
+            CacheStatus::new(outcome),
+        ))
+    }
+
+    /// After waiting for a collapsed fill: serve what the leader stored, if it suits us.
+    async fn hit_after_wait(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        head: &RequestHead,
+        request_cc: &CacheControl,
+    ) -> Option<Response<ProxyBody>> {
+        let variants = self.index.get(key)?;
+        let entry = select_variant(&variants, &head.headers)?;
+        match entry.freshness.verdict(request_cc, now_secs()) {
+            Verdict::Fresh | Verdict::StaleAllowed => {
+                let status = CacheStatus::new(CacheOutcome::Hit).detail("collapsed");
+                self.answer(&entry, &head.method, &head.headers, status)
+                    .await
+            }
+            Verdict::StaleWhileRevalidate | Verdict::Validate => None,
+        }
+    }
+
+    /// A stored response needs the origin's word: ask conditionally, then serve, replace, or
+    /// fall back to the stale copy when the origin fails and that is allowed.
+    async fn revalidate<O: Origin>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        entry: Arc<StoredResponse>,
+        request: Request<ProxyBody>,
+        request_cc: CacheControl,
+        origin: &Arc<O>,
+    ) -> Result<Response<ProxyBody>, O::Error> {
+        let head = RequestHead::of(&request);
+        let lock = match self.collapser.join(key.hash()) {
+            Role::Leader(lock) => Some(lock),
+            Role::Follower(waiting) => {
+                if collapse::wait(waiting, self.settings.collapse_wait).await == FillResult::Stored
+                    && let Some(response) = self.hit_after_wait(&key, &head, &request_cc).await
+                {
+                    return Ok(response);
+                }
+                None
+            }
+        };
+        let request_time = now_secs();
+        let conditional = conditional_request(without_conditionals(request), &entry);
+        let result = origin.fetch(conditional).await;
+        let usable_on_error = || {
+            entry
+                .freshness
+                .usable_on_error(&request_cc, now_secs(), &self.settings.policy)
+        };
+        match result {
+            Ok(response) if response.status() == StatusCode::NOT_MODIFIED => {
+                let refreshed = Arc::new(self.refreshed(&entry, response.headers(), request_time));
+                self.index.insert(refreshed.clone());
+                if let Some(lock) = lock {
+                    lock.finish(FillResult::Stored);
+                }
+                let mut status = CacheStatus::new(CacheOutcome::Revalidated);
+                status.fwd_status = Some(304);
+                if let Some(response) = self
+                    .answer(&refreshed, &head.method, &head.headers, status)
+                    .await
+                {
+                    return Ok(response);
+                }
+                self.fetch(
+                    key,
+                    head.to_request(),
+                    request_cc,
+                    CacheOutcome::UriMiss,
+                    origin,
+                )
+                .await
+            }
+            Ok(response) if response.status().is_server_error() && usable_on_error() => {
+                let mut status = CacheStatus::new(CacheOutcome::Stale).detail("stale-if-error");
+                status.fwd_status = Some(response.status().as_u16());
+                drop(response);
+                self.answer_or_fetch(key, entry, head, request_cc, status, origin)
+                    .await
+            }
+            Err(e) if usable_on_error() => {
+                tracing::info!("serving stale {} because the origin failed: {e}", key.url());
+                let status = CacheStatus::new(CacheOutcome::Stale).detail("stale-if-error");
+                self.answer_or_fetch(key, entry, head, request_cc, status, origin)
+                    .await
+            }
+            Err(e) => Err(e),
+            Ok(response) => {
+                let mut status = CacheStatus::new(CacheOutcome::Refreshed);
+                status.fwd_status = Some(response.status().as_u16());
+                Ok(self.admit_and_answer(
+                    key,
+                    &head,
+                    &request_cc,
+                    request_time,
+                    response,
+                    lock,
+                    status,
+                ))
+            }
+        }
+    }
+
+    async fn answer_or_fetch<O: Origin>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        entry: Arc<StoredResponse>,
+        head: RequestHead,
+        request_cc: CacheControl,
+        status: CacheStatus,
+        origin: &Arc<O>,
+    ) -> Result<Response<ProxyBody>, O::Error> {
+        match self
+            .answer(&entry, &head.method, &head.headers, status)
+            .await
+        {
+            Some(response) => Ok(response),
+            None => {
+                self.fetch(
+                    key,
+                    head.to_request(),
+                    request_cc,
+                    CacheOutcome::UriMiss,
+                    origin,
+                )
+                .await
+            }
+        }
+    }
+
+    /// stale-while-revalidate: one background refresh per key, however many requests see
+    /// the stale entry meanwhile.
+    fn refresh_in_background<O: Origin>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        entry: Arc<StoredResponse>,
+        head: RequestHead,
+        origin: &Arc<O>,
+    ) {
+        let Role::Leader(lock) = self.collapser.join(key.hash()) else {
+            return;
+        };
+        let cache = Arc::clone(self);
+        let origin = Arc::clone(origin);
+        tokio::spawn(async move {
+            let request_time = now_secs();
+            let request = conditional_request(without_conditionals(head.to_request()), &entry);
+            match origin.fetch(request).await {
+                Ok(response) if response.status() == StatusCode::NOT_MODIFIED => {
+                    cache.index.insert(Arc::new(cache.refreshed(
+                        &entry,
+                        response.headers(),
+                        request_time,
+                    )));
+                    lock.finish(FillResult::Stored);
+                }
+                Ok(response) => {
+                    let status = CacheStatus::new(CacheOutcome::Refreshed);
+                    let response = cache.admit(
+                        key,
+                        &head,
+                        &CacheControl::default(),
+                        request_time,
+                        response,
+                        Some(lock),
+                        status,
+                    );
+                    // Nobody reads this body; draining it completes the fill.
+                    let mut body = response.into_body();
+                    while let Some(frame) = body.frame().await {
+                        if frame.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => tracing::info!("background refresh of {} failed: {e}", key.url()),
+            }
+        });
+    }
+
+    /// The stored entry with a 304's headers merged in and its freshness recomputed (§4.3.4).
+    fn refreshed(
+        &self,
+        entry: &StoredResponse,
+        not_modified: &HeaderMap,
+        request_time: u64,
+    ) -> StoredResponse {
+        let headers = policy::refresh_headers(&entry.headers, not_modified);
+        let freshness = Freshness::new(
+            entry.status,
+            &headers,
+            request_time,
+            now_secs(),
+            &self.settings.policy,
+        );
+        StoredResponse {
+            headers,
+            freshness,
+            ..entry.clone()
+        }
+    }
+
+    /// Stores the origin's response if allowed (streaming it to the client meanwhile) and
+    /// answers a client conditional from it.
+    #[allow(clippy::too_many_arguments)]
+    fn admit_and_answer(
+        self: &Arc<Self>,
+        key: CacheKey,
+        head: &RequestHead,
+        request_cc: &CacheControl,
+        request_time: u64,
+        response: Response<ProxyBody>,
+        lock: Option<FillLock>,
+        status: CacheStatus,
+    ) -> Response<ProxyBody> {
+        let response = self.admit(key, head, request_cc, request_time, response, lock, status);
+        // The client's validators were held back so the cache could get a full response;
+        // answer them now. The body still has to arrive for the fill, so drain it aside.
+        if response.status() == StatusCode::OK
+            && policy::client_validators_match(&head.headers, response.headers())
+        {
+            let (mut parts, mut body) = response.into_parts();
+            tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+            parts.status = StatusCode::NOT_MODIFIED;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(parts, body::empty());
+        }
+        response
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        self: &Arc<Self>,
+        key: CacheKey,
+        head: &RequestHead,
+        request_cc: &CacheControl,
+        request_time: u64,
+        response: Response<ProxyBody>,
+        lock: Option<FillLock>,
+        mut status: CacheStatus,
+    ) -> Response<ProxyBody> {
+        let response_cc = CacheControl::parse(response.headers());
+        let content_length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let decision = policy::storable(
+            &head.method,
+            &head.headers,
+            request_cc,
+            response.status(),
+            response.headers(),
+            &response_cc,
+        )
+        .and_then(|()| match content_length {
+            Some(len) if len > self.settings.max_object_size => Err("too-large"),
+            _ => Ok(()),
+        });
+        let vary = key::vary_fields(response.headers());
+        let (Ok(()), Some(vary_fields)) = (decision, vary) else {
+            if let Some(lock) = lock {
+                lock.finish(FillResult::NotStored);
+            }
+            if let Err(reason) = decision {
+                status.detail = Some(reason);
+            }
+            return with_status(response, &status);
+        };
+
+        let (parts, body) = response.into_parts();
+        let freshness = Freshness::new(
+            parts.status,
+            &parts.headers,
+            request_time,
+            now_secs(),
+            &self.settings.policy,
+        );
+        let body_id = random_body_id();
+        let mut entry = StoredResponse {
+            key,
+            vary: key::vary_values(&head.headers, &vary_fields),
+            status: parts.status,
+            reason: parts
+                .extensions
+                .get::<hyper::ext::ReasonPhrase>()
+                .map(|r| Bytes::copy_from_slice(r.as_bytes())),
+            headers: parts.headers.clone(),
+            freshness,
+            body: body_id,
+            body_len: 0,
+            checksum: [0; 32],
+        };
+        let cache = Arc::clone(self);
+        let on_done = Box::new(move |stored: Option<(u64, [u8; 32])>| {
+            if let Some((len, checksum)) = stored {
+                entry.body_len = len;
+                entry.checksum = checksum;
+                cache.index.insert(Arc::new(entry));
+                if let Some(lock) = lock {
+                    lock.finish(FillResult::Stored);
+                }
+            }
+            // Otherwise the lock drops unfinished: followers retry instead of hanging.
+        });
+        let tiers: Vec<Arc<dyn Storage>> = vec![self.disk.clone(), self.memory.clone()];
+        let body = fill::tee(
+            body,
+            fill::FillJob {
+                tiers,
+                body: body_id,
+                expected_len: content_length,
+                max_len: self.settings.max_object_size,
+                on_done,
+            },
+        );
+        status.stored = true;
+        status.ttl = Some(freshness.lifetime as i64 - freshness.initial_age as i64);
+        with_status(Response::from_parts(parts, body), &status)
+    }
+
+    /// Builds the response for a stored entry: `Age`, `Cache-Status`, a 304 for a matching
+    /// client conditional, a 206/416 for a range, no body for HEAD. `None` when the body is
+    /// gone or corrupt (the entry is then removed).
+    async fn answer(
+        self: &Arc<Self>,
+        entry: &Arc<StoredResponse>,
+        method: &Method,
+        request_headers: &HeaderMap,
+        mut status: CacheStatus,
+    ) -> Option<Response<ProxyBody>> {
+        let age = entry.freshness.age(now_secs());
+        status.ttl = Some(entry.freshness.lifetime as i64 - age as i64);
+        let mut headers = entry.headers.clone();
+        headers.insert(header::AGE, HeaderValue::from(age));
+        let complete_ok = entry.status == StatusCode::OK;
+
+        if complete_ok && policy::client_validators_match(request_headers, &entry.headers) {
+            headers.remove(header::CONTENT_LENGTH);
+            return Some(build(
+                StatusCode::NOT_MODIFIED,
+                None,
+                headers,
+                body::empty(),
+                &status,
+            ));
+        }
+        let len = entry.body_len;
+        let range = if complete_ok && method == Method::GET {
+            range::answer(request_headers, &entry.headers, len)
+        } else {
+            RangeAnswer::Full
+        };
+        let (code, reason, span) = match range {
+            RangeAnswer::Full => (entry.status, entry.reason.clone(), (0, len)),
+            RangeAnswer::Partial { start, end } => {
+                headers.insert(
+                    header::CONTENT_RANGE,
+                    header_value(format!("bytes {start}-{end}/{len}")),
+                );
+                (StatusCode::PARTIAL_CONTENT, None, (start, end + 1))
+            }
+            RangeAnswer::Unsatisfiable => {
+                headers.insert(
+                    header::CONTENT_RANGE,
+                    header_value(format!("bytes */{len}")),
+                );
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+                return Some(build(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    None,
+                    headers,
+                    body::empty(),
+                    &status,
+                ));
+            }
+        };
+        // The origin may have sent the body chunked; a stored body has a known length.
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(span.1 - span.0));
+        let body = if method == Method::HEAD || span.0 == span.1 {
+            body::empty()
+        } else {
+            self.body(entry, span).await?
+        };
+        Some(build(code, reason, headers, body, &status))
+    }
+
+    /// The stored body bytes `start..end`: memory first, else disk (promoted to memory when
+    /// small enough), checksum-verified.
+    async fn body(
+        self: &Arc<Self>,
+        entry: &Arc<StoredResponse>,
+        (start, end): (u64, u64),
+    ) -> Option<ProxyBody> {
+        if let Ok(Some(StoredBody::Bytes(bytes))) = self.memory.read(entry.body) {
+            return Some(body::full(bytes.slice(start as usize..end as usize)));
+        }
+        let disk = Arc::clone(&self.disk);
+        let id = entry.body;
+        let file = match tokio::task::spawn_blocking(move || disk.read(id)).await {
+            Ok(Ok(Some(StoredBody::File(file)))) => file,
+            Ok(Err(e)) => {
+                tracing::warn!("cache: cannot read the body of {}: {e}", entry.key.url());
+                self.index.remove_variant(entry);
+                return None;
+            }
+            _ => {
+                tracing::warn!(
+                    "cache: the body of {} is missing; refetching",
+                    entry.key.url()
+                );
+                self.index.remove_variant(entry);
+                return None;
+            }
+        };
+        let (len, checksum) = (entry.body_len, entry.checksum);
+        if len <= self.memory.max_object() {
+            let verified =
+                tokio::task::spawn_blocking(move || read::read_verified(file, len, &checksum))
+                    .await;
+            return match verified {
+                Ok(Ok(Ok(bytes))) => {
+                    self.memory.insert(id, bytes.clone());
+                    Some(body::full(bytes.slice(start as usize..end as usize)))
+                }
+                Ok(Ok(Err(corrupt))) => {
+                    self.count_corrupt(entry, &corrupt);
+                    None
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("cache: cannot read the body of {}: {e}", entry.key.url());
+                    None
+                }
+                Err(_) => None,
+            };
+        }
+        let cache = Arc::clone(self);
+        let corrupt_entry = Arc::clone(entry);
+        let on_corrupt = Box::new(move || {
+            cache.count_corrupt(&corrupt_entry, &"checksum mismatch while streaming")
+        });
+        Some(read::stream_verified(
+            file,
+            len,
+            checksum,
+            (start, end - 1),
+            on_corrupt,
+        ))
+    }
+
+    fn count_corrupt(&self, entry: &StoredResponse, why: &dyn std::fmt::Display) {
+        tracing::warn!("cache: dropping {}: {why}", entry.key.url());
+        self.corrupt_bodies.fetch_add(1, Ordering::Relaxed);
+        self.index.remove_variant(entry);
+    }
+
+    /// Methods the cache does not answer: forward, and after success invalidate the target and
+    /// same-origin `Location` / `Content-Location` (RFC 9111 §4.4).
+    async fn forward_other<O: Origin>(
+        &self,
+        key: CacheKey,
+        request: Request<ProxyBody>,
+        origin: &Arc<O>,
+    ) -> Result<Response<ProxyBody>, O::Error> {
+        let safe = matches!(*request.method(), Method::OPTIONS | Method::TRACE);
+        let uri = request.uri().clone();
+        let response = origin.fetch(request).await?;
+        if !safe && (response.status().is_success() || response.status().is_redirection()) {
+            self.index.remove(&key);
+            for name in [header::LOCATION, header::CONTENT_LOCATION] {
+                let target = response.headers().get(name).and_then(|v| v.to_str().ok());
+                if let Some(target) = target.and_then(|t| same_origin_key(&uri, &key, t)) {
+                    self.index.remove(&target);
+                }
+            }
+        }
+        Ok(with_status(
+            response,
+            &CacheStatus::new(CacheOutcome::Method),
+        ))
+    }
+}
+
+/// The most recently stored variant whose `Vary` values match the request (RFC 9111 §4.1).
+fn select_variant(variants: &Variants, request: &HeaderMap) -> Option<Arc<StoredResponse>> {
+    variants
+        .iter()
+        .rev()
+        .find(|entry| {
+            entry.vary.is_empty() || {
+                let names: Vec<HeaderName> = entry
+                    .vary
+                    .iter()
+                    .filter_map(|(name, _)| HeaderName::from_bytes(name.as_bytes()).ok())
+                    .collect();
+                key::vary_values(request, &names) == entry.vary
+            }
+        })
+        .cloned()
+}
+
+/// Removes the client's validators and range so the origin sends a complete response the
+/// cache can store; the cache answers them itself.
+fn without_conditionals(mut request: Request<ProxyBody>) -> Request<ProxyBody> {
+    let headers = request.headers_mut();
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+    ] {
+        headers.remove(name);
+    }
+    request
+}
+
+/// §4.3.1: validate with the stored ETag and Last-Modified (or, lacking that, Date).
+fn conditional_request(
+    mut request: Request<ProxyBody>,
+    entry: &StoredResponse,
+) -> Request<ProxyBody> {
+    let headers = request.headers_mut();
+    headers.remove(header::RANGE);
+    headers.remove(header::IF_RANGE);
+    if let Some(etag) = entry.headers.get(header::ETAG) {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(date) = entry
+        .headers
+        .get(header::LAST_MODIFIED)
+        .or_else(|| entry.headers.get(header::DATE))
+    {
+        headers.insert(header::IF_MODIFIED_SINCE, date.clone());
+    }
+    request
+}
+
+fn same_origin_key(base: &Uri, base_key: &CacheKey, target: &str) -> Option<CacheKey> {
+    let absolute = if target.starts_with('/') && !target.starts_with("//") {
+        format!("{}://{}{}", base.scheme_str()?, base.authority()?, target)
+    } else {
+        target.to_owned()
+    };
+    let key = CacheKey::from_uri(&absolute.parse().ok()?)?;
+    let origin_of = |url: &str| url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    (origin_of(key.url()) == origin_of(base_key.url())).then_some(key)
+}
+
+fn random_body_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // Unique enough within one process when the OS source fails: time and a counter.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(48);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""))
+}
+
+fn build(
+    status: StatusCode,
+    reason: Option<Bytes>,
+    headers: HeaderMap,
+    body: ProxyBody,
+    cache_status: &CacheStatus,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+        response.extensions_mut().insert(reason);
+    }
+    with_status(response, cache_status)
+}
+
+/// Adds `Cache-Status` and records the outcome for the access log.
+fn with_status(mut response: Response<ProxyBody>, status: &CacheStatus) -> Response<ProxyBody> {
+    response
+        .headers_mut()
+        .append(CACHE_STATUS, status.header_value());
+    response.extensions_mut().insert(status.outcome);
+    response
+}
+
+/// RFC 9111 §5.2.1.7: `only-if-cached` with nothing usable stored.
+fn not_cached() -> Response<ProxyBody> {
+    let mut response = Response::new(body::full(
+        "504 Gateway Timeout\nhoard: only-if-cached and nothing usable is cached\n",
+    ));
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    with_status(
+        response,
+        &CacheStatus::new(CacheOutcome::NotCached).detail("only-if-cached"),
+    )
+}

@@ -1,0 +1,141 @@
+//! What the cache did with a request: one value that feeds the `Cache-Status` header
+//! (RFC 9211), the access log and (later) metric labels.
+
+use http::HeaderValue;
+
+/// The cache's part in one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Served from a fresh stored response.
+    Hit,
+    /// Served from a stale stored response (`max-stale`, `stale-while-revalidate`,
+    /// `stale-if-error`).
+    Stale,
+    /// The origin confirmed the stored response (304); served from the cache.
+    Revalidated,
+    /// Nothing stored for the URL.
+    UriMiss,
+    /// The URL is stored, but no variant matches this request's `Vary` fields.
+    VaryMiss,
+    /// A stored response was stale and the origin sent a new one.
+    Refreshed,
+    /// The client's `no-cache` sent the request forward.
+    ClientRefresh,
+    /// A method the cache does not answer (POST, PUT, ...).
+    Method,
+    /// A request the cache passes through untouched (e.g. a range of an uncached object).
+    Bypass,
+    /// `only-if-cached` and nothing usable was stored: 504.
+    NotCached,
+}
+
+impl CacheOutcome {
+    /// The access-log word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "HIT",
+            CacheOutcome::Stale => "STALE",
+            CacheOutcome::Revalidated => "REVALIDATED",
+            CacheOutcome::UriMiss | CacheOutcome::VaryMiss => "MISS",
+            CacheOutcome::Refreshed => "REFRESHED",
+            CacheOutcome::ClientRefresh => "CLIENT_REFRESH",
+            CacheOutcome::Method | CacheOutcome::Bypass => "BYPASS",
+            CacheOutcome::NotCached => "NOT_CACHED",
+        }
+    }
+
+    /// RFC 9211 `fwd` parameter, when the request went forward.
+    fn fwd(self) -> Option<&'static str> {
+        match self {
+            CacheOutcome::Hit | CacheOutcome::Stale | CacheOutcome::NotCached => None,
+            CacheOutcome::Revalidated | CacheOutcome::Refreshed => Some("stale"),
+            CacheOutcome::UriMiss => Some("uri-miss"),
+            CacheOutcome::VaryMiss => Some("vary-miss"),
+            CacheOutcome::ClientRefresh => Some("request"),
+            CacheOutcome::Method => Some("method"),
+            CacheOutcome::Bypass => Some("bypass"),
+        }
+    }
+}
+
+/// One `Cache-Status` entry, built as the request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub outcome: CacheOutcome,
+    pub fwd_status: Option<u16>,
+    pub stored: bool,
+    /// Remaining freshness in seconds; negative when stale.
+    pub ttl: Option<i64>,
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    pub fn new(outcome: CacheOutcome) -> CacheStatus {
+        CacheStatus {
+            outcome,
+            fwd_status: None,
+            stored: false,
+            ttl: None,
+            detail: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: &'static str) -> CacheStatus {
+        self.detail = Some(detail);
+        self
+    }
+
+    /// `hoard; hit; ttl=42`, `hoard; fwd=uri-miss; stored`, `hoard; fwd=stale; fwd-status=304`.
+    pub fn header_value(&self) -> HeaderValue {
+        let mut text = String::from("hoard");
+        match self.outcome.fwd() {
+            None if self.outcome != CacheOutcome::NotCached => text.push_str("; hit"),
+            None => {}
+            Some(fwd) => {
+                text.push_str("; fwd=");
+                text.push_str(fwd);
+            }
+        }
+        if let Some(status) = self.fwd_status {
+            text.push_str(&format!("; fwd-status={status}"));
+        }
+        if self.stored {
+            text.push_str("; stored");
+        }
+        if let Some(ttl) = self.ttl {
+            text.push_str(&format!("; ttl={ttl}"));
+        }
+        if let Some(detail) = self.detail {
+            text.push_str("; detail=");
+            text.push_str(detail);
+        }
+        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("hoard"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc_9211_entries() {
+        let mut hit = CacheStatus::new(CacheOutcome::Hit);
+        hit.ttl = Some(42);
+        assert_eq!(hit.header_value(), "hoard; hit; ttl=42");
+        let mut miss = CacheStatus::new(CacheOutcome::UriMiss);
+        miss.stored = true;
+        assert_eq!(miss.header_value(), "hoard; fwd=uri-miss; stored");
+        let mut revalidated = CacheStatus::new(CacheOutcome::Revalidated);
+        revalidated.fwd_status = Some(304);
+        assert_eq!(
+            revalidated.header_value(),
+            "hoard; fwd=stale; fwd-status=304"
+        );
+        assert_eq!(
+            CacheStatus::new(CacheOutcome::NotCached)
+                .detail("only-if-cached")
+                .header_value(),
+            "hoard; detail=only-if-cached"
+        );
+    }
+}

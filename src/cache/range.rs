@@ -1,0 +1,151 @@
+//! Single byte ranges from a complete stored response (RFC 9110 §14), honouring `If-Range`.
+//! Several ranges get the whole body (a 200), which §14.2 allows.
+
+use http::header::{self, HeaderMap};
+
+/// How to answer a request from a stored body of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeAnswer {
+    /// No usable `Range` (absent, invalid, several ranges, or `If-Range` failed): the whole body.
+    Full,
+    /// Bytes `start..=end`.
+    Partial { start: u64, end: u64 },
+    /// 416 with `Content-Range: bytes */len`.
+    Unsatisfiable,
+}
+
+pub fn answer(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswer {
+    let Some(range) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return RangeAnswer::Full;
+    };
+    if !if_range_holds(request, stored) || len == 0 {
+        return RangeAnswer::Full;
+    }
+    let Some((unit, spec)) = range.split_once('=') else {
+        return RangeAnswer::Full;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return RangeAnswer::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAnswer::Full;
+    };
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match number(suffix) {
+            Some(0) => RangeAnswer::Unsatisfiable,
+            Some(n) => RangeAnswer::Partial {
+                start: len - n.min(len),
+                end: len - 1,
+            },
+            None => RangeAnswer::Full,
+        },
+        (first, "") => match number(first) {
+            Some(start) if start < len => RangeAnswer::Partial {
+                start,
+                end: len - 1,
+            },
+            Some(_) => RangeAnswer::Unsatisfiable,
+            None => RangeAnswer::Full,
+        },
+        (first, last) => match (number(first), number(last)) {
+            (Some(start), Some(end)) if start <= end => {
+                if start >= len {
+                    RangeAnswer::Unsatisfiable
+                } else {
+                    RangeAnswer::Partial {
+                        start,
+                        end: end.min(len - 1),
+                    }
+                }
+            }
+            _ => RangeAnswer::Full,
+        },
+    }
+}
+
+/// RFC 9110 §13.1.5: a range applies only if the validator in `If-Range` still matches,
+/// compared strongly.
+fn if_range_holds(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let Some(condition) = request.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let condition = condition.trim();
+    if condition.starts_with('"') || condition.starts_with("W/") {
+        let etag = stored
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        return !condition.starts_with("W/")
+            && etag.is_some_and(|etag| !etag.starts_with("W/") && etag == condition);
+    }
+    stored
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|last_modified| last_modified.trim() == condition)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn ask(range: &str, len: u64) -> RangeAnswer {
+        let mut request = HeaderMap::new();
+        request.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
+        answer(&request, &HeaderMap::new(), len)
+    }
+
+    #[test]
+    fn single_ranges() {
+        assert_eq!(
+            ask("bytes=0-4", 10),
+            RangeAnswer::Partial { start: 0, end: 4 }
+        );
+        assert_eq!(
+            ask("bytes=5-", 10),
+            RangeAnswer::Partial { start: 5, end: 9 }
+        );
+        assert_eq!(
+            ask("bytes=-3", 10),
+            RangeAnswer::Partial { start: 7, end: 9 }
+        );
+        assert_eq!(
+            ask("bytes=-30", 10),
+            RangeAnswer::Partial { start: 0, end: 9 }
+        );
+        assert_eq!(
+            ask("bytes=8-100", 10),
+            RangeAnswer::Partial { start: 8, end: 9 }
+        );
+    }
+
+    #[test]
+    fn unsatisfiable_and_ignored_ranges() {
+        assert_eq!(ask("bytes=10-", 10), RangeAnswer::Unsatisfiable);
+        assert_eq!(ask("bytes=-0", 10), RangeAnswer::Unsatisfiable);
+        assert_eq!(ask("bytes=0-1,4-5", 10), RangeAnswer::Full);
+        assert_eq!(ask("items=0-1", 10), RangeAnswer::Full);
+        assert_eq!(ask("bytes=5-2", 10), RangeAnswer::Full);
+        assert_eq!(ask("bytes=x-2", 10), RangeAnswer::Full);
+    }
+
+    #[test]
+    fn if_range_needs_a_strong_match() {
+        let mut stored = HeaderMap::new();
+        stored.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+        let mut request = HeaderMap::new();
+        request.insert(header::RANGE, HeaderValue::from_static("bytes=0-1"));
+        request.insert(header::IF_RANGE, HeaderValue::from_static("\"v1\""));
+        assert_eq!(
+            answer(&request, &stored, 10),
+            RangeAnswer::Partial { start: 0, end: 1 }
+        );
+        request.insert(header::IF_RANGE, HeaderValue::from_static("\"v2\""));
+        assert_eq!(answer(&request, &stored, 10), RangeAnswer::Full);
+        request.insert(header::IF_RANGE, HeaderValue::from_static("W/\"v1\""));
+        assert_eq!(answer(&request, &stored, 10), RangeAnswer::Full);
+    }
+}

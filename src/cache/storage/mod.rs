@@ -1,0 +1,119 @@
+//! Body storage tiers behind one small trait: `memory` (reference-counted `Bytes`) and `disk`
+//! (one file per body, written to a temporary file, fsynced and renamed into place).
+//!
+//! A tier stores bodies by `BodyId` and nothing else: which bodies exist, their metadata and
+//! eviction order belong to the index (`cache::index`). Disk calls block; callers run them off
+//! the async reactor.
+
+mod disk;
+mod memory;
+
+pub use disk::DiskStorage;
+pub use memory::MemoryStorage;
+
+use bytes::Bytes;
+
+use super::entry::BodyId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cache storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Bytes and objects a tier holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub objects: u64,
+}
+
+/// A stored body, as the tier can hand it out without copying.
+pub enum StoredBody {
+    Bytes(Bytes),
+    File(std::fs::File),
+}
+
+/// One storage tier.
+///
+/// Contract: a body becomes readable only when its writer's `finish` returns `Ok`; dropping a
+/// writer without `finish` leaves no trace. `read` of an unknown or removed id is `Ok(None)`.
+pub trait Storage: Send + Sync + 'static {
+    /// Starts storing body `id`. `Ok(None)` when this tier does not take a body of
+    /// `expected_len` bytes (when known).
+    fn writer(
+        &self,
+        id: BodyId,
+        expected_len: Option<u64>,
+    ) -> Result<Option<Box<dyn BodyWriter>>, StorageError>;
+    fn read(&self, id: BodyId) -> Result<Option<StoredBody>, StorageError>;
+    fn remove(&self, id: BodyId) -> Result<(), StorageError>;
+    fn usage(&self) -> Usage;
+}
+
+/// Receives one body in order.
+pub trait BodyWriter: Send {
+    /// Appends a chunk; `Ok(false)` when the tier gave up on this body (too large), after
+    /// which further chunks are ignored and `finish` stores nothing.
+    fn write(&mut self, chunk: &Bytes) -> Result<bool, StorageError>;
+    fn finish(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+#[cfg(test)]
+mod contract {
+    //! The suite every tier passes.
+    use std::io::Read;
+
+    use super::*;
+
+    fn read_all(store: &dyn Storage, id: BodyId) -> Option<Vec<u8>> {
+        match store.read(id).unwrap()? {
+            StoredBody::Bytes(bytes) => Some(bytes.to_vec()),
+            StoredBody::File(mut file) => {
+                let mut out = Vec::new();
+                file.read_to_end(&mut out).unwrap();
+                Some(out)
+            }
+        }
+    }
+
+    pub fn check(store: &dyn Storage) {
+        let mut writer = store.writer(1, Some(10)).unwrap().unwrap();
+        assert!(writer.write(&Bytes::from_static(b"hello ")).unwrap());
+        assert!(read_all(store, 1).is_none(), "invisible before finish");
+        assert!(writer.write(&Bytes::from_static(b"world")).unwrap());
+        writer.finish().unwrap();
+        assert_eq!(read_all(store, 1).unwrap(), b"hello world");
+        assert_eq!(
+            store.usage(),
+            Usage {
+                bytes: 11,
+                objects: 1
+            }
+        );
+
+        let mut abandoned = store.writer(2, None).unwrap().unwrap();
+        abandoned.write(&Bytes::from_static(b"partial")).unwrap();
+        drop(abandoned);
+        assert!(
+            read_all(store, 2).is_none(),
+            "a dropped writer leaves nothing"
+        );
+
+        store.remove(1).unwrap();
+        assert!(read_all(store, 1).is_none());
+        assert_eq!(store.usage(), Usage::default());
+        store.remove(99).unwrap();
+    }
+
+    #[test]
+    fn memory_tier_keeps_the_contract() {
+        check(&MemoryStorage::new(1 << 20, 1 << 16));
+    }
+
+    #[test]
+    fn disk_tier_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        check(&DiskStorage::open(dir.path()).unwrap());
+    }
+}
