@@ -53,6 +53,17 @@ impl Collapser {
     }
 }
 
+impl Collapser {
+    /// The fetch in flight for `key`, if any, without joining as a leader.
+    pub fn in_flight(&self, key: u128) -> Option<watch::Receiver<FillResult>> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+    }
+}
+
 impl FillLock {
     pub fn finish(self, result: FillResult) {
         let _ = self.result.send(result);

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
+use tokio_util::task::TaskTracker;
 
 use super::entry::BodyId;
 use super::storage::{BodyWriter, Storage};
@@ -34,12 +35,12 @@ pub struct FillJob {
 }
 
 /// Starts the writer for `job` on the blocking pool and returns the body to give the client.
-pub fn tee(body: ProxyBody, job: FillJob) -> ProxyBody {
+pub fn tee(tasks: &TaskTracker, body: ProxyBody, job: FillJob) -> ProxyBody {
     // A few chunks of slack; beyond that, a slow disk slows the client rather than growing memory.
     let (sender, receiver) = mpsc::channel(8);
     let ended = Arc::new(AtomicBool::new(false));
     let writer_ended = ended.clone();
-    tokio::task::spawn_blocking(move || write_body(receiver, &writer_ended, job));
+    tasks.spawn_blocking(move || write_body(receiver, &writer_ended, job));
     http_body_util::BodyExt::boxed_unsync(TeeBody {
         inner: body,
         sender: Some(PollSender::new(sender)),

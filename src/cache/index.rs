@@ -58,6 +58,8 @@ enum Op {
     Delete(BodyId),
     /// Reply once everything sent before has been committed.
     Flush(mpsc::Sender<()>),
+    /// Commit, close the database, reply, and stop.
+    Close(mpsc::Sender<()>),
 }
 
 #[derive(Clone)]
@@ -193,9 +195,24 @@ impl Index {
         (variants.first()?.key == *key).then_some(variants)
     }
 
-    /// Adds or replaces the variant with the same `Vary` values; the replaced body is deleted
-    /// unless it is the same body (a 304 refresh).
+    /// Adds or replaces the variant with the same `Vary` values and persists it in the
+    /// background; the replaced body is deleted unless it is the same body (a 304 refresh,
+    /// whose loss in a crash only means older headers).
     pub fn insert(&self, entry: Arc<StoredResponse>) {
+        let _ = self.ops.send(Op::Put(entry.clone()));
+        self.publish(entry);
+    }
+
+    /// Like `insert`, but returns only once the entry is committed to the database, and
+    /// publishes it only then: an entry anyone has seen survives a crash. Blocks; call it
+    /// off the async reactor.
+    pub fn insert_durable(&self, entry: Arc<StoredResponse>) {
+        let _ = self.ops.send(Op::Put(entry.clone()));
+        self.flush();
+        self.publish(entry);
+    }
+
+    fn publish(&self, entry: Arc<StoredResponse>) {
         let hash = entry.key.hash();
         let _guard = self.lock(hash);
         let mut variants: Vec<Arc<StoredResponse>> = self
@@ -212,12 +229,11 @@ impl Index {
             }
             !replaced
         });
-        variants.push(entry.clone());
+        variants.push(entry);
         while variants.len() > MAX_VARIANTS {
             superseded.push(variants.remove(0).body);
         }
         self.map.insert(hash, Arc::new(variants));
-        let _ = self.ops.send(Op::Put(entry));
         for body in superseded {
             let _ = self.ops.send(Op::Delete(body));
         }
@@ -262,8 +278,17 @@ impl Index {
 
     /// Waits until every change made so far is committed to the database.
     pub fn flush(&self) {
+        self.request(Op::Flush);
+    }
+
+    /// Commits everything and closes the database (shutdown); later changes are not saved.
+    pub fn close(&self) {
+        self.request(Op::Close);
+    }
+
+    fn request(&self, op: fn(mpsc::Sender<()>) -> Op) {
         let (done, wait) = mpsc::channel();
-        if self.ops.send(Op::Flush(done)).is_ok() {
+        if self.ops.send(op(done)).is_ok() {
             let _ = wait.recv();
         }
     }
@@ -319,6 +344,7 @@ fn write_loop(
         }
         let mut deleted = Vec::new();
         let mut flushed = Vec::new();
+        let mut closing = false;
         let result = (|| -> Result<(), IndexError> {
             let txn = db.begin_write()?;
             {
@@ -333,6 +359,10 @@ fn write_loop(
                             deleted.push(body);
                         }
                         Op::Flush(done) => flushed.push(done),
+                        Op::Close(done) => {
+                            flushed.push(done);
+                            closing = true;
+                        }
                     }
                 }
             }
@@ -349,6 +379,13 @@ fn write_loop(
             if let Err(e) = disk.remove(body) {
                 tracing::warn!("cache: cannot delete body {body:016x}: {e}");
             }
+        }
+        if closing {
+            drop(db);
+            for done in flushed {
+                let _ = done.send(());
+            }
+            return;
         }
         for done in flushed {
             let _ = done.send(());

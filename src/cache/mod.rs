@@ -33,6 +33,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
+use tokio_util::task::TaskTracker;
 
 use crate::body::{self, ProxyBody};
 use collapse::{Collapser, FillLock, FillResult, Role};
@@ -111,6 +112,8 @@ pub struct Cache {
     collapser: Arc<Collapser>,
     settings: CacheSettings,
     corrupt_bodies: AtomicU64,
+    /// Fills and background refreshes, awaited at shutdown.
+    background: TaskTracker,
 }
 
 impl Cache {
@@ -142,14 +145,18 @@ impl Cache {
                 collapser: Arc::default(),
                 settings,
                 corrupt_bodies: AtomicU64::new(0),
+                background: TaskTracker::new(),
             },
             report,
         ))
     }
 
-    /// Blocks until every index change so far is on disk (shutdown).
-    pub fn flush(&self) {
-        self.index.flush();
+    /// Lets fills in progress finish, then saves and closes the index.
+    pub async fn shutdown(self: &Arc<Self>) {
+        self.background.close();
+        self.background.wait().await;
+        let cache = Arc::clone(self);
+        let _ = tokio::task::spawn_blocking(move || cache.index.close()).await;
     }
 
     /// Stored URLs (each may have several variants).
@@ -195,65 +202,100 @@ impl Cache {
             return self.forward_other(key, request, origin).await;
         }
         let request_cc = CacheControl::parse_request(request.headers());
-        let mut outcome = CacheOutcome::UriMiss;
-        if let Some(variants) = self.index.get(&key) {
-            outcome = CacheOutcome::VaryMiss;
-            if let Some(entry) = select_variant(&variants, request.headers()) {
-                let verdict = entry.freshness.verdict(&request_cc, now_secs());
-                let answered = match verdict {
-                    Verdict::Fresh => {
-                        self.answer(
-                            &entry,
-                            request.method(),
-                            request.headers(),
-                            CacheStatus::new(CacheOutcome::Hit),
-                        )
-                        .await
-                    }
-                    Verdict::StaleAllowed => {
-                        let status = CacheStatus::new(CacheOutcome::Stale).detail("max-stale");
-                        self.answer(&entry, request.method(), request.headers(), status)
+        let collapsible = request.method() == Method::GET;
+        let mut lock = None;
+        let mut round = 0;
+        let (outcome, stale) = loop {
+            round += 1;
+            let mut outcome = CacheOutcome::UriMiss;
+            let mut stale = None;
+            if let Some(variants) = self.index.get(&key) {
+                outcome = CacheOutcome::VaryMiss;
+                if let Some(entry) = select_variant(&variants, request.headers()) {
+                    let mut status = match entry.freshness.verdict(&request_cc, now_secs()) {
+                        Verdict::Fresh => CacheStatus::new(CacheOutcome::Hit),
+                        Verdict::StaleAllowed => {
+                            CacheStatus::new(CacheOutcome::Stale).detail("max-stale")
+                        }
+                        Verdict::StaleWhileRevalidate => {
+                            self.refresh_in_background(
+                                key.clone(),
+                                entry.clone(),
+                                RequestHead::of(&request),
+                                origin,
+                            );
+                            CacheStatus::new(CacheOutcome::Stale).detail("stale-while-revalidate")
+                        }
+                        Verdict::Validate if request_cc.only_if_cached => return Ok(not_cached()),
+                        Verdict::Validate => {
+                            outcome = CacheOutcome::Refreshed;
+                            stale = Some(entry.clone());
+                            CacheStatus::new(CacheOutcome::Refreshed)
+                        }
+                    };
+                    if stale.is_none() {
+                        if round > 1 && status.detail.is_none() {
+                            status.detail = Some("collapsed");
+                        }
+                        if let Some(response) = self
+                            .answer(&entry, request.method(), request.headers(), status)
                             .await
+                        {
+                            return Ok(response);
+                        }
+                        // The body vanished or failed its checksum; the entry is gone.
+                        outcome = CacheOutcome::UriMiss;
                     }
-                    Verdict::StaleWhileRevalidate => {
-                        self.refresh_in_background(
-                            key.clone(),
-                            entry.clone(),
-                            RequestHead::of(&request),
-                            origin,
-                        );
-                        let status =
-                            CacheStatus::new(CacheOutcome::Stale).detail("stale-while-revalidate");
-                        self.answer(&entry, request.method(), request.headers(), status)
-                            .await
-                    }
-                    Verdict::Validate if request_cc.only_if_cached => return Ok(not_cached()),
-                    Verdict::Validate => {
-                        return self
-                            .revalidate(key, entry, request, request_cc, origin)
-                            .await;
-                    }
-                };
-                if let Some(response) = answered {
-                    return Ok(response);
                 }
-                // The body vanished or failed its checksum: the entry is gone, fetch anew.
-                outcome = CacheOutcome::UriMiss;
             }
-        }
-        if request_cc.only_if_cached {
+            let may_lead = collapsible && !request_cc.only_if_cached;
+            if round > 3 || (!may_lead && stale.is_some()) {
+                break (outcome, stale);
+            }
+            // One request per key goes to the origin at a time; the others wait for its
+            // result and look again (RFC 9111 §4 allows reusing the leader's response).
+            // Requests that cannot lead (HEAD, only-if-cached) still wait for a fill in flight.
+            let waiting = if may_lead {
+                match self.collapser.join(key.hash()) {
+                    Role::Leader(leader) => {
+                        lock = Some(leader);
+                        break (outcome, stale);
+                    }
+                    Role::Follower(waiting) => Some(waiting),
+                }
+            } else {
+                self.collapser.in_flight(key.hash())
+            };
+            let Some(waiting) = waiting else {
+                break (outcome, stale);
+            };
+            if collapse::wait(waiting, self.settings.collapse_wait).await == FillResult::NotStored {
+                break (outcome, stale);
+            }
+        };
+        if stale.is_none() && request_cc.only_if_cached {
             return Ok(not_cached());
         }
-        self.fetch(key, request, request_cc, outcome, origin).await
+        match stale {
+            Some(entry) => {
+                self.revalidate(key, entry, request, request_cc, lock, origin)
+                    .await
+            }
+            None => {
+                self.fetch(key, request, request_cc, outcome, lock, origin)
+                    .await
+            }
+        }
     }
 
-    /// A miss: one request per key goes to the origin at a time; the rest wait for it.
+    /// A miss: fetch from the origin and store what may be stored.
     async fn fetch<O: Origin>(
         self: &Arc<Self>,
         key: CacheKey,
         request: Request<ProxyBody>,
         request_cc: CacheControl,
         outcome: CacheOutcome,
+        lock: Option<FillLock>,
         origin: &Arc<O>,
     ) -> Result<Response<ProxyBody>, O::Error> {
         let head = RequestHead::of(&request);
@@ -264,29 +306,6 @@ impl Cache {
                 response,
                 &CacheStatus::new(CacheOutcome::Bypass),
             ));
-        }
-        let mut lock = None;
-        for _ in 0..3 {
-            match self.collapser.join(key.hash()) {
-                Role::Leader(leader) => {
-                    lock = Some(leader);
-                    break;
-                }
-                Role::Follower(waiting) => {
-                    match collapse::wait(waiting, self.settings.collapse_wait).await {
-                        FillResult::Stored => {
-                            if let Some(response) =
-                                self.hit_after_wait(&key, &head, &request_cc).await
-                            {
-                                return Ok(response);
-                            }
-                            break;
-                        }
-                        FillResult::NotStored => break,
-                        FillResult::Abandoned | FillResult::Pending => {}
-                    }
-                }
-            }
         }
         let request = without_conditionals(request);
         let request_time = now_secs();
@@ -302,25 +321,6 @@ impl Cache {
         ))
     }
 
-    /// After waiting for a collapsed fill: serve what the leader stored, if it suits us.
-    async fn hit_after_wait(
-        self: &Arc<Self>,
-        key: &CacheKey,
-        head: &RequestHead,
-        request_cc: &CacheControl,
-    ) -> Option<Response<ProxyBody>> {
-        let variants = self.index.get(key)?;
-        let entry = select_variant(&variants, &head.headers)?;
-        match entry.freshness.verdict(request_cc, now_secs()) {
-            Verdict::Fresh | Verdict::StaleAllowed => {
-                let status = CacheStatus::new(CacheOutcome::Hit).detail("collapsed");
-                self.answer(&entry, &head.method, &head.headers, status)
-                    .await
-            }
-            Verdict::StaleWhileRevalidate | Verdict::Validate => None,
-        }
-    }
-
     /// A stored response needs the origin's word: ask conditionally, then serve, replace, or
     /// fall back to the stale copy when the origin fails and that is allowed.
     async fn revalidate<O: Origin>(
@@ -329,20 +329,10 @@ impl Cache {
         entry: Arc<StoredResponse>,
         request: Request<ProxyBody>,
         request_cc: CacheControl,
+        lock: Option<FillLock>,
         origin: &Arc<O>,
     ) -> Result<Response<ProxyBody>, O::Error> {
         let head = RequestHead::of(&request);
-        let lock = match self.collapser.join(key.hash()) {
-            Role::Leader(lock) => Some(lock),
-            Role::Follower(waiting) => {
-                if collapse::wait(waiting, self.settings.collapse_wait).await == FillResult::Stored
-                    && let Some(response) = self.hit_after_wait(&key, &head, &request_cc).await
-                {
-                    return Ok(response);
-                }
-                None
-            }
-        };
         let request_time = now_secs();
         let conditional = conditional_request(without_conditionals(request), &entry);
         let result = origin.fetch(conditional).await;
@@ -371,6 +361,7 @@ impl Cache {
                     head.to_request(),
                     request_cc,
                     CacheOutcome::UriMiss,
+                    None,
                     origin,
                 )
                 .await
@@ -425,6 +416,7 @@ impl Cache {
                     head.to_request(),
                     request_cc,
                     CacheOutcome::UriMiss,
+                    None,
                     origin,
                 )
                 .await
@@ -446,7 +438,7 @@ impl Cache {
         };
         let cache = Arc::clone(self);
         let origin = Arc::clone(origin);
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             let request_time = now_secs();
             let request = conditional_request(without_conditionals(head.to_request()), &entry);
             match origin.fetch(request).await {
@@ -600,7 +592,7 @@ impl Cache {
             if let Some((len, checksum)) = stored {
                 entry.body_len = len;
                 entry.checksum = checksum;
-                cache.index.insert(Arc::new(entry));
+                cache.index.insert_durable(Arc::new(entry));
                 if let Some(lock) = lock {
                     lock.finish(FillResult::Stored);
                 }
@@ -609,6 +601,7 @@ impl Cache {
         });
         let tiers: Vec<Arc<dyn Storage>> = vec![self.disk.clone(), self.memory.clone()];
         let body = fill::tee(
+            &self.background,
             body,
             fill::FillJob {
                 tiers,

@@ -188,7 +188,12 @@ impl Freshness {
             return Verdict::Validate;
         }
         let age = self.age(now);
-        if request_cc.max_age.is_some_and(|max_age| age > max_age) {
+        // Ages are whole seconds, so `max-age=0` (a browser's reload) would accept anything
+        // under a second old; like Squid, treat it as "revalidate".
+        if request_cc
+            .max_age
+            .is_some_and(|max_age| age > max_age || max_age == 0)
+        {
             return Verdict::Validate;
         }
         let remaining = self.lifetime.saturating_sub(age);
@@ -237,7 +242,7 @@ impl Freshness {
         .flatten()
         .max()
         .unwrap_or(0);
-        self.staleness(now) <= window
+        window > 0 && self.staleness(now) <= window
     }
 }
 
@@ -467,6 +472,8 @@ mod tests {
         );
         let req = |v: &str| CacheControl::parse(&headers(&[("cache-control", v)]));
         assert_eq!(f.verdict(&req("max-age=5"), t + 10), Verdict::Validate);
+        assert_eq!(f.verdict(&req("max-age=0"), t), Verdict::Validate);
+        assert_eq!(f.verdict(&req("max-age=20"), t + 10), Verdict::Fresh);
         assert_eq!(f.verdict(&req("min-fresh=95"), t + 10), Verdict::Validate);
         assert_eq!(f.verdict(&req("no-cache"), t), Verdict::Validate);
         assert_eq!(

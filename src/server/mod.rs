@@ -125,6 +125,8 @@ impl Server {
         {
             tracing::warn!("shutdown grace period over, closing remaining connections");
         }
+        self.proxy.cache().shutdown().await;
+        tracing::info!("cache index saved");
     }
 
     /// Serves one client connection; on shutdown, finishes the request in flight and closes.

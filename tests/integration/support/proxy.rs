@@ -9,15 +9,23 @@ use tokio::sync::oneshot;
 
 pub struct Hoard {
     pub addr: SocketAddr,
-    _cache_dir: tempfile::TempDir,
+    _cache_dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Hoard {
+    /// A hoard with a fresh temporary cache directory.
     pub async fn start(flags: &[&str]) -> Hoard {
         let cache_dir = tempfile::tempdir().unwrap();
-        let dir = cache_dir.path().to_str().unwrap().to_owned();
+        let mut hoard = Hoard::start_in(cache_dir.path(), flags).await;
+        hoard._cache_dir = Some(cache_dir);
+        hoard
+    }
+
+    /// A hoard using `dir` as its cache directory (to test what survives a restart).
+    pub async fn start_in(dir: &std::path::Path, flags: &[&str]) -> Hoard {
+        let dir = dir.to_str().unwrap().to_owned();
         let mut argv = vec!["hoard", "0", "--cache-dir", &dir];
         argv.extend_from_slice(flags);
         let config = Args::try_parse_from(argv).unwrap().into_config().unwrap();
@@ -29,7 +37,7 @@ impl Hoard {
         }));
         Hoard {
             addr,
-            _cache_dir: cache_dir,
+            _cache_dir: None,
             stop: Some(stop),
             task: Some(task),
         }
