@@ -134,6 +134,7 @@ impl Cache {
         let (index, report) = Index::open(
             &settings.dir.join("index.redb"),
             settings.disk_size,
+            settings.max_object_size,
             disk.clone(),
             memory.clone(),
         )?;

@@ -23,7 +23,10 @@ struct Process {
 
 impl Process {
     fn start(flags: &[&str]) -> Process {
-        let cache_dir = tempfile::tempdir().unwrap();
+        Process::start_in(tempfile::tempdir().unwrap(), flags)
+    }
+
+    fn start_in(cache_dir: tempfile::TempDir, flags: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
             .arg("0")
             .arg("--cache-dir")
@@ -69,6 +72,14 @@ impl Process {
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
         let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kib * 1024
+    }
+
+    /// `kill -9`: no shutdown, no flush; hands back the cache directory.
+    fn kill_hard(mut self) -> tempfile::TempDir {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self._cache_dir, dir)
     }
 
     /// Sends SIGTERM and returns what hoard wrote to stderr; asserts a clean exit.
@@ -252,4 +263,136 @@ async fn curl_through_the_binary_gets_the_origin_response() {
         "{text}"
     );
     assert!(text.ends_with("hello curl"), "{text}");
+}
+
+/// The body the crash-test origin serves for object `n`: a size and bytes derived from `n`.
+fn object_body(n: u64) -> Bytes {
+    let len = (n * 7919) % 400_000 + 1;
+    let mut state = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+async fn crash_test_origin() -> Origin {
+    Origin::start(|request: http::Request<Incoming>| async move {
+        let n: u64 = request
+            .uri()
+            .path()
+            .trim_start_matches("/obj/")
+            .parse()
+            .unwrap_or(0);
+        let body = object_body(n);
+        // Sent in small chunks with pauses so a kill often lands mid-body.
+        let chunks: Vec<Bytes> = body.chunks(16 * 1024).map(Bytes::copy_from_slice).collect();
+        let stream = futures_util::stream::iter(chunks).then(|chunk| async move {
+            tokio::task::yield_now().await;
+            Ok::<_, std::io::Error>(Frame::data(chunk))
+        });
+        Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header("content-length", body.len().to_string())
+            .body(body::stream(http_body_util::StreamBody::new(stream)))
+            .unwrap()
+    })
+    .await
+}
+
+/// Fetches object `n` through `proxy`; `Some(bytes, cache-status)` only for a complete body.
+async fn fetch_object(
+    client: &reqwest::Client,
+    origin: &Origin,
+    n: u64,
+) -> Option<(Bytes, String)> {
+    let response = client
+        .get(origin.url(&format!("/obj/{n}")))
+        .send()
+        .await
+        .ok()?;
+    let status = response
+        .headers()
+        .get("cache-status")?
+        .to_str()
+        .ok()?
+        .to_owned();
+    Some((response.bytes().await.ok()?, status))
+}
+
+#[tokio::test]
+async fn kill_9_under_load_never_leads_to_a_wrong_or_truncated_body() {
+    const OBJECTS: u64 = 120;
+    let rounds: u64 = std::env::var("HOARD_KILL_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let origin = crash_test_origin().await;
+    let mut dir = tempfile::tempdir().unwrap();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut mismatches = 0;
+    let mut complete = 0;
+    for _ in 0..rounds {
+        let process = Process::start_in(dir, &[]);
+        let client = process.client();
+        let mut load = Vec::new();
+        for worker in 0..16 {
+            let client = client.clone();
+            let origin = origin.clone();
+            let start = next();
+            load.push(tokio::spawn(async move {
+                let (mut ok, mut bad) = (0, 0);
+                for i in 0.. {
+                    let n = (start.wrapping_add(i * 31 + worker)) % OBJECTS;
+                    match fetch_object(&client, &origin, n).await {
+                        Some((body, _)) if body == object_body(n) => ok += 1,
+                        Some(_) => bad += 1,
+                        None => break,
+                    }
+                }
+                (ok, bad)
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50 + next() % 400)).await;
+        dir = process.kill_hard();
+        for worker in load {
+            let (ok, bad) = worker.await.unwrap();
+            complete += ok;
+            mismatches += bad;
+        }
+    }
+    // After the last kill, every object hoard serves must be exactly the origin's.
+    let process = Process::start_in(dir, &[]);
+    let client = process.client();
+    let mut hits = 0;
+    for n in 0..OBJECTS {
+        let (body, status) = fetch_object(&client, &origin, n)
+            .await
+            .expect("a complete response");
+        if body != object_body(n) {
+            mismatches += 1;
+        }
+        if status.contains("hit") {
+            hits += 1;
+        }
+    }
+    eprintln!(
+        "{rounds} kills, {complete} complete responses under load, {hits}/{OBJECTS} hits after restart, {mismatches} mismatches"
+    );
+    assert_eq!(mismatches, 0);
+    assert!(hits > 0, "entries written before the kills survive them");
 }

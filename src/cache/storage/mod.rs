@@ -28,6 +28,24 @@ pub struct Usage {
     pub objects: u64,
 }
 
+/// Options for a size-bounded quick_cache map holding items of up to `max_item` weight.
+///
+/// quick_cache splits its capacity across shards and rejects an item heavier than a shard's
+/// share, so the shard count is chosen to leave room for the largest item.
+pub fn bounded_options(capacity: u64, max_item: u64) -> quick_cache::Options {
+    let fit = (capacity as f64 * 0.9 / max_item.max(1) as f64) as usize;
+    let shards = fit.clamp(1, 64);
+    // The largest power of two not above `shards`.
+    let shards = 1 << (usize::BITS - 1 - shards.leading_zeros());
+    let estimated_items = (capacity / 16_384).clamp(64, 4 << 20) as usize;
+    quick_cache::OptionsBuilder::new()
+        .shards(shards)
+        .estimated_items_capacity(estimated_items)
+        .weight_capacity(capacity.max(1))
+        .build()
+        .unwrap_or_else(|_| unreachable!("shards, items and capacity are all non-zero"))
+}
+
 /// A stored body, as the tier can hand it out without copying.
 pub enum StoredBody {
     Bytes(Bytes),
