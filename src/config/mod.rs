@@ -114,6 +114,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub stale_if_error: Duration,
 
+    /// In the gateway, follow origin redirects (at most 10) and return the final response,
+    /// instead of handing the redirect to the browser.
+    #[arg(long)]
+    pub follow_redirects: bool,
+
     /// Trace every step: request and response heads on both sides (-v). The access log line
     /// per request is always written to stderr.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -164,6 +169,7 @@ pub struct Config {
     pub client_header_timeout: Duration,
     pub max_header_size: usize,
     pub cache: CacheSettings,
+    pub follow_redirects: bool,
     pub verbose: u8,
 }
 
@@ -228,6 +234,7 @@ impl Args {
             client_header_timeout: self.client_header_timeout,
             max_header_size: self.max_header_size,
             cache,
+            follow_redirects: self.follow_redirects,
             verbose: self.verbose,
         })
     }

@@ -28,8 +28,12 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("unsupported URL scheme {0:?}: hoard proxies http:// and https://")]
     UnsupportedScheme(String),
-    #[error("this is a proxy: send absolute-form requests (curl -x http://{0} http://site/)")]
-    NotAProxyRequest(String),
+    #[error("the path names no site: use /www.example.com/path")]
+    GatewayUsage,
+    #[error("redirects loop back to {0}")]
+    RedirectLoop(String),
+    #[error("more than {0} redirects")]
+    TooManyRedirects(usize),
     #[error("CONNECT to port {port} is not allowed (allowed ports: {allowed})")]
     ConnectPortDenied { port: u16, allowed: String },
     #[error("request loops back to this proxy (its Via already names this hoard)")]
@@ -43,9 +47,11 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_)
             | ProxyError::UnsupportedScheme(_)
-            | ProxyError::NotAProxyRequest(_) => StatusCode::BAD_REQUEST,
+            | ProxyError::GatewayUsage => StatusCode::BAD_REQUEST,
             ProxyError::ConnectPortDenied { .. } => StatusCode::FORBIDDEN,
-            ProxyError::Loop => StatusCode::LOOP_DETECTED,
+            ProxyError::Loop | ProxyError::RedirectLoop(_) | ProxyError::TooManyRedirects(_) => {
+                StatusCode::LOOP_DETECTED
+            }
             ProxyError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
@@ -53,14 +59,20 @@ impl ProxyError {
 
     pub fn source(&self) -> ErrorSource {
         match self {
-            ProxyError::Upstream(_) => ErrorSource::Origin,
+            ProxyError::Upstream(_)
+            | ProxyError::RedirectLoop(_)
+            | ProxyError::TooManyRedirects(_) => ErrorSource::Origin,
             _ => ErrorSource::Client,
         }
     }
 
-    /// A short plain-text answer a person can read: the status, then what went wrong.
+    /// A short plain-text answer a person can read: the status, then what went wrong. A
+    /// browser using the gateway gets a page that explains the URL form instead.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
+        if let ProxyError::GatewayUsage = self {
+            return super::gateway::page(status, super::gateway::USAGE_PAGE);
+        }
         let text = format!(
             "{} {}\nhoard: {}\n",
             status.as_u16(),

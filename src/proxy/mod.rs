@@ -7,7 +7,9 @@
 //! bytes; HTTP to origins goes through `upstream/`.
 
 mod error;
+mod gateway;
 pub mod headers;
+mod rewrite;
 mod tunnel;
 
 pub use error::{ErrorSource, ProxyError};
@@ -25,7 +27,11 @@ use crate::cache::{self, Cache};
 use crate::config::{Config, Mode};
 use crate::logging;
 use crate::upstream::{UpstreamClient, UpstreamError};
+use gateway::{GatewayRequest, RecentSites};
 use headers::ViaEntry;
+
+/// Redirects hoard follows itself with `--follow-redirects` (the gateway's, as the seed did).
+const MAX_REDIRECTS: usize = 10;
 
 /// A request ready for an origin: absolute URI, end-to-end headers only, our `Via` added.
 /// This is what the cache keys and stores by.
@@ -60,18 +66,15 @@ pub struct Proxy {
     mode: Mode,
     connect_ports: Vec<u16>,
     connect_timeout: std::time::Duration,
-    listen: SocketAddr,
     via: ViaEntry,
     origin: Arc<OriginClient>,
     cache: Arc<Cache>,
+    recent_sites: RecentSites,
+    follow_redirects: bool,
 }
 
 impl Proxy {
-    pub fn new(
-        config: &Config,
-        listen: SocketAddr,
-        cache: Arc<Cache>,
-    ) -> Result<Self, UpstreamError> {
+    pub fn new(config: &Config, cache: Arc<Cache>) -> Result<Self, UpstreamError> {
         let mut id = [0u8; 8];
         // A collision only matters between two hoards in one request chain; on the rare
         // failure of the OS source, the process id still distinguishes local instances.
@@ -82,12 +85,13 @@ impl Proxy {
             mode: config.mode.clone(),
             connect_ports: config.connect_ports.clone(),
             connect_timeout: config.connect_timeout,
-            listen,
             via: ViaEntry::new(u64::from_le_bytes(id)),
             origin: Arc::new(OriginClient {
                 upstream: UpstreamClient::new(config)?,
             }),
             cache,
+            recent_sites: RecentSites::default(),
+            follow_redirects: config.follow_redirects,
         })
     }
 
@@ -127,8 +131,105 @@ impl Proxy {
         if request.method() == Method::CONNECT {
             return tunnel::open(request, &self.connect_ports, self.connect_timeout).await;
         }
+        if request.uri().scheme().is_none() && matches!(self.mode, Mode::Forward) {
+            return self.gateway(request, client).await;
+        }
         let forward = self.forward_request(request, client)?;
         self.fetch(forward).await
+    }
+
+    /// The path-prefix gateway: work out the origin URL, fetch it like a forward request
+    /// (same cache, same logging), and rewrite the response so the browser stays inside.
+    async fn gateway(
+        &self,
+        mut request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let classified = gateway::classify(
+            request.uri(),
+            request.headers(),
+            client.ip(),
+            &self.recent_sites,
+        );
+        let (uri, site) = match classified {
+            GatewayRequest::Landing => {
+                return Ok(gateway::page(http::StatusCode::OK, gateway::LANDING_PAGE));
+            }
+            GatewayRequest::Form(path) => return Ok(gateway::redirect(&path)),
+            GatewayRequest::Unknown => return Err(ProxyError::GatewayUsage),
+            GatewayRequest::Target { uri, site } => (uri, site),
+        };
+        if gateway::is_navigation(request.headers()) {
+            self.recent_sites.remember(client.ip(), &site);
+        }
+        let page_url = url::Url::parse(&uri.to_string())
+            .map_err(|_| ProxyError::BadRequest("invalid gateway URL"))?;
+        // The origin sees its own URLs, not gateway paths.
+        let headers = request.headers_mut();
+        match gateway::origin_referer(headers).and_then(|r| HeaderValue::from_str(&r).ok()) {
+            Some(referer) => headers.insert(header::REFERER, referer),
+            None => headers.remove(header::REFERER),
+        };
+        if headers.contains_key(header::ORIGIN)
+            && let Ok(origin) = HeaderValue::from_str(&page_url.origin().ascii_serialization())
+        {
+            headers.insert(header::ORIGIN, origin);
+        }
+        *request.uri_mut() = uri;
+        let forward = self.forward_request(request, client)?;
+        let (response, final_url) = self.fetch_following(forward, page_url).await?;
+        Ok(rewrite::gateway_response(response, &final_url))
+    }
+
+    /// With `--follow-redirects`, follows an origin's redirects for GET and HEAD (at most
+    /// `MAX_REDIRECTS`, a loop is 508) and returns the final response and its URL.
+    async fn fetch_following(
+        &self,
+        forward: ForwardRequest,
+        mut url: url::Url,
+    ) -> Result<(Response<ProxyBody>, url::Url), ProxyError> {
+        let method = forward.request.method().clone();
+        if !self.follow_redirects || !(method == Method::GET || method == Method::HEAD) {
+            return Ok((self.fetch(forward).await?, url));
+        }
+        let headers = forward.request.headers().clone();
+        let mut response = self.fetch(forward).await?;
+        let mut visited = vec![url.clone()];
+        while response.status().is_redirection()
+            && response.status() != http::StatusCode::NOT_MODIFIED
+        {
+            let Some(next) = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+                .filter(|next| matches!(next.scheme(), "http" | "https"))
+            else {
+                break;
+            };
+            if visited.contains(&next) {
+                return Err(ProxyError::RedirectLoop(next.to_string()));
+            }
+            if visited.len() > MAX_REDIRECTS {
+                return Err(ProxyError::TooManyRedirects(MAX_REDIRECTS));
+            }
+            visited.push(next.clone());
+            url = next;
+            let uri: Uri = url
+                .as_str()
+                .parse()
+                .map_err(|_| ProxyError::BadRequest("redirect to an invalid URL"))?;
+            let (uri, authority) = absolute_target(&uri)?;
+            let mut request = Request::new(body::empty());
+            *request.method_mut() = method.clone();
+            *request.headers_mut() = headers.clone();
+            request
+                .headers_mut()
+                .insert(header::HOST, host_value(&authority)?);
+            *request.uri_mut() = uri;
+            response = self.fetch(ForwardRequest { request }).await?;
+        }
+        Ok((response, url))
     }
 
     /// Turns a client's request into the request for the origin.
@@ -190,7 +291,8 @@ impl Proxy {
                             ProxyError::BadRequest("request target is not a valid path")
                         })?;
                 }
-                Mode::Forward => return Err(ProxyError::NotAProxyRequest(self.listen.to_string())),
+                // Gateway requests arrive here with absolute URIs; anything else names no site.
+                Mode::Forward => return Err(ProxyError::GatewayUsage),
             }
         }
         parts.version = Version::HTTP_11;

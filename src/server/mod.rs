@@ -64,7 +64,7 @@ impl Server {
                 source: std::io::Error::other(e),
             })?;
         let (cache, cache_report) = opened?;
-        let proxy = Arc::new(Proxy::new(config, local_addr, Arc::new(cache))?);
+        let proxy = Arc::new(Proxy::new(config, Arc::new(cache))?);
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.client_header_timeout)

@@ -44,7 +44,7 @@ async fn unsupported_scheme_gets_400_naming_it() {
 }
 
 #[tokio::test]
-async fn origin_form_request_in_forward_mode_explains_how_to_use_the_proxy() {
+async fn origin_form_request_naming_no_site_gets_a_page_explaining_the_gateway() {
     let hoard = Hoard::start(&[]).await;
     let response = raw::exchange(
         hoard.addr,
@@ -52,7 +52,8 @@ async fn origin_form_request_in_forward_mode_explains_how_to_use_the_proxy() {
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
-    assert!(response.contains("curl -x"), "{response}");
+    assert!(response.contains("text/html"), "{response}");
+    assert!(response.contains("/www.example.com/path"), "{response}");
 }
 
 #[tokio::test]

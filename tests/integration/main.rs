@@ -6,6 +6,7 @@ mod binary;
 mod cache;
 mod errors;
 mod forward;
+mod gateway;
 mod reverse;
 mod support;
 mod tls;
