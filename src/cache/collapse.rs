@@ -66,17 +66,32 @@ impl Collapser {
 
 impl FillLock {
     pub fn finish(self, result: FillResult) {
+        // Free the key first, so a woken follower that needs the origin again (e.g. to
+        // refresh in the background) can lead instead of following a finished fetch.
+        self.release();
         let _ = self.result.send(result);
+    }
+
+    /// Frees the key if it is still this lock's: by the time a finished lock is dropped, a
+    /// new leader may hold the same key.
+    fn release(&self) {
+        let mut inflight = self
+            .collapser
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if inflight
+            .get(&self.key)
+            .is_some_and(|receiver| receiver.same_channel(&self.result.subscribe()))
+        {
+            inflight.remove(&self.key);
+        }
     }
 }
 
 impl Drop for FillLock {
     fn drop(&mut self) {
-        self.collapser
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        self.release();
         self.result.send_if_modified(|result| {
             if *result == FillResult::Pending {
                 *result = FillResult::Abandoned;
@@ -119,6 +134,22 @@ mod tests {
         assert!(
             matches!(collapser.join(7), Role::Leader(_)),
             "the key is free again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finished_leader_does_not_free_its_successors_key() {
+        let collapser = Arc::new(Collapser::default());
+        let Role::Leader(first) = collapser.join(3) else {
+            panic!()
+        };
+        first.finish(FillResult::Stored);
+        let Role::Leader(_second) = collapser.join(3) else {
+            panic!("the key was free")
+        };
+        assert!(
+            matches!(collapser.join(3), Role::Follower(_)),
+            "the second leader still holds the key"
         );
     }
 

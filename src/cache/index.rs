@@ -115,6 +115,8 @@ impl Index {
         disk: Arc<DiskStorage>,
         memory: Arc<MemoryStorage>,
     ) -> Result<(Index, LoadReport), IndexError> {
+        // Body files written from now on belong to this run and are never orphans.
+        let opened_at = std::time::SystemTime::now();
         let db = Database::create(path)?;
         {
             let txn = db.begin_write()?;
@@ -176,7 +178,7 @@ impl Index {
         std::thread::Builder::new()
             .name("hoard-index".into())
             .spawn(move || {
-                remove_orphans(&writer_disk, &known);
+                remove_orphans(&writer_disk, &known, opened_at);
                 write_loop(db, receiver, writer_disk, memory);
             })
             .map_err(|e| IndexError::Storage(e.into()))?;
@@ -302,8 +304,11 @@ impl Index {
     }
 }
 
-fn remove_orphans(disk: &DiskStorage, known: &HashSet<BodyId>) {
-    match disk.list() {
+/// Deletes body files from earlier runs that no index row names (a crash between rename and
+/// commit). Runs in the background while hoard already serves, so it only looks at files
+/// written before start-up.
+fn remove_orphans(disk: &DiskStorage, known: &HashSet<BodyId>, opened_at: std::time::SystemTime) {
+    match disk.list_written_before(opened_at) {
         Ok(ids) => {
             let orphans: Vec<_> = ids.into_iter().filter(|id| !known.contains(id)).collect();
             if !orphans.is_empty() {

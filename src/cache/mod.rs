@@ -244,8 +244,12 @@ impl Cache {
                         {
                             return Ok(response);
                         }
-                        // The body vanished or failed its checksum; the entry is gone.
+                        // The body vanished (replaced or evicted meanwhile) or failed its
+                        // checksum; that entry is gone, so look again.
                         outcome = CacheOutcome::UriMiss;
+                        if round <= 3 {
+                            continue;
+                        }
                     }
                 }
             }

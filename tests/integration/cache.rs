@@ -302,12 +302,17 @@ async fn client_no_cache_and_pragma_force_revalidation() {
     let origin = validating_origin().await;
     let hoard = Hoard::start(&[]).await;
     let client = hoard.client();
-    // Make the entry fresh for the test by asking with max-stale, then force revalidation.
     get(&client, &origin.url("/n"), &[]).await;
     for header in [("cache-control", "no-cache"), ("pragma", "no-cache")] {
         let before = origin.seen().len();
         let got = get(&client, &origin.url("/n"), &[header]).await;
-        assert_eq!(got.body, "body #1");
+        assert_eq!(
+            got.body,
+            "body #1",
+            "{}: {:#?}",
+            got.cache_status,
+            origin.seen()
+        );
         assert_eq!(
             origin.seen().len(),
             before + 1,
@@ -444,14 +449,18 @@ async fn vary_keeps_one_variant_per_request_header_value() {
 #[tokio::test]
 async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_background() {
     let release = Arc::new(tokio::sync::Notify::new());
+    let refreshing = Arc::new(tokio::sync::Notify::new());
     let served = Arc::new(AtomicUsize::new(0));
     let origin = {
         let release = release.clone();
+        let refreshing = refreshing.clone();
         Origin::start(move |_| {
             let n = served.fetch_add(1, Ordering::SeqCst) + 1;
             let release = release.clone();
+            let refreshing = refreshing.clone();
             async move {
                 if n > 1 {
+                    refreshing.notify_one();
                     release.notified().await;
                 }
                 Response::builder()
@@ -479,7 +488,16 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_backgroun
             stale.cache_status
         );
     }
-    assert_eq!(origin.seen().len(), 2, "one refresh, not one per request");
+    // The refresh runs in the background; wait until it has reached the origin.
+    tokio::time::timeout(Duration::from_secs(10), refreshing.notified())
+        .await
+        .expect("a background refresh reached the origin");
+    assert_eq!(
+        origin.seen().len(),
+        2,
+        "one refresh, not one per request: {:?}",
+        origin.seen()
+    );
     release.notify_one();
     // The refresh lands; the next request sees it.
     let mut body = String::new();

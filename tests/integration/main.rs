@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod binary;
+mod browser;
 mod cache;
 mod errors;
 mod forward;

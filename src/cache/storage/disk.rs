@@ -57,8 +57,14 @@ impl DiskStorage {
         self.usage.objects.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Ids of every body file present, for start-up orphan removal.
-    pub fn list(&self) -> Result<Vec<BodyId>, StorageError> {
+    /// Ids of the body files last written before `started` (with a few seconds' margin, as
+    /// file times are coarser than the clock), for start-up orphan removal: bodies stored by
+    /// this run are never candidates.
+    pub fn list_written_before(
+        &self,
+        started: std::time::SystemTime,
+    ) -> Result<Vec<BodyId>, StorageError> {
+        let before = started - std::time::Duration::from_secs(2);
         let mut ids = Vec::new();
         for shard in fs::read_dir(&self.objects)? {
             let shard = shard?;
@@ -66,8 +72,16 @@ impl DiskStorage {
                 continue;
             }
             for file in fs::read_dir(shard.path())? {
-                let name = file?.file_name();
-                if let Some(id) = name.to_str().and_then(|n| u64::from_str_radix(n, 16).ok()) {
+                let file = file?;
+                let Some(id) = file
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| u64::from_str_radix(n, 16).ok())
+                else {
+                    continue;
+                };
+                let written = file.metadata().and_then(|m| m.modified());
+                if written.is_ok_and(|written| written < before) {
                     ids.push(id);
                 }
             }
@@ -181,5 +195,33 @@ impl Drop for DiskWriter {
         if self.file.take().is_some() {
             let _ = fs::remove_file(&self.tmp_path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_written_after_start_up_are_never_orphan_candidates() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskStorage::open(dir.path()).unwrap();
+        let mut old = disk.writer(1, None).unwrap().unwrap();
+        old.write(&Bytes::from_static(b"from an earlier run"))
+            .unwrap();
+        old.finish().unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(disk.path(1))
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+        let started = std::time::SystemTime::now();
+        let mut new = disk.writer(2, None).unwrap().unwrap();
+        new.write(&Bytes::from_static(b"stored while the orphan scan runs"))
+            .unwrap();
+        new.finish().unwrap();
+        assert_eq!(disk.list_written_before(started).unwrap(), vec![1]);
     }
 }
