@@ -5,10 +5,12 @@
 //! settings all of them read; `logging` writes the access log and the verbose trace.
 //! `docs/ARCHITECTURE.md` has the full map.
 
+pub mod admin;
 pub mod body;
 pub mod cache;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod upstream;

@@ -16,6 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::cache::CacheOutcome;
+use crate::metrics::{Metrics, RequestMode};
 
 /// Starts the stderr subscriber. `RUST_LOG` overrides the level chosen by `-v`.
 pub fn init(verbose: u8) {
@@ -74,12 +75,23 @@ pub struct AccessRecord {
     pub status: StatusCode,
     /// What the cache did; `None` for requests it never saw (CONNECT, errors).
     pub outcome: Option<CacheOutcome>,
+    pub mode: RequestMode,
     pub started: Instant,
+    /// Where the finished request is counted.
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 impl AccessRecord {
     fn emit(self, bytes: u64, complete: bool) {
         let elapsed = self.started.elapsed();
+        self.metrics.record_request(
+            self.mode,
+            &self.method,
+            self.status.as_u16(),
+            self.outcome,
+            bytes,
+            elapsed,
+        );
         tracing::info!(
             "{} \"{} {} {:?}\" {} {} {:.1}ms {}{}",
             self.client,

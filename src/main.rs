@@ -17,6 +17,9 @@ fn main() -> ExitCode {
         }
     };
     hoard::logging::init(config.verbose);
+    if let Some(warning) = config.exposure_warning() {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

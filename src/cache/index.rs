@@ -273,6 +273,15 @@ impl Index {
         }
     }
 
+    /// Keys of the stored URLs that start with `prefix`.
+    pub fn urls_with_prefix(&self, prefix: &str) -> Vec<CacheKey> {
+        self.map
+            .iter()
+            .filter_map(|(_, variants)| variants.first().map(|v| v.key.clone()))
+            .filter(|key| key.url().starts_with(prefix))
+            .collect()
+    }
+
     /// Waits until every change made so far is committed to the database.
     pub fn flush(&self) {
         self.request(Op::Flush);

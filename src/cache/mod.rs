@@ -186,6 +186,18 @@ impl Cache {
         CacheKey::from_uri(uri).map_or(0, |key| self.index.remove(&key))
     }
 
+    /// Forgets every stored URL that starts with `prefix` (e.g. `http://example.com/img/`);
+    /// returns how many variants went. Walks the whole index: an admin operation.
+    pub fn purge_prefix(&self, prefix: &str) -> usize {
+        let prefix = CacheKey::from_uri(&prefix.parse().unwrap_or_default())
+            .map_or_else(|| prefix.to_owned(), |key| key.url().to_owned());
+        self.index
+            .urls_with_prefix(&prefix)
+            .iter()
+            .map(|key| self.index.remove(key))
+            .sum()
+    }
+
     /// Answers `request` (absolute URI) from the cache, the origin, or both.
     pub async fn serve<O: Origin>(
         self: &Arc<Self>,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use http::{HeaderValue, Uri};
+use ipnet::IpNet;
 
 use crate::cache::{CacheSettings, PolicySettings};
 
@@ -50,6 +51,15 @@ pub struct Args {
     /// address makes hoard reachable by anyone who can reach that address.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub bind: IpAddr,
+
+    /// Clients allowed to use hoard (CIDR, repeatable); others get 403. Default: loopback only.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<IpNet>,
+
+    /// Clients allowed to use `/_hoard/` (metrics, stats, purge) and PURGE (CIDR,
+    /// repeatable). Default: loopback only.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub admin_allow: Vec<IpNet>,
 
     /// Reverse-proxy (accelerator) mode: send every origin-form request to this origin,
     /// e.g. `http://127.0.0.1:3000` or `https://example.org`.
@@ -125,6 +135,23 @@ pub struct Args {
     pub verbose: u8,
 }
 
+/// A CIDR block, or a single address (`10.0.0.0/8`, `192.0.2.7`, `::1`).
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or CIDR block (write e.g. 10.0.0.0/8)"))
+}
+
+fn loopback() -> Vec<IpNet> {
+    vec![
+        IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::LOCALHOST, 8)),
+        IpNet::V6(ipnet::Ipv6Net::new_assert(
+            std::net::Ipv6Addr::LOCALHOST,
+            128,
+        )),
+    ]
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     s.parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
@@ -160,6 +187,10 @@ impl Mode {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Who may use the proxy.
+    pub allow: Vec<IpNet>,
+    /// Who may use `/_hoard/` and PURGE.
+    pub admin_allow: Vec<IpNet>,
     pub mode: Mode,
     pub connect_ports: Vec<u16>,
     /// PEM bytes of extra trusted CAs, read once at start-up.
@@ -171,6 +202,29 @@ pub struct Config {
     pub cache: CacheSettings,
     pub follow_redirects: bool,
     pub verbose: u8,
+}
+
+impl Config {
+    /// A warning for the operator when hoard listens beyond this machine.
+    pub fn exposure_warning(&self) -> Option<String> {
+        if self.listen.ip().is_loopback() {
+            return None;
+        }
+        if self.allow.iter().any(|net| net.prefix_len() == 0) {
+            return Some(format!(
+                "hoard is an OPEN PROXY: anyone who can reach {} may use it (--allow lets everyone in)",
+                self.listen
+            ));
+        }
+        if self.allow == loopback() {
+            return Some(format!(
+                "listening on {} but only loopback clients are allowed; pass --allow CIDR for the clients that \
+                 should use this proxy (--allow 0.0.0.0/0 would make it an open proxy)",
+                self.listen
+            ));
+        }
+        None
+    }
 }
 
 impl Args {
@@ -224,8 +278,11 @@ impl Args {
             // A follower waits as long as its own request to the origin could take.
             collapse_wait: self.connect_timeout + self.first_byte_timeout,
         };
+        let or_loopback = |list: Vec<IpNet>| if list.is_empty() { loopback() } else { list };
         Ok(Config {
             listen: SocketAddr::new(self.bind, self.port),
+            allow: or_loopback(self.allow),
+            admin_allow: or_loopback(self.admin_allow),
             mode,
             connect_ports: self.connect_ports,
             extra_ca_pem,
@@ -286,6 +343,65 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert!(matches!(config.mode, Mode::Forward));
         assert_eq!(config.connect_ports, vec![443]);
+    }
+
+    #[test]
+    fn access_lists_default_to_loopback_and_take_addresses_or_blocks() {
+        let config = parse(&["--cache-dir", "/tmp/x"]).unwrap();
+        let allowed = |list: &[IpNet], ip: &str| {
+            list.iter()
+                .any(|net| net.contains(&ip.parse::<IpAddr>().unwrap()))
+        };
+        assert!(allowed(&config.allow, "127.0.0.1") && allowed(&config.allow, "127.9.9.9"));
+        assert!(allowed(&config.allow, "::1") && !allowed(&config.allow, "10.0.0.1"));
+        let config = parse(&[
+            "--cache-dir",
+            "/tmp/x",
+            "--allow",
+            "10.0.0.0/8",
+            "--allow",
+            "192.0.2.7",
+        ])
+        .unwrap();
+        assert!(allowed(&config.allow, "10.1.2.3") && allowed(&config.allow, "192.0.2.7"));
+        assert!(
+            !allowed(&config.allow, "127.0.0.1"),
+            "an explicit list replaces the default"
+        );
+        assert!(allowed(&config.admin_allow, "127.0.0.1"));
+        assert!(Args::try_parse_from(["hoard", "--allow", "everyone"]).is_err());
+    }
+
+    #[test]
+    fn public_listeners_get_a_warning() {
+        assert!(
+            parse(&["--cache-dir", "/x"])
+                .unwrap()
+                .exposure_warning()
+                .is_none()
+        );
+        let public = parse(&["--cache-dir", "/x", "--bind", "0.0.0.0"]).unwrap();
+        assert!(public.exposure_warning().unwrap().contains("--allow"));
+        let open = parse(&[
+            "--cache-dir",
+            "/x",
+            "--bind",
+            "0.0.0.0",
+            "--allow",
+            "0.0.0.0/0",
+        ])
+        .unwrap();
+        assert!(open.exposure_warning().unwrap().contains("OPEN PROXY"));
+        let scoped = parse(&[
+            "--cache-dir",
+            "/x",
+            "--bind",
+            "0.0.0.0",
+            "--allow",
+            "10.0.0.0/8",
+        ])
+        .unwrap();
+        assert!(scoped.exposure_warning().is_none());
     }
 
     #[test]

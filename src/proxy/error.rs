@@ -34,6 +34,10 @@ pub enum ProxyError {
     RedirectLoop(String),
     #[error("more than {0} redirects")]
     TooManyRedirects(usize),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     #[error("CONNECT to port {port} is not allowed (allowed ports: {allowed})")]
     ConnectPortDenied { port: u16, allowed: String },
     #[error("request loops back to this proxy (its Via already names this hoard)")]
@@ -48,7 +52,11 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::UnsupportedScheme(_)
             | ProxyError::GatewayUsage => StatusCode::BAD_REQUEST,
-            ProxyError::ConnectPortDenied { .. } => StatusCode::FORBIDDEN,
+            ProxyError::ConnectPortDenied { .. } | ProxyError::Forbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
+            ProxyError::Admin(crate::admin::AdminError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ProxyError::Admin(_) => StatusCode::BAD_REQUEST,
             ProxyError::Loop | ProxyError::RedirectLoop(_) | ProxyError::TooManyRedirects(_) => {
                 StatusCode::LOOP_DETECTED
             }

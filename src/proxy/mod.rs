@@ -22,10 +22,12 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
+use crate::admin;
 use crate::body::{self, ProxyBody};
 use crate::cache::{self, Cache};
 use crate::config::{Config, Mode};
 use crate::logging;
+use crate::metrics::{Metrics, RequestMode};
 use crate::upstream::{UpstreamClient, UpstreamError};
 use gateway::{GatewayRequest, RecentSites};
 use headers::ViaEntry;
@@ -71,10 +73,17 @@ pub struct Proxy {
     cache: Arc<Cache>,
     recent_sites: RecentSites,
     follow_redirects: bool,
+    allow: Vec<ipnet::IpNet>,
+    admin_allow: Vec<ipnet::IpNet>,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(config: &Config, cache: Arc<Cache>) -> Result<Self, UpstreamError> {
+    pub fn new(
+        config: &Config,
+        cache: Arc<Cache>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, UpstreamError> {
         let mut id = [0u8; 8];
         // A collision only matters between two hoards in one request chain; on the rare
         // failure of the OS source, the process id still distinguishes local instances.
@@ -92,6 +101,9 @@ impl Proxy {
             cache,
             recent_sites: RecentSites::default(),
             follow_redirects: config.follow_redirects,
+            allow: config.allow.clone(),
+            admin_allow: config.admin_allow.clone(),
+            metrics,
         })
     }
 
@@ -99,43 +111,107 @@ impl Proxy {
         &self.cache
     }
 
-    /// Answers one client request. Never fails: errors become responses here.
+    /// Answers one client request. Never fails: errors become responses here. The response
+    /// carries the request's `RequestMode` for the access log and metrics.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         logging::trace_request("request from client", &request);
-        let response = match self.route(request, client).await {
+        let mode = self.mode_of(&request);
+        let mut response = match self.route(request, mode, client).await {
             Ok(response) => response,
             Err(e) => {
                 match e.source() {
                     ErrorSource::Client => tracing::info!("{client}: {e}"),
                     ErrorSource::Origin => tracing::warn!("{client}: {e}"),
                 }
+                if let ProxyError::Upstream(upstream) = &e {
+                    self.metrics.upstream_error(upstream.kind());
+                }
                 e.into_response()
             }
         };
+        response.extensions_mut().insert(mode);
         logging::trace_response("response to client", &response);
         response
+    }
+
+    fn mode_of<B>(&self, request: &Request<B>) -> RequestMode {
+        let origin_form = request.uri().scheme().is_none();
+        if request.method().as_str() == "PURGE"
+            || (origin_form && request.uri().path().starts_with(admin::PREFIX))
+        {
+            RequestMode::Admin
+        } else if request.method() == Method::CONNECT {
+            RequestMode::Connect
+        } else if !origin_form {
+            RequestMode::Forward
+        } else if matches!(self.mode, Mode::Reverse { .. }) {
+            RequestMode::Reverse
+        } else {
+            RequestMode::Gateway
+        }
     }
 
     async fn route(
         &self,
         request: Request<Incoming>,
+        mode: RequestMode,
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let allowed = |list: &[ipnet::IpNet]| list.iter().any(|net| net.contains(&client.ip()));
+        if !allowed(&self.allow) {
+            self.metrics.denied();
+            return Err(ProxyError::Forbidden(
+                "this client is not allowed to use this proxy",
+            ));
+        }
         if self.via.seen_in(request.headers()) {
             return Err(ProxyError::Loop);
         }
-        if request.method() == Method::CONNECT {
-            return tunnel::open(request, &self.connect_ports, self.connect_timeout).await;
+        match mode {
+            RequestMode::Admin => {
+                if !allowed(&self.admin_allow) {
+                    self.metrics.denied();
+                    return Err(ProxyError::Forbidden(
+                        "this client may not use the admin interface",
+                    ));
+                }
+                let purge_target = self.purge_target(request.uri());
+                let admin_request = admin::parse(request.method(), request.uri(), purge_target)?;
+                Ok(admin::answer(admin_request, &self.cache, &self.metrics))
+            }
+            RequestMode::Connect => {
+                tunnel::open(request, &self.connect_ports, self.connect_timeout).await
+            }
+            RequestMode::Gateway => self.gateway(request, client).await,
+            RequestMode::Forward | RequestMode::Reverse => {
+                let forward = self.forward_request(request, client)?;
+                self.fetch(forward).await
+            }
         }
-        if request.uri().scheme().is_none() && matches!(self.mode, Mode::Forward) {
-            return self.gateway(request, client).await;
+    }
+
+    /// The absolute URL a `PURGE` names: its absolute-form target, or in reverse mode the
+    /// upstream's URL for its path.
+    fn purge_target(&self, uri: &Uri) -> Option<Uri> {
+        if uri.scheme().is_some() {
+            return Some(uri.clone());
         }
-        let forward = self.forward_request(request, client)?;
-        self.fetch(forward).await
+        let Mode::Reverse { upstream, .. } = &self.mode else {
+            return None;
+        };
+        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        format!(
+            "{}://{}{}",
+            upstream.scheme_str()?,
+            upstream.authority()?,
+            path
+        )
+        .parse()
+        .ok()
     }
 
     /// The path-prefix gateway: work out the origin URL, fetch it like a forward request

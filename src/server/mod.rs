@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport};
 use crate::config::Config;
 use crate::logging::{AccessRecord, LoggedBody};
+use crate::metrics::{Metrics, RequestMode};
 use crate::proxy::Proxy;
 use crate::upstream::UpstreamError;
 
@@ -44,6 +45,7 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
     http: http1::Builder,
     cache_report: LoadReport,
 }
@@ -64,7 +66,8 @@ impl Server {
                 source: std::io::Error::other(e),
             })?;
         let (cache, cache_report) = opened?;
-        let proxy = Arc::new(Proxy::new(config, Arc::new(cache))?);
+        let metrics = Arc::new(Metrics::default());
+        let proxy = Arc::new(Proxy::new(config, Arc::new(cache), metrics.clone())?);
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.client_header_timeout)
@@ -76,6 +79,7 @@ impl Server {
             listener,
             local_addr,
             proxy,
+            metrics,
             http,
             cache_report,
         })
@@ -138,15 +142,19 @@ impl Server {
     ) -> impl Future<Output = ()> + use<> {
         let _ = stream.set_nodelay(true);
         let proxy = self.proxy.clone();
+        let metrics = self.metrics.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(handle(&proxy, request, peer).await) }
+            let metrics = metrics.clone();
+            async move { Ok::<_, Infallible>(handle(&proxy, metrics, request, peer).await) }
         });
+        let metrics = self.metrics.clone();
         let connection = self
             .http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         async move {
+            metrics.connection_opened();
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -155,6 +163,7 @@ impl Server {
                     connection.await
                 }
             };
+            metrics.connection_closed();
             if let Err(e) = result {
                 tracing::debug!("{peer}: connection ended: {e}");
             }
@@ -164,6 +173,7 @@ impl Server {
 
 async fn handle(
     proxy: &Proxy,
+    metrics: Arc<Metrics>,
     request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<LoggedBody> {
@@ -179,7 +189,13 @@ async fn handle(
         version,
         status: response.status(),
         outcome: response.extensions().get::<CacheOutcome>().copied(),
+        mode: response
+            .extensions()
+            .get::<RequestMode>()
+            .copied()
+            .unwrap_or(RequestMode::Forward),
         started,
+        metrics,
     };
     response.map(|body| LoggedBody::new(body, record))
 }

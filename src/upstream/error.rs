@@ -22,6 +22,18 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Dns { .. } => "dns",
+            UpstreamError::Connect { .. } => "connect",
+            UpstreamError::ConnectTimeout { .. } => "connect_timeout",
+            UpstreamError::FirstByteTimeout { .. } => "first_byte_timeout",
+            UpstreamError::Protocol { .. } => "protocol",
+            UpstreamError::Tls(_) => "tls",
+        }
+    }
+
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,

@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use hoard::body;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpSocket;
 
 use crate::support::{Hoard, Origin, raw};
 
@@ -137,14 +135,10 @@ async fn root_relative_requests_resolve_from_the_referer() {
 
 /// Sends a GET from `source` (another loopback address) and returns the status line.
 async fn get_from(source: &str, hoard: SocketAddr, path: &str) -> String {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    let mut stream = socket.connect(hoard).await.unwrap();
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {hoard}\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let response = raw::read_to_close(&mut stream).await;
+    let response = raw::exchange_from(source, hoard, request.as_bytes()).await;
     response.lines().next().unwrap_or_default().to_owned()
 }
 

@@ -2,6 +2,7 @@
 //! loopback (see `support/`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod binary;
 mod browser;
 mod cache;

@@ -5,11 +5,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Sends `request` to `addr` and reads until the server closes (or 10 s pass).
 pub async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+/// Like `exchange`, from another loopback address (`127.0.0.2`, ...), as a second client would.
+pub async fn exchange_from(source: &str, addr: SocketAddr, request: &[u8]) -> String {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     read_to_close(&mut stream).await
 }

@@ -1,0 +1,154 @@
+//! Access control, `/_hoard/` (metrics, stats, purge) and the PURGE method.
+
+use crate::support::{Hoard, Origin, raw};
+
+fn get(path: &str, host: std::net::SocketAddr) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn clients_outside_allow_get_403_and_allowed_ones_are_served() {
+    let origin = Origin::fixed("hello").await;
+    let hoard = Hoard::start(&["--allow", "127.0.0.2"]).await;
+    let request = get(&origin.url("/"), origin.addr);
+    let refused = raw::exchange_from("127.0.0.1", hoard.addr, &request).await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(refused.contains("not allowed"), "{refused}");
+    let served = raw::exchange_from("127.0.0.2", hoard.addr, &request).await;
+    assert!(
+        served.starts_with("HTTP/1.1 200") && served.ends_with("hello"),
+        "{served}"
+    );
+    assert_eq!(
+        origin.seen().len(),
+        1,
+        "the refused request never reached the origin"
+    );
+}
+
+#[tokio::test]
+async fn admin_pages_are_only_for_admin_clients() {
+    let hoard = Hoard::start(&["--allow", "127.0.0.0/8", "--admin-allow", "127.0.0.3"]).await;
+    let refused =
+        raw::exchange_from("127.0.0.1", hoard.addr, &get("/_hoard/stats", hoard.addr)).await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let served =
+        raw::exchange_from("127.0.0.3", hoard.addr, &get("/_hoard/stats", hoard.addr)).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    let missing =
+        raw::exchange_from("127.0.0.3", hoard.addr, &get("/_hoard/nope", hoard.addr)).await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+}
+
+#[tokio::test]
+async fn metrics_and_stats_count_requests_and_cache_outcomes() {
+    let origin = Origin::start(|_| async {
+        http::Response::builder()
+            .header("cache-control", "max-age=60")
+            .body(hoard::body::full("cached"))
+            .unwrap()
+    })
+    .await;
+    let hoard = Hoard::start(&[]).await;
+    let client = hoard.client();
+    for _ in 0..3 {
+        client
+            .get(origin.url("/m"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    let admin = reqwest::Client::new();
+    let metrics = admin
+        .get(format!("http://{}/_hoard/metrics", hoard.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "hoard_cache_outcomes_total{outcome=\"MISS\"} 1",
+        "hoard_cache_outcomes_total{outcome=\"HIT\"} 2",
+        "hoard_requests_total{mode=\"Forward\",method=\"GET\",status=\"200\"} 3",
+        "hoard_response_bytes_total{source=\"cache\"} 12",
+        "hoard_cache_urls 1",
+        "hoard_cache_tier_objects{tier=\"disk\"} 1",
+        "hoard_request_duration_seconds_count 3",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+    let stats = admin
+        .get(format!("http://{}/_hoard/stats", hoard.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["cache"]["hits"], 2);
+    assert_eq!(stats["cache"]["misses"], 1);
+    assert_eq!(stats["cache"]["bytes_from_cache"], 12);
+}
+
+#[tokio::test]
+async fn purge_by_url_and_by_prefix_forgets_entries() {
+    let origin = Origin::start(|_| async {
+        http::Response::builder()
+            .header("cache-control", "max-age=600")
+            .body(hoard::body::full("stored"))
+            .unwrap()
+    })
+    .await;
+    let hoard = Hoard::start(&[]).await;
+    let client = hoard.client();
+    let status = |response: reqwest::Response| {
+        response.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    for path in ["/one", "/img/a", "/img/b"] {
+        client
+            .get(origin.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(status(client.get(origin.url(path)).send().await.unwrap()).contains("hit"));
+    }
+    let purge = reqwest::Method::from_bytes(b"PURGE").unwrap();
+    let purged = client
+        .request(purge.clone(), origin.url("/one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200);
+    assert_eq!(purged.text().await.unwrap(), r#"{"purged":1}"#);
+    let again = client
+        .request(purge, origin.url("/one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404, "nothing left to purge");
+    assert!(status(client.get(origin.url("/one")).send().await.unwrap()).contains("fwd=uri-miss"));
+
+    let prefix = format!(
+        "http://{}/_hoard/purge?prefix={}",
+        hoard.addr,
+        origin.url("/img/")
+    );
+    let by_prefix = reqwest::Client::new().post(prefix).send().await.unwrap();
+    assert_eq!(by_prefix.text().await.unwrap(), r#"{"purged":2}"#);
+    for path in ["/img/a", "/img/b"] {
+        assert!(
+            status(client.get(origin.url(path)).send().await.unwrap()).contains("fwd=uri-miss")
+        );
+    }
+}
