@@ -1,7 +1,10 @@
-//! The one body type that flows through hoard, from clients, origins and (later) the cache, and
-//! the few ways to make one. Streaming is the rule: nothing here buffers a body.
+//! The one body type that flows through hoard, from clients, origins and the cache, the few
+//! ways to make one, and the shape of the responses hoard writes itself. Streaming is the rule:
+//! nothing here buffers a body.
 
 use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -26,4 +29,19 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed_unsync()
+}
+
+/// A response hoard writes itself (an error, a page, an admin answer): a complete body of
+/// `content_type`, marked `no-store` so no cache downstream keeps it.
+pub fn generated(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }

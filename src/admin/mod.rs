@@ -4,7 +4,6 @@
 //!
 //! It reads the cache and the metrics and removes cache entries; it never proxies.
 
-use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
 
 use crate::body::{self, ProxyBody};
@@ -103,12 +102,7 @@ fn purged(count: usize) -> Response<ProxyBody> {
 }
 
 fn respond(status: StatusCode, content_type: &'static str, text: String) -> Response<ProxyBody> {
-    let mut response = Response::new(body::full(text));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    body::generated(status, content_type, text)
 }
 
 #[cfg(test)]

@@ -367,21 +367,8 @@ impl Cache {
                 }
                 let mut status = CacheStatus::new(CacheOutcome::Revalidated);
                 status.fwd_status = Some(304);
-                if let Some(response) = self
-                    .answer(&refreshed, &head.method, &head.headers, status)
+                self.answer_or_fetch(key, refreshed, head, request_cc, status, origin)
                     .await
-                {
-                    return Ok(response);
-                }
-                self.fetch(
-                    key,
-                    head.to_request(),
-                    request_cc,
-                    CacheOutcome::UriMiss,
-                    None,
-                    origin,
-                )
-                .await
             }
             Ok(response) if response.status().is_server_error() && usable_on_error() => {
                 let mut status = CacheStatus::new(CacheOutcome::Stale).detail("stale-if-error");
@@ -413,6 +400,7 @@ impl Cache {
         }
     }
 
+    /// Serves `entry`, or fetches anew if its body is gone.
     async fn answer_or_fetch<O: Origin>(
         self: &Arc<Self>,
         key: CacheKey,
@@ -904,13 +892,10 @@ fn with_status(mut response: Response<ProxyBody>, status: &CacheStatus) -> Respo
 
 /// RFC 9111 §5.2.1.7: `only-if-cached` with nothing usable stored.
 fn not_cached() -> Response<ProxyBody> {
-    let mut response = Response::new(body::full(
+    let response = body::generated(
+        StatusCode::GATEWAY_TIMEOUT,
+        "text/plain; charset=utf-8",
         "504 Gateway Timeout\nhoard: only-if-cached and nothing usable is cached\n",
-    ));
-    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     with_status(
         response,

@@ -1,6 +1,6 @@
 //! The request-path error, and the one place where a failure becomes an HTTP response.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 
 use crate::body::{self, ProxyBody};
 use crate::upstream::UpstreamError;
@@ -87,14 +87,6 @@ impl ProxyError {
             status.canonical_reason().unwrap_or(""),
             self
         );
-        let mut response = Response::new(body::full(text));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        body::generated(status, "text/plain; charset=utf-8", text)
     }
 }

@@ -267,15 +267,7 @@ pub fn is_navigation(headers: &HeaderMap) -> bool {
 
 /// An HTML page hoard serves itself (never cached by anyone).
 pub fn page(status: StatusCode, html: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(body::full(html));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    body::generated(status, "text/html; charset=utf-8", html)
 }
 
 /// The landing form's answer: go to the gateway path.
