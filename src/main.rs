@@ -1,21 +1,29 @@
-//! The `hoard` binary: parse flags, validate them, start logging and the runtime, run the
-//! server until SIGINT/SIGTERM, and pick the exit code.
+//! The `hoard` binary: parse flags and the config file, validate them, start logging and the
+//! runtime, run the server until SIGINT/SIGTERM, and pick the exit code.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use hoard::config::Args;
+use hoard::config::{self, LoadError};
 use hoard::server::Server;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let config = match args.into_config() {
-        Ok(config) => config,
-        Err(e) => {
+    let (config, check_only) = match config::load(std::env::args_os()) {
+        Ok(loaded) => loaded,
+        // clap prints usage errors (exit 2) and --help/--version (exit 0) itself.
+        Err(LoadError::Usage(e)) => e.exit(),
+        Err(LoadError::Invalid(e)) => {
             eprintln!("hoard: {e}");
             return ExitCode::from(2);
         }
     };
+    if check_only {
+        println!(
+            "hoard: configuration OK (listen {}, {})",
+            config.listen,
+            config.mode.as_str()
+        );
+        return ExitCode::SUCCESS;
+    }
     hoard::logging::init(config.verbose);
     if let Some(warning) = config.exposure_warning() {
         tracing::warn!("{warning}");

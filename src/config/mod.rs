@@ -9,7 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+mod file;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
 use http::{HeaderValue, Uri};
 use ipnet::IpNet;
 
@@ -18,6 +20,10 @@ use crate::cache::{CacheSettings, PolicySettings};
 /// What an invalid flag combination or value is, named so the person can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("config file key {key}: {reason}")]
+    Value { key: &'static str, reason: String },
     #[error("--upstream {0:?}: {1}")]
     Upstream(String, &'static str),
     #[error("--upstream-host {0:?}: not a valid Host header value")]
@@ -43,6 +49,15 @@ pub enum ConfigError {
 #[derive(Debug, Parser)]
 #[command(name = "hoard", version)]
 pub struct Args {
+    /// Read settings from this TOML file (keys are the flag names without dashes); flags given
+    /// on the command line override it. See docs/configuration.md.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the flags and the config file, print the result, and exit (0 when valid).
+    #[arg(long)]
+    pub check_config: bool,
+
     /// TCP port to listen on.
     #[arg(default_value_t = 8080)]
     pub port: u16,
@@ -155,11 +170,42 @@ fn loopback() -> Vec<IpNet> {
 fn parse_size(s: &str) -> Result<u64, String> {
     s.parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
-        .map_err(|e| format!("{e} (write e.g. 512MiB, 1GiB, 4096)"))
+        .map_err(|e| format!("{s:?}: {e} (write e.g. 512MiB, 1GiB, 4096)"))
+}
+
+/// Why the command line and config file did not give a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Bad flags or `--help`/`--version`: clap prints it and picks the exit code.
+    #[error(transparent)]
+    Usage(#[from] clap::Error),
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
+/// Parses `argv`, reads `--config` if given, and validates the result.
+pub fn load<I, T>(argv: I) -> Result<(Config, bool), LoadError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Args::command().try_get_matches_from(argv)?;
+    let mut args = Args::from_arg_matches(&matches)?;
+    if let Some(path) = args.config.clone() {
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let file =
+            file::FileConfig::parse(&text).map_err(|reason| ConfigError::File { path, reason })?;
+        file.apply(&mut args, &matches)?;
+    }
+    let check_only = args.check_config;
+    Ok((args.into_config()?, check_only))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 10s, 500ms, 2m)"))
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 10s, 500ms, 2m)"))
 }
 
 /// Where origin-form requests go.
@@ -332,9 +378,61 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
         let mut full = vec!["hoard"];
         full.extend_from_slice(args);
-        Args::try_parse_from(full)
-            .expect("flags parse")
-            .into_config()
+        match load(full) {
+            Ok((config, _)) => Ok(config),
+            Err(LoadError::Invalid(e)) => Err(e),
+            Err(LoadError::Usage(e)) => panic!("flags do not parse: {e}"),
+        }
+    }
+
+    fn with_file(text: &str, flags: &[&str]) -> Result<Config, ConfigError> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        let path = file.path().to_str().unwrap().to_owned();
+        let mut args = vec!["--config", path.as_str()];
+        args.extend_from_slice(flags);
+        parse(&args)
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let config = with_file(include_str!("../../hoard.example.toml"), &[]).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.cache.memory_size, 128 << 20);
+        assert_eq!(config.connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let text = "port = 9000\ncache-dir = \"/tmp/h\"\nconnect-timeout = \"3s\"\ncache-disk = 1048576000\n";
+        let config = with_file(text, &["--connect-timeout", "7s"]).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.connect_timeout, Duration::from_secs(7));
+        assert_eq!(config.cache.disk_size, 1_048_576_000);
+        assert_eq!(
+            config.first_byte_timeout,
+            Duration::from_secs(60),
+            "untouched default"
+        );
+    }
+
+    #[test]
+    fn bad_files_name_the_key_and_the_reason() {
+        let unknown = with_file("cache-dri = \"/tmp\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("cache-dri"), "{unknown}");
+        let bad = with_file("connect-timeout = \"soon\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("connect-timeout") && bad.contains("soon"),
+            "{bad}"
+        );
+        let impossible = with_file("cache-disk = \"1MiB\"\ncache-dir = \"/x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(impossible.contains("--max-object-size"), "{impossible}");
     }
 
     #[test]
@@ -369,7 +467,10 @@ mod tests {
             "an explicit list replaces the default"
         );
         assert!(allowed(&config.admin_allow, "127.0.0.1"));
-        assert!(Args::try_parse_from(["hoard", "--allow", "everyone"]).is_err());
+        assert!(matches!(
+            load(["hoard", "--allow", "everyone"]),
+            Err(LoadError::Usage(_))
+        ));
     }
 
     #[test]
@@ -431,11 +532,17 @@ mod tests {
         .unwrap();
         assert_eq!(config.cache.memory_size, 512 << 20);
         assert_eq!(config.cache.disk_size, 2 << 30);
-        assert!(Args::try_parse_from(["hoard", "--cache-disk", "lots"]).is_err());
+        assert!(matches!(
+            load(["hoard", "--cache-disk", "lots"]),
+            Err(LoadError::Usage(_))
+        ));
     }
 
     #[test]
     fn bad_duration_is_a_parse_error() {
-        assert!(Args::try_parse_from(["hoard", "--connect-timeout", "soon"]).is_err());
+        assert!(matches!(
+            load(["hoard", "--connect-timeout", "soon"]),
+            Err(LoadError::Usage(_))
+        ));
     }
 }

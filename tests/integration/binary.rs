@@ -127,6 +127,16 @@ fn help_documents_every_flag() {
         "--client-header-timeout",
         "--max-header-size",
         "--cache-dir",
+        "--cache-memory",
+        "--cache-disk",
+        "--max-object-size",
+        "--heuristic-max",
+        "--stale-if-error",
+        "--follow-redirects",
+        "--allow",
+        "--admin-allow",
+        "--config",
+        "--check-config",
         "--verbose",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
@@ -150,6 +160,36 @@ fn bad_flags_exit_with_code_2_and_a_clear_message() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn check_config_validates_the_example_file_and_names_bad_keys() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/hoard.example.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .args(["--config", example, "--check-config"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("configuration OK"));
+
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "first-byte-timeout = \"forever\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .arg("--config")
+        .arg(bad.path())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("first-byte-timeout") && stderr.contains("forever"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -2,8 +2,6 @@
 
 use std::net::SocketAddr;
 
-use clap::Parser;
-use hoard::config::Args;
 use hoard::server::Server;
 use tokio::sync::oneshot;
 
@@ -28,7 +26,7 @@ impl Hoard {
         let dir = dir.to_str().unwrap().to_owned();
         let mut argv = vec!["hoard", "0", "--cache-dir", &dir];
         argv.extend_from_slice(flags);
-        let config = Args::try_parse_from(argv).unwrap().into_config().unwrap();
+        let (config, _) = hoard::config::load(argv).unwrap();
         let server = Server::bind(&config).await.unwrap();
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel();

@@ -1,0 +1,125 @@
+//! The TOML config file (`--config`): the same settings as the flags, under the flags' names
+//! without the leading dashes (`connect-timeout = "10s"`). A flag given on the command line wins
+//! over the file; the file wins over the built-in default. Unknown keys are errors.
+
+use std::path::PathBuf;
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use serde::Deserialize;
+
+use super::{Args, ConfigError, parse_cidr, parse_duration, parse_size};
+
+/// A size written as a number of bytes or with a unit (`"64MiB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(self) -> Result<u64, String> {
+        match self {
+            Size::Bytes(bytes) => Ok(bytes),
+            Size::Text(text) => parse_size(&text),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    port: Option<u16>,
+    bind: Option<String>,
+    allow: Option<Vec<String>>,
+    admin_allow: Option<Vec<String>>,
+    upstream: Option<String>,
+    upstream_host: Option<String>,
+    connect_ports: Option<Vec<u16>>,
+    ca_file: Option<PathBuf>,
+    connect_timeout: Option<String>,
+    first_byte_timeout: Option<String>,
+    client_header_timeout: Option<String>,
+    max_header_size: Option<Size>,
+    cache_dir: Option<PathBuf>,
+    cache_memory: Option<Size>,
+    cache_disk: Option<Size>,
+    max_object_size: Option<Size>,
+    heuristic_max: Option<String>,
+    stale_if_error: Option<String>,
+    follow_redirects: Option<bool>,
+    verbose: Option<u8>,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Fills in `args` from the file wherever the command line did not set a value.
+    pub fn apply(self, args: &mut Args, matches: &ArgMatches) -> Result<(), ConfigError> {
+        let from_command_line =
+            |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+        macro_rules! take {
+            ($field:ident, $key:literal, $convert:expr) => {
+                if let Some(value) = self.$field {
+                    if !from_command_line(stringify!($field)) {
+                        args.$field = $convert(value)
+                            .map_err(|reason: String| ConfigError::Value { key: $key, reason })?;
+                    }
+                }
+            };
+        }
+        fn ok<T>(value: T) -> Result<T, String> {
+            Ok(value)
+        }
+        fn some<T>(value: T) -> Result<Option<T>, String> {
+            Ok(Some(value))
+        }
+        let cidrs = |list: Vec<String>| {
+            list.iter()
+                .map(|s| parse_cidr(s))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        take!(port, "port", ok);
+        take!(bind, "bind", |s: String| s
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address")));
+        take!(allow, "allow", cidrs);
+        take!(admin_allow, "admin-allow", cidrs);
+        take!(upstream, "upstream", some);
+        take!(upstream_host, "upstream-host", some);
+        take!(connect_ports, "connect-ports", ok);
+        take!(ca_file, "ca-file", some);
+        take!(connect_timeout, "connect-timeout", |s: String| {
+            parse_duration(&s)
+        });
+        take!(first_byte_timeout, "first-byte-timeout", |s: String| {
+            parse_duration(&s)
+        });
+        take!(
+            client_header_timeout,
+            "client-header-timeout",
+            |s: String| parse_duration(&s)
+        );
+        take!(max_header_size, "max-header-size", |s: Size| s
+            .bytes()
+            .map(|b| b as usize));
+        take!(cache_dir, "cache-dir", some);
+        take!(cache_memory, "cache-memory", Size::bytes);
+        take!(cache_disk, "cache-disk", Size::bytes);
+        take!(max_object_size, "max-object-size", Size::bytes);
+        take!(heuristic_max, "heuristic-max", |s: String| parse_duration(
+            &s
+        ));
+        take!(
+            stale_if_error,
+            "stale-if-error",
+            |s: String| parse_duration(&s)
+        );
+        take!(follow_redirects, "follow-redirects", ok);
+        take!(verbose, "verbose", ok);
+        Ok(())
+    }
+}
