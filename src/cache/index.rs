@@ -56,6 +56,12 @@ enum Op {
     Put(Arc<StoredResponse>),
     /// Forget the row and delete the body from every tier.
     Delete(BodyId),
+    /// A URL's variant list left the map, evicted or replaced by a newer list (quick_cache
+    /// reports both alike): delete the bodies the map no longer names.
+    Released {
+        hash: u128,
+        bodies: Vec<BodyId>,
+    },
     /// Reply once everything sent before has been committed.
     Flush(mpsc::Sender<()>),
     /// Commit, close the database, reply, and stop.
@@ -71,27 +77,27 @@ impl Weighter<u128, Variants> for VariantsWeight {
     }
 }
 
-/// Evicted variants are handed to the writer thread, never deleted under the map's lock.
+/// Released variant lists are handed to the writer thread, which decides outside the map's
+/// lock which bodies are really gone: a list replaced by one that still names a body (a 304
+/// refresh, a second variant) must not take that body with it.
 #[derive(Clone)]
-struct EvictToWriter {
+struct ReleaseToWriter {
     ops: mpsc::Sender<Op>,
-    evictions: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl Lifecycle<u128, Variants> for EvictToWriter {
+impl Lifecycle<u128, Variants> for ReleaseToWriter {
     type RequestState = ();
 
-    fn on_evict(&self, _state: &mut (), _key: u128, variants: Variants) {
-        for variant in variants.iter() {
-            self.evictions
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = self.ops.send(Op::Delete(variant.body));
-        }
+    fn on_evict(&self, _state: &mut (), hash: u128, variants: Variants) {
+        let bodies = variants.iter().map(|v| v.body).collect();
+        let _ = self.ops.send(Op::Released { hash, bodies });
     }
 }
 
+type EntryMap = Cache<u128, Variants, VariantsWeight, DefaultHashBuilder, ReleaseToWriter>;
+
 pub struct Index {
-    map: Cache<u128, Variants, VariantsWeight, DefaultHashBuilder, EvictToWriter>,
+    map: Arc<EntryMap>,
     ops: mpsc::Sender<Op>,
     /// Serialises read-modify-write of one URL's variant list; hits never take it.
     write_locks: Box<[Mutex<()>]>,
@@ -124,24 +130,21 @@ impl Index {
             txn.commit()?;
         }
         let (ops, receiver) = mpsc::channel();
-        let evictions = Arc::default();
-        let lifecycle = EvictToWriter {
-            ops: ops.clone(),
-            evictions: Arc::clone(&evictions),
-        };
+        let evictions: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let lifecycle = ReleaseToWriter { ops: ops.clone() };
         // An entry weighs its body plus its headers (up to the header limit and then some).
         let options = super::storage::bounded_options(capacity, max_object + 256 * 1024);
-        let map = Cache::with_options(
+        let map = Arc::new(Cache::with_options(
             options,
             VariantsWeight,
             DefaultHashBuilder::default(),
             lifecycle,
-        );
+        ));
         let index = Index {
             map,
             ops,
             write_locks: (0..64).map(|_| Mutex::new(())).collect(),
-            evictions,
+            evictions: Arc::clone(&evictions),
         };
 
         let mut report = LoadReport::default();
@@ -174,12 +177,21 @@ impl Index {
             index.map.insert(hash, Arc::new(variants));
         }
 
-        let writer_disk = disk.clone();
+        let writer = Writer {
+            db,
+            ops: receiver,
+            // Weak: the map's lifecycle holds the sender, so a strong reference here would
+            // keep both alive forever.
+            map: Arc::downgrade(&index.map),
+            disk: disk.clone(),
+            memory,
+            evictions,
+        };
         std::thread::Builder::new()
             .name("hoard-index".into())
             .spawn(move || {
-                remove_orphans(&writer_disk, &known, opened_at);
-                write_loop(db, receiver, writer_disk, memory);
+                remove_orphans(&writer.disk, &known, opened_at);
+                writer.run();
             })
             .map_err(|e| IndexError::Storage(e.into()))?;
         Ok((index, report))
@@ -193,8 +205,8 @@ impl Index {
     }
 
     /// Adds or replaces the variant with the same `Vary` values and persists it in the
-    /// background; the replaced body is deleted unless it is the same body (a 304 refresh,
-    /// whose loss in a crash only means older headers).
+    /// background (a 304 refresh, whose loss in a crash only means older headers); a replaced
+    /// body is deleted unless the new entry keeps it.
     pub fn insert(&self, entry: Arc<StoredResponse>) {
         let _ = self.ops.send(Op::Put(entry.clone()));
         self.publish(entry);
@@ -218,22 +230,13 @@ impl Index {
             .filter(|v| v.first().is_some_and(|first| first.key == entry.key))
             .map(|v| v.as_ref().clone())
             .unwrap_or_default();
-        let mut superseded = Vec::new();
-        variants.retain(|old| {
-            let replaced = old.vary == entry.vary;
-            if replaced && old.body != entry.body {
-                superseded.push(old.body);
-            }
-            !replaced
-        });
+        variants.retain(|old| old.vary != entry.vary);
         variants.push(entry);
-        while variants.len() > MAX_VARIANTS {
-            superseded.push(variants.remove(0).body);
+        if variants.len() > MAX_VARIANTS {
+            variants.remove(0);
         }
+        // The old list is released to the writer, which deletes the bodies this one dropped.
         self.map.insert(hash, Arc::new(variants));
-        for body in superseded {
-            let _ = self.ops.send(Op::Delete(body));
-        }
     }
 
     /// Forgets one variant (a corrupt or vanished body).
@@ -336,69 +339,99 @@ fn remove_orphans(disk: &DiskStorage, known: &HashSet<BodyId>, opened_at: std::t
     }
 }
 
-/// Applies index changes in batches: one transaction (and fsync) for everything queued.
-fn write_loop(
+/// The thread that owns the database: it applies index changes in batches, one transaction
+/// (and fsync) for everything queued, and deletes bodies once their rows are gone.
+struct Writer {
     db: Database,
     ops: mpsc::Receiver<Op>,
+    map: std::sync::Weak<EntryMap>,
     disk: Arc<DiskStorage>,
     memory: Arc<MemoryStorage>,
-) {
-    while let Ok(first) = ops.recv() {
-        let mut batch = vec![first];
-        while batch.len() < 1024 {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+    evictions: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Writer {
+    fn run(self) {
+        while let Ok(first) = self.ops.recv() {
+            let mut batch = vec![first];
+            while batch.len() < 1024 {
+                match self.ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let mut deleted = Vec::new();
+            let mut replies = Vec::new();
+            let mut closing = false;
+            if let Err(e) = self.apply(batch, &mut deleted, &mut replies, &mut closing) {
+                tracing::error!("cache: index update failed: {e}");
+            }
+            // Bodies go only after their rows are gone, so the index never points at a
+            // missing file because of us.
+            for body in deleted {
+                let _ = self.memory.remove(body);
+                if let Err(e) = self.disk.remove(body) {
+                    tracing::warn!("cache: cannot delete body {body:016x}: {e}");
+                }
+            }
+            if closing {
+                drop(self.db);
+                for done in replies {
+                    let _ = done.send(());
+                }
+                return;
+            }
+            for done in replies {
+                let _ = done.send(());
             }
         }
-        let mut deleted = Vec::new();
-        let mut flushed = Vec::new();
-        let mut closing = false;
-        let result = (|| -> Result<(), IndexError> {
-            let txn = db.begin_write()?;
-            {
-                let mut table = txn.open_table(ENTRIES)?;
-                for op in batch {
-                    match op {
-                        Op::Put(entry) => {
-                            table.insert(entry.body, entry.encode().as_slice())?;
-                        }
-                        Op::Delete(body) => {
+    }
+
+    fn apply(
+        &self,
+        batch: Vec<Op>,
+        deleted: &mut Vec<BodyId>,
+        replies: &mut Vec<mpsc::Sender<()>>,
+        closing: &mut bool,
+    ) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(ENTRIES)?;
+            for op in batch {
+                match op {
+                    Op::Put(entry) => {
+                        table.insert(entry.body, entry.encode().as_slice())?;
+                    }
+                    Op::Delete(body) => {
+                        table.remove(body)?;
+                        deleted.push(body);
+                    }
+                    Op::Released { hash, bodies } => {
+                        let current: Vec<BodyId> = self
+                            .map
+                            .upgrade()
+                            .and_then(|map| map.peek(&hash))
+                            .map(|variants| variants.iter().map(|v| v.body).collect())
+                            .unwrap_or_default();
+                        for body in bodies.into_iter().filter(|body| !current.contains(body)) {
+                            if current.is_empty() {
+                                self.evictions
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                             table.remove(body)?;
                             deleted.push(body);
                         }
-                        Op::Flush(done) => flushed.push(done),
-                        Op::Close(done) => {
-                            flushed.push(done);
-                            closing = true;
-                        }
+                    }
+                    Op::Flush(done) => replies.push(done),
+                    Op::Close(done) => {
+                        replies.push(done);
+                        *closing = true;
                     }
                 }
             }
-            txn.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            tracing::error!("cache: index update failed: {e}");
         }
-        // Bodies go only after their rows are gone, so the index never points at a missing
-        // file because of us.
-        for body in deleted {
-            let _ = memory.remove(body);
-            if let Err(e) = disk.remove(body) {
-                tracing::warn!("cache: cannot delete body {body:016x}: {e}");
-            }
-        }
-        if closing {
-            drop(db);
-            for done in flushed {
-                let _ = done.send(());
-            }
-            return;
-        }
-        for done in flushed {
-            let _ = done.send(());
-        }
+        txn.commit()?;
+        Ok(())
     }
 }
 
@@ -434,9 +467,62 @@ mod tests {
     }
 
     fn open(dir: &Path) -> (Index, LoadReport) {
+        open_with_disk(dir).0
+    }
+
+    fn open_with_disk(dir: &Path) -> ((Index, LoadReport), Arc<DiskStorage>) {
         let disk = Arc::new(DiskStorage::open(dir).unwrap());
         let memory = Arc::new(MemoryStorage::new(1 << 20, 1 << 16));
-        Index::open(&dir.join("index.redb"), 1 << 40, 1 << 20, disk, memory).unwrap()
+        (
+            Index::open(
+                &dir.join("index.redb"),
+                1 << 40,
+                1 << 20,
+                disk.clone(),
+                memory,
+            )
+            .unwrap(),
+            disk,
+        )
+    }
+
+    fn store_body(disk: &DiskStorage, id: BodyId) {
+        let mut writer = disk.writer(id, None).unwrap().unwrap();
+        writer.write(&bytes::Bytes::from_static(b"body")).unwrap();
+        writer.finish().unwrap();
+    }
+
+    #[test]
+    fn replacing_a_list_deletes_only_the_bodies_it_no_longer_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let ((index, _), disk) = open_with_disk(dir.path());
+        let exists = |id| disk.read(id).unwrap().is_some();
+        let first = entry(0);
+        store_body(&disk, first.body);
+        index.insert(first.clone());
+        // A 304 refresh keeps the body.
+        let mut refreshed = (*first).clone();
+        refreshed
+            .headers
+            .insert("x-refreshed", HeaderValue::from_static("1"));
+        index.insert(Arc::new(refreshed));
+        // A second variant keeps the first.
+        let mut second = (*first).clone();
+        second.vary = vec![("accept".into(), Some("text/plain".into()))];
+        second.body = 77;
+        store_body(&disk, 77);
+        index.insert(Arc::new(second));
+        index.flush();
+        assert!(exists(first.body), "the refreshed entry's body survived");
+        assert!(exists(77));
+        // A new response for the first variant replaces its body.
+        let mut replacement = (*first).clone();
+        replacement.body = 78;
+        store_body(&disk, 78);
+        index.insert(Arc::new(replacement));
+        index.flush();
+        assert!(!exists(first.body), "the replaced body is deleted");
+        assert!(exists(77) && exists(78));
     }
 
     #[test]
