@@ -1,13 +1,18 @@
-//! Console output: the access-log line per request (always on, stderr) and, with `-v`, the
-//! seed's step-by-step trace of request and response heads on both sides (never bodies).
+//! Console and log output: the access-log line per request (stderr or `--access-log FILE`, in
+//! Squid, combined or JSON format) and, with `-v`, the seed's step-by-step trace of request and
+//! response heads on both sides (never bodies).
 //!
 //! Logging observes; it must not change a request or a response.
 
 use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::io::{LineWriter, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
@@ -66,6 +71,66 @@ fn head_text(start_line: &str, headers: &HeaderMap) -> String {
     text
 }
 
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Squid's native format: time, duration, client, result/status, bytes, method, URL,
+    /// hierarchy/origin.
+    Squid,
+    /// Apache/nginx combined, followed by the cache outcome, duration and upstream status.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where access-log lines go: stderr, or a file reopened on SIGUSR1 (for logrotate).
+pub struct AccessLog {
+    format: LogFormat,
+    path: Option<PathBuf>,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl AccessLog {
+    pub fn open(path: Option<PathBuf>, format: LogFormat) -> std::io::Result<AccessLog> {
+        let out = Self::target(path.as_deref())?;
+        Ok(AccessLog {
+            format,
+            path,
+            out: Mutex::new(out),
+        })
+    }
+
+    fn target(path: Option<&std::path::Path>) -> std::io::Result<Box<dyn Write + Send>> {
+        Ok(match path {
+            Some(path) => Box::new(LineWriter::new(
+                OpenOptions::new().create(true).append(true).open(path)?,
+            )),
+            None => Box::new(std::io::stderr()),
+        })
+    }
+
+    /// Opens the file again (after logrotate moved it); a no-op for stderr.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        if self.path.is_some() {
+            let fresh = Self::target(self.path.as_deref())?;
+            *self.out.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        }
+        Ok(())
+    }
+
+    fn write(&self, record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) {
+        let line = match self.format {
+            LogFormat::Squid => squid_line(record, bytes, complete, elapsed),
+            LogFormat::Combined => combined_line(record, bytes, complete, elapsed),
+            LogFormat::Json => json_line(record, bytes, complete, elapsed),
+        };
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        // A full disk or closed stderr must not fail the request; the line is lost.
+        let _ = out.write_all(line.as_bytes());
+    }
+}
+
 /// What the access-log line says about one request, filled in as the request goes.
 pub struct AccessRecord {
     pub client: SocketAddr,
@@ -75,10 +140,16 @@ pub struct AccessRecord {
     pub status: StatusCode,
     /// What the cache did; `None` for requests it never saw (CONNECT, errors).
     pub outcome: Option<CacheOutcome>,
+    /// The status the origin answered with, when it was asked.
+    pub upstream_status: Option<u16>,
     pub mode: RequestMode,
+    pub referer: Option<http::HeaderValue>,
+    pub user_agent: Option<http::HeaderValue>,
     pub started: Instant,
-    /// Where the finished request is counted.
-    pub metrics: std::sync::Arc<Metrics>,
+    pub started_at: SystemTime,
+    /// Where the finished request is counted and written.
+    pub metrics: Arc<Metrics>,
+    pub log: Arc<AccessLog>,
 }
 
 impl AccessRecord {
@@ -92,19 +163,108 @@ impl AccessRecord {
             bytes,
             elapsed,
         );
-        tracing::info!(
-            "{} \"{} {} {:?}\" {} {} {:.1}ms {}{}",
-            self.client,
-            self.method,
-            self.uri,
-            self.version,
-            self.status.as_u16(),
-            bytes,
-            elapsed.as_secs_f64() * 1000.0,
-            self.outcome.map_or("NONE", CacheOutcome::as_str),
-            if complete { "" } else { " aborted" }
-        );
+        self.log.write(&self, bytes, complete, elapsed);
     }
+
+    /// Squid's result code for the cache outcome.
+    fn squid_result(&self) -> &'static str {
+        match self.outcome {
+            Some(CacheOutcome::Hit) => "TCP_HIT",
+            Some(CacheOutcome::Stale) => "TCP_STALE_HIT",
+            Some(CacheOutcome::Revalidated) => "TCP_REFRESH_UNMODIFIED",
+            Some(CacheOutcome::Refreshed) => "TCP_REFRESH_MODIFIED",
+            Some(CacheOutcome::NotCached) => "TCP_OFFLINE_MISS",
+            Some(_) => "TCP_MISS",
+            None if self.method == Method::CONNECT && self.status.is_success() => "TCP_TUNNEL",
+            None if self.status == StatusCode::FORBIDDEN => "TCP_DENIED",
+            None => "NONE",
+        }
+    }
+}
+
+fn header_text(value: Option<&http::HeaderValue>) -> std::borrow::Cow<'_, str> {
+    value.map_or("-".into(), |v| String::from_utf8_lossy(v.as_bytes()))
+}
+
+fn upstream_text(record: &AccessRecord) -> String {
+    record
+        .upstream_status
+        .map_or_else(|| "-".to_owned(), |s| s.to_string())
+}
+
+fn aborted(complete: bool) -> &'static str {
+    if complete { "" } else { " aborted" }
+}
+
+/// `1732595544.123     12 127.0.0.1 TCP_MISS/200 1234 GET http://h/x - HIER_DIRECT/h -`
+fn squid_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) -> String {
+    let time = record
+        .started_at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let hierarchy = match (record.upstream_status, record.uri.authority()) {
+        (Some(_), Some(authority)) => format!("HIER_DIRECT/{}", authority.host()),
+        (Some(_), None) => "HIER_DIRECT/-".to_owned(),
+        (None, _) => "HIER_NONE/-".to_owned(),
+    };
+    format!(
+        "{time:.3} {:>6} {} {}/{} {bytes} {} {} - {hierarchy} -{}\n",
+        elapsed.as_millis(),
+        record.client.ip(),
+        record.squid_result(),
+        record.status.as_u16(),
+        record.method,
+        record.uri,
+        aborted(complete)
+    )
+}
+
+/// Apache's combined format, then the cache outcome, the duration in ms and the upstream
+/// status.
+fn combined_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) -> String {
+    // "Thu, 26 Nov 2026 04:52:24 GMT" → "26/Nov/2026:04:52:24 +0000"
+    let date = httpdate::fmt_http_date(record.started_at);
+    let parts: Vec<&str> = date.split(' ').collect();
+    let time = match parts.as_slice() {
+        [_, day, month, year, clock, _] => format!("{day}/{month}/{year}:{clock} +0000"),
+        _ => date.clone(),
+    };
+    format!(
+        "{} - - [{time}] \"{} {} {:?}\" {} {bytes} \"{}\" \"{}\" {} {:.1} {}{}\n",
+        record.client.ip(),
+        record.method,
+        record.uri,
+        record.version,
+        record.status.as_u16(),
+        header_text(record.referer.as_ref()),
+        header_text(record.user_agent.as_ref()),
+        record.outcome.map_or("NONE", CacheOutcome::as_str),
+        elapsed.as_secs_f64() * 1000.0,
+        upstream_text(record),
+        aborted(complete)
+    )
+}
+
+fn json_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) -> String {
+    let mut line = serde_json::json!({
+        "time": httpdate::fmt_http_date(record.started_at),
+        "client": record.client.to_string(),
+        "method": record.method.as_str(),
+        "url": record.uri.to_string(),
+        "version": format!("{:?}", record.version),
+        "status": record.status.as_u16(),
+        "bytes": bytes,
+        "duration_ms": elapsed.as_secs_f64() * 1000.0,
+        "cache": record.outcome.map(CacheOutcome::as_str),
+        "upstream_status": record.upstream_status,
+        "complete": complete,
+        "referer": record.referer.as_ref().and_then(|v| v.to_str().ok()),
+        "user_agent": record.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+    })
+    .to_string();
+    line.push('\n');
+    line
 }
 
 pin_project_lite::pin_project! {
@@ -169,5 +329,68 @@ impl Body for LoggedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: Option<CacheOutcome>, upstream_status: Option<u16>) -> AccessRecord {
+        AccessRecord {
+            client: "192.0.2.9:5555".parse().unwrap(),
+            method: Method::GET,
+            uri: "http://example.com/a?b".parse().unwrap(),
+            version: Version::HTTP_11,
+            status: StatusCode::OK,
+            outcome,
+            upstream_status,
+            mode: RequestMode::Forward,
+            referer: Some(http::HeaderValue::from_static("http://ref.example/")),
+            user_agent: Some(http::HeaderValue::from_static("curl/8")),
+            started: Instant::now(),
+            started_at: UNIX_EPOCH + Duration::from_millis(784_111_777_250),
+            metrics: Arc::default(),
+            log: Arc::new(AccessLog::open(None, LogFormat::Squid).unwrap()),
+        }
+    }
+
+    #[test]
+    fn squid_lines_carry_result_code_and_hierarchy() {
+        let hit = squid_line(
+            &record(Some(CacheOutcome::Hit), None),
+            10,
+            true,
+            Duration::from_millis(3),
+        );
+        assert_eq!(
+            hit,
+            "784111777.250      3 192.0.2.9 TCP_HIT/200 10 GET http://example.com/a?b - HIER_NONE/- -\n"
+        );
+        let miss = squid_line(
+            &record(Some(CacheOutcome::UriMiss), Some(200)),
+            10,
+            false,
+            Duration::ZERO,
+        );
+        assert!(miss.contains(" TCP_MISS/200 "), "{miss}");
+        assert!(
+            miss.ends_with(" HIER_DIRECT/example.com - aborted\n"),
+            "{miss}"
+        );
+    }
+
+    #[test]
+    fn combined_lines_follow_apache_then_add_cache_fields() {
+        let line = combined_line(
+            &record(Some(CacheOutcome::Revalidated), Some(304)),
+            10,
+            true,
+            Duration::from_millis(2),
+        );
+        assert_eq!(
+            line,
+            "192.0.2.9 - - [06/Nov/1994:08:49:37 +0000] \"GET http://example.com/a?b HTTP/1.1\" 200 10 \"http://ref.example/\" \"curl/8\" REVALIDATED 2.0 304\n"
+        );
     }
 }

@@ -20,7 +20,7 @@ pub mod storage;
 pub use entry::StoredResponse;
 pub use index::LoadReport;
 pub use key::CacheKey;
-pub use outcome::{CacheOutcome, CacheStatus};
+pub use outcome::{CacheOutcome, CacheStatus, UpstreamStatus};
 pub use policy::PolicySettings;
 
 use std::future::Future;

@@ -58,6 +58,11 @@ impl CacheOutcome {
     }
 }
 
+/// The status an origin answered with, carried in a response's extensions for the access log
+/// (a revalidated hit is a 200 to the client and a 304 from the origin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamStatus(pub u16);
+
 /// One `Cache-Status` entry, built as the request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheStatus {

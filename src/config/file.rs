@@ -49,6 +49,8 @@ pub struct FileConfig {
     heuristic_max: Option<String>,
     stale_if_error: Option<String>,
     follow_redirects: Option<bool>,
+    access_log: Option<PathBuf>,
+    log_format: Option<crate::logging::LogFormat>,
     verbose: Option<u8>,
 }
 
@@ -119,6 +121,8 @@ impl FileConfig {
             |s: String| parse_duration(&s)
         );
         take!(follow_redirects, "follow-redirects", ok);
+        take!(access_log, "access-log", some);
+        take!(log_format, "log-format", ok);
         take!(verbose, "verbose", ok);
         Ok(())
     }

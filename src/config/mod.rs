@@ -144,6 +144,15 @@ pub struct Args {
     #[arg(long)]
     pub follow_redirects: bool,
 
+    /// Write the access log to this file (reopened on SIGUSR1, for logrotate) instead of
+    /// stderr.
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
+
+    /// Access-log line format.
+    #[arg(long, value_enum, default_value = "squid")]
+    pub log_format: crate::logging::LogFormat,
+
     /// Trace every step: request and response heads on both sides (-v). The access log line
     /// per request is always written to stderr.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -247,6 +256,8 @@ pub struct Config {
     pub max_header_size: usize,
     pub cache: CacheSettings,
     pub follow_redirects: bool,
+    pub access_log: Option<PathBuf>,
+    pub log_format: crate::logging::LogFormat,
     pub verbose: u8,
 }
 
@@ -338,6 +349,8 @@ impl Args {
             max_header_size: self.max_header_size,
             cache,
             follow_redirects: self.follow_redirects,
+            access_log: self.access_log,
+            log_format: self.log_format,
             verbose: self.verbose,
         })
     }

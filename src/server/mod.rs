@@ -17,12 +17,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport};
+use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport, UpstreamStatus};
 use crate::config::Config;
-use crate::logging::{AccessRecord, LoggedBody};
+use crate::logging::{AccessLog, AccessRecord, LoggedBody};
 use crate::metrics::{Metrics, RequestMode};
 use crate::proxy::Proxy;
 use crate::upstream::UpstreamError;
+
+/// Reopens the access-log file whenever SIGUSR1 arrives (logrotate's postrotate).
+async fn reopen_on_sigusr1(log: Arc<AccessLog>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut signals) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot watch SIGUSR1; the access log will not be reopened");
+        return;
+    };
+    while signals.recv().await.is_some() {
+        match log.reopen() {
+            Ok(()) => tracing::info!("access log reopened"),
+            Err(e) => tracing::warn!("cannot reopen the access log: {e}"),
+        }
+    }
+}
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -38,6 +53,11 @@ pub enum ServerError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A bound, not yet running proxy server.
@@ -46,6 +66,7 @@ pub struct Server {
     local_addr: SocketAddr,
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
+    access_log: Arc<AccessLog>,
     http: http1::Builder,
     cache_report: LoadReport,
 }
@@ -66,6 +87,14 @@ impl Server {
                 source: std::io::Error::other(e),
             })?;
         let (cache, cache_report) = opened?;
+        let access_log =
+            AccessLog::open(config.access_log.clone(), config.log_format).map_err(|source| {
+                ServerError::AccessLog {
+                    path: config.access_log.clone().unwrap_or_default(),
+                    source,
+                }
+            })?;
+        let access_log = Arc::new(access_log);
         let metrics = Arc::new(Metrics::default());
         let proxy = Arc::new(Proxy::new(config, Arc::new(cache), metrics.clone())?);
         let mut http = http1::Builder::new();
@@ -80,6 +109,7 @@ impl Server {
             local_addr,
             proxy,
             metrics,
+            access_log,
             http,
             cache_report,
         })
@@ -99,6 +129,7 @@ impl Server {
     /// finish for up to a grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let connections = TaskTracker::new();
+        let reopen = tokio::spawn(reopen_on_sigusr1(self.access_log.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::pin!(shutdown);
         loop {
@@ -129,6 +160,7 @@ impl Server {
         {
             tracing::warn!("shutdown grace period over, closing remaining connections");
         }
+        reopen.abort();
         self.proxy.cache().shutdown().await;
         tracing::info!("cache index saved");
     }
@@ -143,10 +175,12 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let proxy = self.proxy.clone();
         let metrics = self.metrics.clone();
+        let log = self.access_log.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let proxy = proxy.clone();
             let metrics = metrics.clone();
-            async move { Ok::<_, Infallible>(handle(&proxy, metrics, request, peer).await) }
+            let log = log.clone();
+            async move { Ok::<_, Infallible>(handle(&proxy, metrics, log, request, peer).await) }
         });
         let metrics = self.metrics.clone();
         let connection = self
@@ -174,10 +208,14 @@ impl Server {
 async fn handle(
     proxy: &Proxy,
     metrics: Arc<Metrics>,
+    log: Arc<AccessLog>,
     request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<LoggedBody> {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
+    let referer = request.headers().get(http::header::REFERER).cloned();
+    let user_agent = request.headers().get(http::header::USER_AGENT).cloned();
     let method = request.method().clone();
     let uri = request.uri().clone();
     let version = request.version();
@@ -189,6 +227,11 @@ async fn handle(
         version,
         status: response.status(),
         outcome: response.extensions().get::<CacheOutcome>().copied(),
+        upstream_status: response.extensions().get::<UpstreamStatus>().map(|s| s.0),
+        referer,
+        user_agent,
+        started_at,
+        log,
         mode: response
             .extensions()
             .get::<RequestMode>()

@@ -206,7 +206,10 @@ async fn default_console_shows_one_access_line_and_verbose_shows_every_step() {
             .unwrap();
         assert_eq!(response.text().await.unwrap(), "traced");
         let stderr = process.stop();
-        let access = format!("\"GET {} HTTP/1.1\" 200 6 ", origin.url("/trace"));
+        let access = format!(
+            "TCP_MISS/200 6 GET {} - HIER_DIRECT/127.0.0.1 -\n",
+            origin.url("/trace")
+        );
         assert_eq!(stderr.matches(&access).count(), 1, "{stderr}");
         let steps = [
             "request from client:",
@@ -445,4 +448,64 @@ async fn kill_9_under_load_never_leads_to_a_wrong_or_truncated_body() {
     );
     assert_eq!(mismatches, 0);
     assert!(hits > 0, "entries written before the kills survive them");
+}
+
+#[tokio::test]
+async fn access_log_file_in_json_is_reopened_on_sigusr1() {
+    let origin = Origin::fixed("logged").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let process = Process::start(&[
+        "--access-log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let client = process.client();
+    client
+        .get(origin.url("/first"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // logrotate moves the file away, then signals hoard.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let pid = process.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-USR1", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for _ in 0..500 {
+        if log.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    client
+        .get(origin.url("/second"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    process.stop();
+
+    let first: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&rotated).unwrap().trim()).unwrap();
+    assert_eq!(first["url"], origin.url("/first"));
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["cache"], "MISS");
+    assert_eq!(first["upstream_status"], 200);
+    assert_eq!(first["bytes"], 6);
+    let second: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log).unwrap().trim()).unwrap();
+    assert_eq!(second["url"], origin.url("/second"));
 }
