@@ -42,6 +42,8 @@ pub struct FileConfig {
     first_byte_timeout: Option<String>,
     client_header_timeout: Option<String>,
     max_header_size: Option<Size>,
+    max_request_body: Option<Size>,
+    max_connections: Option<usize>,
     cache_dir: Option<PathBuf>,
     cache_memory: Option<Size>,
     cache_disk: Option<Size>,
@@ -108,6 +110,8 @@ impl FileConfig {
         take!(max_header_size, "max-header-size", |s: Size| s
             .bytes()
             .map(|b| b as usize));
+        take!(max_request_body, "max-request-body", Size::bytes);
+        take!(max_connections, "max-connections", ok);
         take!(cache_dir, "cache-dir", some);
         take!(cache_memory, "cache-memory", Size::bytes);
         take!(cache_disk, "cache-disk", Size::bytes);

@@ -114,6 +114,15 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_header_size: usize,
 
+    /// Largest request body a client may send (e.g. `10MiB`); beyond it: 413. 0: no limit.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
+    pub max_request_body: u64,
+
+    /// Most client connections served at once; further connections wait in the listen queue
+    /// until one closes.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// Cache directory (default: $XDG_CACHE_HOME/hoard or ~/.cache/hoard).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -254,6 +263,9 @@ pub struct Config {
     pub first_byte_timeout: Duration,
     pub client_header_timeout: Duration,
     pub max_header_size: usize,
+    /// 0: no limit.
+    pub max_request_body: u64,
+    pub max_connections: usize,
     pub cache: CacheSettings,
     pub follow_redirects: bool,
     pub access_log: Option<PathBuf>,
@@ -347,6 +359,8 @@ impl Args {
             first_byte_timeout: self.first_byte_timeout,
             client_header_timeout: self.client_header_timeout,
             max_header_size: self.max_header_size,
+            max_request_body: self.max_request_body,
+            max_connections: self.max_connections.max(1),
             cache,
             follow_redirects: self.follow_redirects,
             access_log: self.access_log,

@@ -36,6 +36,8 @@ pub enum ProxyError {
     TooManyRedirects(usize),
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("request body of {0} bytes is over the limit of {1} bytes")]
+    BodyTooLarge(u64, u64),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
     #[error("CONNECT to port {port} is not allowed (allowed ports: {allowed})")]
@@ -57,6 +59,7 @@ impl ProxyError {
             }
             ProxyError::Admin(crate::admin::AdminError::NotFound(_)) => StatusCode::NOT_FOUND,
             ProxyError::Admin(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Loop | ProxyError::RedirectLoop(_) | ProxyError::TooManyRedirects(_) => {
                 StatusCode::LOOP_DETECTED
             }

@@ -78,6 +78,7 @@ pub struct Proxy {
     follow_redirects: bool,
     allow: Vec<ipnet::IpNet>,
     admin_allow: Vec<ipnet::IpNet>,
+    max_request_body: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -106,6 +107,7 @@ impl Proxy {
             follow_redirects: config.follow_redirects,
             allow: config.allow.clone(),
             admin_allow: config.admin_allow.clone(),
+            max_request_body: config.max_request_body,
             metrics,
         })
     }
@@ -319,6 +321,15 @@ impl Proxy {
     ) -> Result<ForwardRequest, ProxyError> {
         let (mut parts, incoming) = request.into_parts();
         let received = parts.version;
+        // A declared length over the limit is refused before anything is read (and before
+        // hyper would send `100 Continue`); a chunked body that grows past it is cut off.
+        let declared = hyper::body::Body::size_hint(&incoming).exact();
+        if self.max_request_body > 0 && declared.is_some_and(|len| len > self.max_request_body) {
+            return Err(ProxyError::BodyTooLarge(
+                declared.unwrap_or(0),
+                self.max_request_body,
+            ));
+        }
         headers::remove_hop_by_hop(&mut parts.headers);
         // hyper already answered `100 Continue` to the client when the body was first read;
         // the origin gets the body straight away (RFC 9110 §10.1.1 lets a proxy do so).
@@ -376,8 +387,16 @@ impl Proxy {
         }
         parts.version = Version::HTTP_11;
         Ok(ForwardRequest {
-            request: Request::from_parts(parts, body::stream(incoming)),
+            request: Request::from_parts(parts, self.limited(incoming)),
         })
+    }
+
+    /// The client's body, cut off with an error past `--max-request-body`.
+    fn limited(&self, incoming: Incoming) -> ProxyBody {
+        match usize::try_from(self.max_request_body) {
+            Ok(limit) if limit > 0 => body::stream(http_body_util::Limited::new(incoming, limit)),
+            _ => body::stream(incoming),
+        }
     }
 
     /// The seam: every forward request goes through the cache, which decides whether the

@@ -67,6 +67,8 @@ pub struct Server {
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     access_log: Arc<AccessLog>,
+    /// One permit per client connection (`--max-connections`).
+    connection_slots: Arc<tokio::sync::Semaphore>,
     http: http1::Builder,
     cache_report: LoadReport,
 }
@@ -110,6 +112,7 @@ impl Server {
             proxy,
             metrics,
             access_log,
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             http,
             cache_report,
         })
@@ -133,10 +136,18 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::pin!(shutdown);
         loop {
+            // At the connection limit, stop accepting: new clients wait in the listen queue.
+            let slot = tokio::select! {
+                slot = self.connection_slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(self.serve(stream, peer, stop_rx.clone()));
+                        connections.spawn(self.serve(stream, peer, stop_rx.clone(), slot));
                     }
                     Err(e) => {
                         // EMFILE and friends are transient: back off instead of spinning or dying.
@@ -171,6 +182,7 @@ impl Server {
         stream: TcpStream,
         peer: SocketAddr,
         mut stop: watch::Receiver<bool>,
+        slot: tokio::sync::OwnedSemaphorePermit,
     ) -> impl Future<Output = ()> + use<> {
         let _ = stream.set_nodelay(true);
         let proxy = self.proxy.clone();
@@ -188,6 +200,7 @@ impl Server {
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         async move {
+            let _slot = slot;
             metrics.connection_opened();
             tokio::pin!(connection);
             let result = tokio::select! {

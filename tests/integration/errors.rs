@@ -174,3 +174,67 @@ async fn hoard_keeps_serving_after_bad_input() {
     let (status, body) = get_through(&hoard, &origin.url("/")).await;
     assert_eq!((status, body.as_str()), (200, "still here"));
 }
+
+#[tokio::test]
+async fn request_bodies_over_the_limit_get_413_without_reaching_the_origin() {
+    let origin = Origin::echo().await;
+    let hoard = Hoard::start(&["--max-request-body", "1KiB"]).await;
+    let client = hoard.client();
+    let small = client
+        .post(origin.url("/up"))
+        .body(vec![b'a'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    let big = client
+        .post(origin.url("/up"))
+        .body(vec![b'a'; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    assert!(big.text().await.unwrap().contains("over the limit"));
+    assert_eq!(
+        origin.seen().len(),
+        1,
+        "the oversized request never reached the origin"
+    );
+
+    // A chunked body has no declared length: it is cut off once it passes the limit.
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n{}\r\n800\r\n{}\r\n0\r\n\r\n",
+        origin.url("/chunked"),
+        "b".repeat(0x800),
+        "b".repeat(0x800)
+    );
+    let response = raw::exchange(hoard.addr, request.as_bytes()).await;
+    assert!(!response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let origin = Origin::fixed("slot").await;
+    let hoard = Hoard::start(&["--max-connections", "1"]).await;
+    let request = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url("/"));
+    let mut first = TcpStream::connect(hoard.addr).await.unwrap();
+    first.write_all(request.as_bytes()).await.unwrap();
+    raw::read_until(&mut first, "slot").await;
+
+    let second = tokio::spawn({
+        let addr = hoard.addr;
+        let request = request.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+        async move { raw::exchange(addr, request.as_bytes()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !second.is_finished(),
+        "the second connection was served while the first held the only slot"
+    );
+    drop(first);
+    let response = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}

@@ -23,8 +23,10 @@ impl Hoard {
 
     /// A hoard using `dir` as its cache directory (to test what survives a restart).
     pub async fn start_in(dir: &std::path::Path, flags: &[&str]) -> Hoard {
+        let log = dir.join("access.log").to_str().unwrap().to_owned();
         let dir = dir.to_str().unwrap().to_owned();
-        let mut argv = vec!["hoard", "0", "--cache-dir", &dir];
+        // The access log goes to a file: in-process, stderr is the test runner's.
+        let mut argv = vec!["hoard", "0", "--cache-dir", &dir, "--access-log", &log];
         argv.extend_from_slice(flags);
         let (config, _) = hoard::config::load(argv).unwrap();
         let server = Server::bind(&config).await.unwrap();
