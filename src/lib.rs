@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod body;
 pub mod cache;
+pub mod cache_tool;
 pub mod config;
 pub mod logging;
 pub mod metrics;

@@ -3,11 +3,11 @@
 
 use std::process::ExitCode;
 
-use hoard::config::{self, LoadError};
+use hoard::config::{self, Action, LoadError};
 use hoard::server::Server;
 
 fn main() -> ExitCode {
-    let (config, check_only) = match config::load(std::env::args_os()) {
+    let (config, action) = match config::load(std::env::args_os()) {
         Ok(loaded) => loaded,
         // clap prints usage errors (exit 2) and --help/--version (exit 0) itself.
         Err(LoadError::Usage(e)) => e.exit(),
@@ -16,13 +16,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if check_only {
-        println!(
-            "hoard: configuration OK (listen {}, {})",
-            config.listen,
-            config.mode.as_str()
-        );
-        return ExitCode::SUCCESS;
+    match action {
+        Action::Serve => {}
+        Action::CheckConfig => {
+            println!(
+                "hoard: configuration OK (listen {}, {})",
+                config.listen,
+                config.mode.as_str()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Action::Cache(command) => {
+            return match hoard::cache_tool::run(&config.cache, &command, &mut std::io::stdout()) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("hoard: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     }
     hoard::logging::init(config.verbose);
     if let Some(warning) = config.exposure_warning() {

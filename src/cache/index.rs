@@ -278,10 +278,20 @@ impl Index {
 
     /// Keys of the stored URLs that start with `prefix`.
     pub fn urls_with_prefix(&self, prefix: &str) -> Vec<CacheKey> {
+        self.entries_with_prefix(prefix)
+            .into_iter()
+            .map(|entry| entry.key.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// Every stored variant whose URL starts with `prefix`.
+    pub fn entries_with_prefix(&self, prefix: &str) -> Vec<Arc<StoredResponse>> {
         self.map
             .iter()
-            .filter_map(|(_, variants)| variants.first().map(|v| v.key.clone()))
-            .filter(|key| key.url().starts_with(prefix))
+            .flat_map(|(_, variants)| variants.iter().cloned().collect::<Vec<_>>())
+            .filter(|entry| entry.key.url().starts_with(prefix))
             .collect()
     }
 

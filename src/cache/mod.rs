@@ -186,6 +186,40 @@ impl Cache {
         CacheKey::from_uri(uri).map_or(0, |key| self.index.remove(&key))
     }
 
+    /// Every stored response whose URL starts with `prefix` (`""` for all), for the offline
+    /// tool and admin listings.
+    pub fn entries(&self, prefix: &str) -> Vec<Arc<StoredResponse>> {
+        let mut entries = self.index.entries_with_prefix(prefix);
+        entries.sort_by(|a, b| a.key.url().cmp(b.key.url()));
+        entries
+    }
+
+    /// Reads `entry`'s body from disk and checks its length and checksum; a bad one is
+    /// removed. Blocks: for the offline tool.
+    pub fn verify(&self, entry: &StoredResponse) -> Result<(), String> {
+        let file = match self.disk.read(entry.body) {
+            Ok(Some(StoredBody::File(file))) => file,
+            Ok(_) => {
+                self.index.remove_variant(entry);
+                return Err("body file missing".into());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match read::read_verified(file, entry.body_len, &entry.checksum) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(corrupt)) => {
+                self.count_corrupt(entry, &corrupt);
+                Err(corrupt.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Saves and closes the index without a runtime (the offline tool).
+    pub fn close(&self) {
+        self.index.close();
+    }
+
     /// Forgets every stored URL that starts with `prefix` (e.g. `http://example.com/img/`);
     /// returns how many variants went. Walks the whole index: an admin operation.
     pub fn purge_prefix(&self, prefix: &str) -> usize {

@@ -58,6 +58,9 @@ pub struct Args {
     #[arg(long)]
     pub check_config: bool,
 
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TCP port to listen on.
     #[arg(default_value_t = 8080)]
     pub port: u16,
@@ -124,7 +127,7 @@ pub struct Args {
     pub max_connections: usize,
 
     /// Cache directory (default: $XDG_CACHE_HOME/hoard or ~/.cache/hoard).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
 
     /// Size of the memory tier, e.g. `64MiB`.
@@ -202,7 +205,7 @@ pub enum LoadError {
 }
 
 /// Parses `argv`, reads `--config` if given, and validates the result.
-pub fn load<I, T>(argv: I) -> Result<(Config, bool), LoadError>
+pub fn load<I, T>(argv: I) -> Result<(Config, Action), LoadError>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
@@ -218,12 +221,45 @@ where
             file::FileConfig::parse(&text).map_err(|reason| ConfigError::File { path, reason })?;
         file.apply(&mut args, &matches)?;
     }
-    let check_only = args.check_config;
-    Ok((args.into_config()?, check_only))
+    let action = match (&args.command, args.check_config) {
+        (Some(Command::Cache(command)), _) => Action::Cache(command.clone()),
+        (None, true) => Action::CheckConfig,
+        (None, false) => Action::Serve,
+    };
+    Ok((args.into_config()?, action))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 10s, 500ms, 2m)"))
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Inspect or repair the cache directory while hoard is stopped.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CacheCommand {
+    /// URLs, stored responses and bytes on disk.
+    Stats,
+    /// One line per stored response (status, bytes, age, freshness, URL), optionally only
+    /// URLs starting with PREFIX.
+    Ls { prefix: Option<String> },
+    /// Forget every stored response of URL.
+    Purge { url: String },
+    /// Check every stored body against its checksum and remove the bad ones (exit 1 if any).
+    Verify,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Action {
+    Serve,
+    CheckConfig,
+    Cache(CacheCommand),
 }
 
 /// Where origin-form requests go.

@@ -82,6 +82,12 @@ impl Process {
         std::mem::replace(&mut self._cache_dir, dir)
     }
 
+    /// Like `stop`, but hands back the cache directory so it outlives the process.
+    fn stop_keeping_dir(mut self) -> (String, tempfile::TempDir) {
+        let dir = std::mem::replace(&mut self._cache_dir, tempfile::tempdir().unwrap());
+        (self.stop(), dir)
+    }
+
     /// Sends SIGTERM and returns what hoard wrote to stderr; asserts a clean exit.
     fn stop(mut self) -> String {
         let pid = self.child.id().to_string();
@@ -508,4 +514,100 @@ async fn access_log_file_in_json_is_reopened_on_sigusr1() {
     let second: serde_json::Value =
         serde_json::from_str(std::fs::read_to_string(&log).unwrap().trim()).unwrap();
     assert_eq!(second["url"], origin.url("/second"));
+}
+
+/// Runs `hoard cache ...` on `dir`; returns (success, stdout).
+fn cache_tool(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .arg("cache")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cache_tool_lists_verifies_and_purges_a_stopped_cache() {
+    let origin = Origin::start(|request: http::Request<Incoming>| async move {
+        Response::builder()
+            .header("cache-control", "max-age=600")
+            .body(body::full(format!("body of {}", request.uri().path())))
+            .unwrap()
+    })
+    .await;
+    let process = Process::start(&[]);
+    let client = process.client();
+    for path in ["/a", "/b", "/c"] {
+        client
+            .get(origin.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // The second request is a hit: the entry is stored and durable.
+        let again = client.get(origin.url(path)).send().await.unwrap();
+        assert!(
+            again.headers()["cache-status"]
+                .to_str()
+                .unwrap()
+                .contains("hit")
+        );
+    }
+    let (stderr, cache_dir) = process.stop_keeping_dir();
+    let dir = cache_dir.path();
+    assert!(stderr.contains("cache index saved"), "{stderr}");
+
+    let (ok, stats) = cache_tool(dir, &["stats"]);
+    assert!(
+        ok && stats.contains("urls        3") && stats.contains("disk bodies 3"),
+        "{stats}"
+    );
+    let (_, listing) = cache_tool(dir, &["ls", &origin.url("/b")]);
+    assert_eq!(listing.lines().count(), 1, "{listing}");
+    assert!(
+        listing.starts_with("200")
+            && listing.contains("fresh")
+            && listing.contains(&origin.url("/b")),
+        "{listing}"
+    );
+
+    // Damage one body (same length): verify finds it and removes it.
+    let mut bodies = Vec::new();
+    for shard in std::fs::read_dir(dir.join("objects")).unwrap() {
+        for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            bodies.push(file.unwrap().path());
+        }
+    }
+    let victim = &bodies[0];
+    let damaged: Vec<u8> = std::fs::read(victim)
+        .unwrap()
+        .iter()
+        .map(|b| b ^ 1)
+        .collect();
+    std::fs::write(victim, damaged).unwrap();
+    let (ok, report) = cache_tool(dir, &["verify"]);
+    assert!(!ok && report.contains("checked 3, bad 1"), "{report}");
+    let (ok, report) = cache_tool(dir, &["verify"]);
+    assert!(ok && report.contains("checked 2, bad 0"), "{report}");
+
+    let (_, listing) = cache_tool(dir, &["ls"]);
+    let first_url = listing
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    let (ok, purged) = cache_tool(dir, &["purge", &first_url]);
+    assert!(ok && purged.contains("purged 1"), "{purged}");
+    let (_, stats) = cache_tool(dir, &["stats"]);
+    assert!(stats.contains("urls        1"), "{stats}");
 }

@@ -1,0 +1,102 @@
+//! `hoard cache stats|ls|purge|verify`: offline maintenance of a cache directory while hoard
+//! is stopped. It opens the same index and storage as the server (the index database refuses
+//! a second opener, so it cannot run beside a live hoard) and never evicts: it loads the index
+//! with unbounded capacity.
+
+use std::io::Write;
+
+use http::Uri;
+
+use crate::cache::{Cache, CacheError, CacheSettings, policy};
+use crate::config::CacheCommand;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheToolError {
+    #[error("{0} (is hoard running on this cache directory?)")]
+    Open(#[from] CacheError),
+    #[error("{0:?} is not an absolute URL")]
+    Url(String),
+    #[error("writing the report: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs one maintenance command; `Ok(false)` when `verify` found bad bodies.
+pub fn run(
+    settings: &CacheSettings,
+    command: &CacheCommand,
+    out: &mut dyn Write,
+) -> Result<bool, CacheToolError> {
+    let settings = CacheSettings {
+        disk_size: u64::MAX >> 2,
+        ..settings.clone()
+    };
+    let (cache, _) = Cache::open(settings)?;
+    let result = run_on(&cache, command, out);
+    cache.close();
+    result
+}
+
+fn run_on(
+    cache: &Cache,
+    command: &CacheCommand,
+    out: &mut dyn Write,
+) -> Result<bool, CacheToolError> {
+    match command {
+        CacheCommand::Stats => {
+            let disk = cache.disk_usage();
+            writeln!(out, "urls        {}", cache.urls())?;
+            writeln!(out, "responses   {}", cache.entries("").len())?;
+            writeln!(out, "disk bytes  {}", disk.bytes)?;
+            writeln!(out, "disk bodies {}", disk.objects)?;
+        }
+        CacheCommand::Ls { prefix } => {
+            let now = policy::now_secs();
+            for entry in cache.entries(prefix.as_deref().unwrap_or("")) {
+                let age = entry.freshness.age(now);
+                let state = if age < entry.freshness.lifetime {
+                    "fresh"
+                } else {
+                    "stale"
+                };
+                let vary: Vec<String> = entry
+                    .vary
+                    .iter()
+                    .map(|(name, value)| format!("{name}={}", value.as_deref().unwrap_or("-")))
+                    .collect();
+                writeln!(
+                    out,
+                    "{} {:>10} {:>8}s {state} {}{}",
+                    entry.status.as_u16(),
+                    entry.body_len,
+                    age,
+                    entry.key.url(),
+                    if vary.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", vary.join(" "))
+                    }
+                )?;
+            }
+        }
+        CacheCommand::Purge { url } => {
+            let uri: Uri = url.parse().map_err(|_| CacheToolError::Url(url.clone()))?;
+            if uri.scheme().is_none() {
+                return Err(CacheToolError::Url(url.clone()));
+            }
+            writeln!(out, "purged {}", cache.purge(&uri))?;
+        }
+        CacheCommand::Verify => {
+            let entries = cache.entries("");
+            let mut bad = 0;
+            for entry in &entries {
+                if let Err(why) = cache.verify(entry) {
+                    bad += 1;
+                    writeln!(out, "bad: {} ({why}); removed", entry.key.url())?;
+                }
+            }
+            writeln!(out, "checked {}, bad {bad}", entries.len())?;
+            return Ok(bad == 0);
+        }
+    }
+    Ok(true)
+}
