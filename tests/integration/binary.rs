@@ -533,13 +533,7 @@ fn cache_tool(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
 
 #[tokio::test]
 async fn the_cache_tool_lists_verifies_and_purges_a_stopped_cache() {
-    let origin = Origin::start(|request: http::Request<Incoming>| async move {
-        Response::builder()
-            .header("cache-control", "max-age=600")
-            .body(body::full(format!("body of {}", request.uri().path())))
-            .unwrap()
-    })
-    .await;
+    let origin = Origin::with_headers(&[("cache-control", "max-age=600")]).await;
     let process = Process::start(&[]);
     let client = process.client();
     for path in ["/a", "/b", "/c"] {

@@ -11,25 +11,6 @@ use hyper::body::Incoming;
 
 use crate::support::{Hoard, Origin};
 
-/// An origin answering 200 with `headers` and a body naming the path and how many requests
-/// it has served so far (so a stale or replaced body is recognisable).
-async fn origin_with(headers: &'static [(&'static str, &'static str)]) -> Origin {
-    let served = Arc::new(AtomicUsize::new(0));
-    Origin::start(move |request: Request<Incoming>| {
-        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
-        async move {
-            let mut response = Response::builder();
-            for (name, value) in headers {
-                response = response.header(*name, *value);
-            }
-            response
-                .body(body::full(format!("{} #{n}", request.uri().path())))
-                .unwrap()
-        }
-    })
-    .await
-}
-
 struct Got {
     status: u16,
     cache_status: String,
@@ -57,7 +38,7 @@ async fn get(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> G
 
 #[tokio::test]
 async fn fresh_response_is_stored_and_served_as_a_hit_with_age() {
-    let origin = origin_with(&[
+    let origin = Origin::with_headers(&[
         ("cache-control", "max-age=60"),
         ("x-repeat", "a"),
         ("x-repeat", "b"),
@@ -117,7 +98,7 @@ async fn uncacheable_responses_are_not_stored() {
     ] {
         let headers: &'static [(&'static str, &'static str)] =
             Box::leak(headers.to_vec().into_boxed_slice());
-        let origin = origin_with(headers).await;
+        let origin = Origin::with_headers(headers).await;
         let hoard = Hoard::start(&[]).await;
         let client = hoard.client();
         let first = get(&client, &origin.url("/u"), request_headers).await;
@@ -134,7 +115,7 @@ async fn uncacheable_responses_are_not_stored() {
 
 #[tokio::test]
 async fn authorized_response_marked_public_is_shared() {
-    let origin = origin_with(&[("cache-control", "public, max-age=60")]).await;
+    let origin = Origin::with_headers(&[("cache-control", "public, max-age=60")]).await;
     let hoard = Hoard::start(&[]).await;
     let client = hoard.client();
     get(
@@ -237,7 +218,8 @@ async fn stale_entry_without_etag_is_revalidated_with_if_modified_since() {
 
 #[tokio::test]
 async fn a_new_200_on_revalidation_replaces_the_entry() {
-    let origin = origin_with(&[("cache-control", "max-age=0"), ("etag", "\"changes\"")]).await;
+    let origin =
+        Origin::with_headers(&[("cache-control", "max-age=0"), ("etag", "\"changes\"")]).await;
     let hoard = Hoard::start(&[]).await;
     let client = hoard.client();
     assert_eq!(get(&client, &origin.url("/r"), &[]).await.body, "/r #1");
@@ -254,7 +236,7 @@ async fn a_new_200_on_revalidation_replaces_the_entry() {
 
 #[tokio::test]
 async fn client_conditionals_are_answered_304_from_a_fresh_entry() {
-    let origin = origin_with(&[
+    let origin = Origin::with_headers(&[
         ("cache-control", "max-age=60"),
         ("etag", "\"e1\""),
         ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
@@ -284,7 +266,7 @@ async fn client_conditionals_are_answered_304_from_a_fresh_entry() {
 
 #[tokio::test]
 async fn a_conditional_miss_stores_the_full_response_and_answers_304() {
-    let origin = origin_with(&[("cache-control", "max-age=60"), ("etag", "\"e1\"")]).await;
+    let origin = Origin::with_headers(&[("cache-control", "max-age=60"), ("etag", "\"e1\"")]).await;
     let hoard = Hoard::start(&[]).await;
     let client = hoard.client();
     let first = get(&client, &origin.url("/cm"), &[("if-none-match", "\"e1\"")]).await;
@@ -324,7 +306,7 @@ async fn client_no_cache_and_pragma_force_revalidation() {
 
 #[tokio::test]
 async fn request_max_age_min_fresh_and_max_stale() {
-    let origin = origin_with(&[("cache-control", "max-age=100"), ("etag", "\"x\"")]).await;
+    let origin = Origin::with_headers(&[("cache-control", "max-age=100"), ("etag", "\"x\"")]).await;
     let hoard = Hoard::start(&[]).await;
     let client = hoard.client();
     get(&client, &origin.url("/d"), &[]).await;
@@ -361,7 +343,8 @@ async fn request_max_age_min_fresh_and_max_stale() {
         not_fresh_enough.cache_status
     );
 
-    let stale_origin = origin_with(&[("cache-control", "max-age=0"), ("etag", "\"y\"")]).await;
+    let stale_origin =
+        Origin::with_headers(&[("cache-control", "max-age=0"), ("etag", "\"y\"")]).await;
     get(&client, &stale_origin.url("/s"), &[]).await;
     let stale_ok = get(
         &client,
@@ -380,7 +363,7 @@ async fn request_max_age_min_fresh_and_max_stale() {
 
 #[tokio::test]
 async fn only_if_cached_gets_504_when_nothing_is_stored() {
-    let origin = origin_with(&[("cache-control", "max-age=60")]).await;
+    let origin = Origin::with_headers(&[("cache-control", "max-age=60")]).await;
     let hoard = Hoard::start(&[]).await;
     let client = hoard.client();
     let missing = get(
@@ -834,7 +817,7 @@ async fn a_client_leaving_mid_body_never_leaves_a_truncated_entry() {
 
 #[tokio::test]
 async fn entries_survive_a_restart_and_are_hits_without_the_origin() {
-    let origin = origin_with(&[("cache-control", "max-age=600")]).await;
+    let origin = Origin::with_headers(&[("cache-control", "max-age=600")]).await;
     let dir = tempfile::tempdir().unwrap();
     let hoard = Hoard::start_in(dir.path(), &[]).await;
     let client = hoard.client();
@@ -858,7 +841,7 @@ async fn entries_survive_a_restart_and_are_hits_without_the_origin() {
 
 #[tokio::test]
 async fn a_corrupted_body_on_disk_is_detected_dropped_and_refetched() {
-    let origin = origin_with(&[("cache-control", "max-age=600")]).await;
+    let origin = Origin::with_headers(&[("cache-control", "max-age=600")]).await;
     let dir = tempfile::tempdir().unwrap();
     let hoard = Hoard::start_in(dir.path(), &[]).await;
     get(&hoard.client(), &origin.url("/corrupt"), &[]).await;

@@ -90,6 +90,25 @@ impl Origin {
         .await
     }
 
+    /// An origin that answers 200 with `headers` and a body naming the path and how many
+    /// requests it has served so far (`/a #3`), so a stale or replaced body is recognisable.
+    pub async fn with_headers(headers: &'static [(&'static str, &'static str)]) -> Origin {
+        let served = Arc::new(AtomicUsize::new(0));
+        Origin::start(move |request: Request<Incoming>| {
+            let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                let mut response = Response::builder();
+                for (name, value) in headers {
+                    response = response.header(*name, *value);
+                }
+                response
+                    .body(body::full(format!("{} #{n}", request.uri().path())))
+                    .unwrap()
+            }
+        })
+        .await
+    }
+
     /// An origin that answers with the request body it received.
     pub async fn echo() -> Origin {
         Origin::start(|request: Request<Incoming>| async move {
