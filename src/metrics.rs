@@ -1,5 +1,5 @@
 //! Counters and histograms for `/_hoard/metrics` (Prometheus text format, via
-//! prometheus-client) and `/_hoard/stats`. Recorded in one place per event: the access-log
+//! prometheus-client), `/_hoard/stats`, and the status page's last-30-minutes timeline. Recorded in one place per event: the access-log
 //! record for requests, the accept loop for connections, the error path for upstream errors.
 //!
 //! Metrics observe; they must not change what a request does.
@@ -69,6 +69,74 @@ pub struct Metrics {
     corrupt_bodies: Gauge,
     /// Plain totals for `/_hoard/stats`, kept beside the labelled families.
     totals: Totals,
+    timeline: Timeline,
+}
+
+/// Requests and cache hits per 10-second slot over the last 30 minutes, for the status page's
+/// chart. Slots are reused round-robin; each remembers which 10 seconds it counts.
+struct Timeline {
+    slots: Vec<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    period: AtomicU64,
+    requests: AtomicU64,
+    hits: AtomicU64,
+}
+
+const SLOT_SECONDS: u64 = 10;
+const SLOTS: usize = 180;
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline {
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+        }
+    }
+}
+
+impl Timeline {
+    fn record(&self, now: u64, hit: bool) {
+        let period = now / SLOT_SECONDS;
+        let slot = &self.slots[(period % SLOTS as u64) as usize];
+        let seen = slot.period.load(Ordering::Relaxed);
+        // The first request of a new period claims the slot and clears it; a request racing
+        // with the claim may be lost, which a chart can afford.
+        if seen != period
+            && slot
+                .period
+                .compare_exchange(seen, period, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            slot.requests.store(0, Ordering::Relaxed);
+            slot.hits.store(0, Ordering::Relaxed);
+        }
+        slot.requests.fetch_add(1, Ordering::Relaxed);
+        if hit {
+            slot.hits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (requests, hits) per slot, oldest first, ending with the current slot.
+    fn series(&self, now: u64) -> Vec<(u64, u64)> {
+        let current = now / SLOT_SECONDS;
+        (0..SLOTS as u64)
+            .rev()
+            .map(|back| {
+                let period = current.saturating_sub(back);
+                let slot = &self.slots[(period % SLOTS as u64) as usize];
+                if slot.period.load(Ordering::Relaxed) == period {
+                    (
+                        slot.requests.load(Ordering::Relaxed),
+                        slot.hits.load(Ordering::Relaxed),
+                    )
+                } else {
+                    (0, 0)
+                }
+            })
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -166,6 +234,7 @@ impl Default for Metrics {
             evictions,
             corrupt_bodies,
             totals: Totals::default(),
+            timeline: Timeline::default(),
         }
     }
 }
@@ -208,6 +277,8 @@ impl Metrics {
             outcome,
             Some(CacheOutcome::Hit | CacheOutcome::Stale | CacheOutcome::Revalidated)
         );
+        self.timeline
+            .record(crate::cache::policy::now_secs(), from_cache);
         if let Some(outcome) = outcome {
             self.outcomes
                 .get_or_create(&OutcomeLabels {
@@ -278,6 +349,11 @@ impl Metrics {
         text
     }
 
+    /// Requests and hits per 10-second slot over the last 30 minutes, oldest first.
+    pub fn timeline(&self) -> Vec<(u64, u64)> {
+        self.timeline.series(crate::cache::policy::now_secs())
+    }
+
     /// The main numbers as JSON for `/_hoard/stats` and the status page.
     pub fn stats(&self, cache: &Cache) -> serde_json::Value {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -297,5 +373,29 @@ impl Metrics {
             },
             "open_connections": self.open_connections.get(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_counts_per_slot_and_forgets_old_periods() {
+        let timeline = Timeline::default();
+        let t = 1_000_000;
+        timeline.record(t, true);
+        timeline.record(t + 1, false);
+        timeline.record(t + 10, true);
+        let series = timeline.series(t + 10);
+        assert_eq!(series.len(), SLOTS);
+        assert_eq!(series[SLOTS - 1], (1, 1));
+        assert_eq!(series[SLOTS - 2], (2, 1));
+        // 30 minutes later the same slots count new periods only.
+        let later = t + SLOT_SECONDS * SLOTS as u64;
+        timeline.record(later, false);
+        let series = timeline.series(later);
+        assert_eq!(series[SLOTS - 1], (1, 0));
+        assert_eq!(series[SLOTS - 2], (0, 0));
     }
 }

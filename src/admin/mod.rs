@@ -1,5 +1,6 @@
-//! The admin interface on the proxy port, for clients in `--admin-allow`: `/_hoard/metrics`
-//! (Prometheus text), `/_hoard/stats` (JSON), `POST /_hoard/purge?url=...|prefix=...`, and the
+//! The admin interface on the proxy port, for clients in `--admin-allow`: `/_hoard/` (an HTML
+//! status page with a chart of the last 30 minutes), `/_hoard/metrics` (Prometheus text),
+//! `/_hoard/stats` (JSON), `POST /_hoard/purge?url=...|prefix=...`, and the
 //! `PURGE` method (`curl -X PURGE -x hoard http://site/path`).
 //!
 //! It reads the cache and the metrics and removes cache entries; it never proxies.
@@ -16,6 +17,8 @@ pub const PREFIX: &str = "/_hoard/";
 /// What an admin request asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AdminRequest {
+    /// `/_hoard/`: the HTML status page.
+    Status,
     Metrics,
     Stats,
     /// Forget the stored responses of this URL.
@@ -45,6 +48,7 @@ pub fn parse(
             .ok_or(AdminError::PurgeTarget);
     }
     match (method, uri.path()) {
+        (&Method::GET | &Method::HEAD, "/_hoard/" | "/_hoard") => Ok(AdminRequest::Status),
         (&Method::GET | &Method::HEAD, "/_hoard/metrics") => Ok(AdminRequest::Metrics),
         (&Method::GET | &Method::HEAD, "/_hoard/stats") => Ok(AdminRequest::Stats),
         (&Method::POST, "/_hoard/purge") => {
@@ -72,6 +76,11 @@ pub fn parse(
 /// Answers an admin request.
 pub fn answer(request: AdminRequest, cache: &Cache, metrics: &Metrics) -> Response<ProxyBody> {
     match request {
+        AdminRequest::Status => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            status_page(cache, metrics),
+        ),
         AdminRequest::Metrics => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -85,6 +94,118 @@ pub fn answer(request: AdminRequest, cache: &Cache, metrics: &Metrics) -> Respon
         AdminRequest::PurgeUrl(uri) => purged(cache.purge(&uri)),
         AdminRequest::PurgePrefix(prefix) => purged(cache.purge_prefix(&prefix)),
     }
+}
+
+/// The main numbers and a chart of the last 30 minutes (requests per second and hit ratio per
+/// 10 s), as one self-contained page: inline SVG, no scripts, no CDN; it reloads every 10 s.
+fn status_page(cache: &Cache, metrics: &Metrics) -> String {
+    let stats = metrics.stats(cache);
+    let number = |path: &[&str]| {
+        let mut value = &stats;
+        for key in path {
+            value = &value[*key];
+        }
+        value.as_u64().unwrap_or(0)
+    };
+    let (hits, misses) = (number(&["cache", "hits"]), number(&["cache", "misses"]));
+    let ratio = if hits + misses > 0 {
+        100.0 * hits as f64 / (hits + misses) as f64
+    } else {
+        0.0
+    };
+    let rows = [
+        ("requests", number(&["requests"]).to_string()),
+        (
+            "cache hits / misses",
+            format!("{hits} / {misses} ({ratio:.1}% hits)"),
+        ),
+        (
+            "bytes from cache / origin",
+            format!(
+                "{} / {}",
+                number(&["cache", "bytes_from_cache"]),
+                number(&["cache", "bytes_from_origin"])
+            ),
+        ),
+        ("cached URLs", number(&["cache", "urls"]).to_string()),
+        (
+            "memory tier",
+            format!(
+                "{} bytes in {} bodies",
+                number(&["cache", "memory", "bytes"]),
+                number(&["cache", "memory", "objects"])
+            ),
+        ),
+        (
+            "disk tier",
+            format!(
+                "{} bytes in {} bodies",
+                number(&["cache", "disk", "bytes"]),
+                number(&["cache", "disk", "objects"])
+            ),
+        ),
+        (
+            "evictions / corrupt bodies",
+            format!(
+                "{} / {}",
+                number(&["cache", "evictions"]),
+                number(&["cache", "corrupt_bodies"])
+            ),
+        ),
+        (
+            "open connections",
+            stats["open_connections"].as_i64().unwrap_or(0).to_string(),
+        ),
+    ];
+    let table: String = rows
+        .iter()
+        .map(|(name, value)| format!("<tr><th>{name}</th><td>{value}</td></tr>"))
+        .collect();
+
+    let series = metrics.timeline();
+    let (width, height) = (720.0, 160.0);
+    let step = width / (series.len().max(2) - 1) as f64;
+    let peak = series
+        .iter()
+        .map(|(requests, _)| *requests)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let points = |value: &dyn Fn(u64, u64) -> f64| -> String {
+        series
+            .iter()
+            .enumerate()
+            .map(|(i, (requests, hits))| {
+                format!(
+                    "{:.1},{:.1}",
+                    i as f64 * step,
+                    height - value(*requests, *hits) * height
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let rate = points(&|requests, _| requests as f64 / peak);
+    let hit_ratio = points(&|requests, hits| {
+        if requests > 0 {
+            hits as f64 / requests as f64
+        } else {
+            0.0
+        }
+    });
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
+<title>hoard status</title><style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:48em}}
+th{{text-align:left;padding-right:2em;font-weight:normal;color:#555}}svg{{border:1px solid #ddd;background:#fafafa}}
+.rate{{stroke:#1f77b4}}.ratio{{stroke:#2ca02c}}polyline{{fill:none;stroke-width:1.5}}</style></head><body>
+<h1>hoard</h1><table>{table}</table>
+<h2>Last 30 minutes</h2>
+<p><span style="color:#1f77b4">requests per 10 s</span> (peak {peak}) and <span style="color:#2ca02c">hit ratio</span> (0–100%)</p>
+<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="requests and hit ratio">
+<polyline class="rate" points="{rate}"/><polyline class="ratio" points="{hit_ratio}"/></svg>
+<p><a href="/_hoard/metrics">metrics</a> · <a href="/_hoard/stats">stats (JSON)</a></p></body></html>
+"#
+    )
 }
 
 /// Like Squid, 404 when there was nothing to purge.
@@ -112,6 +233,7 @@ mod tests {
     #[test]
     fn parses_pages_and_purges() {
         let get = |path: &str| parse(&Method::GET, &path.parse().unwrap(), None);
+        assert_eq!(get("/_hoard/"), Ok(AdminRequest::Status));
         assert_eq!(get("/_hoard/metrics"), Ok(AdminRequest::Metrics));
         assert_eq!(get("/_hoard/stats"), Ok(AdminRequest::Stats));
         assert!(matches!(get("/_hoard/nope"), Err(AdminError::NotFound(_))));

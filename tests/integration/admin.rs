@@ -141,3 +141,41 @@ async fn purge_by_url_and_by_prefix_forgets_entries() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_status_page_shows_the_numbers_and_a_chart() {
+    let origin = Origin::with_headers(&[("cache-control", "max-age=60")]).await;
+    let hoard = Hoard::start(&[]).await;
+    let client = hoard.client();
+    for _ in 0..4 {
+        client
+            .get(origin.url("/s"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    let page = reqwest::get(format!("http://{}/_hoard/", hoard.addr))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<th>requests</th><td>4</td>"), "{html}");
+    assert!(html.contains("3 / 1 (75.0% hits)"), "{html}");
+    assert!(
+        html.contains("<svg") && html.contains("<polyline class=\"rate\""),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("https://"),
+        "served from the binary alone"
+    );
+}
