@@ -34,6 +34,7 @@ pub struct FileConfig {
     bind: Option<String>,
     allow: Option<Vec<String>>,
     admin_allow: Option<Vec<String>>,
+    auth_file: Option<PathBuf>,
     upstream: Option<String>,
     upstream_host: Option<String>,
     connect_ports: Option<Vec<u16>>,
@@ -92,6 +93,7 @@ impl FileConfig {
             .map_err(|_| format!("{s:?} is not an IP address")));
         take!(allow, "allow", cidrs);
         take!(admin_allow, "admin-allow", cidrs);
+        take!(auth_file, "auth-file", some);
         take!(upstream, "upstream", some);
         take!(upstream_host, "upstream-host", some);
         take!(connect_ports, "connect-ports", ok);

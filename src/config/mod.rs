@@ -79,6 +79,11 @@ pub struct Args {
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     pub admin_allow: Vec<IpNet>,
 
+    /// Require Basic authentication from the users in this htpasswd file (bcrypt entries, as
+    /// `htpasswd -B` writes them): proxy requests get 407, gateway requests 401.
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+
     /// Reverse-proxy (accelerator) mode: send every origin-form request to this origin,
     /// e.g. `http://127.0.0.1:3000` or `https://example.org`.
     #[arg(long, value_name = "URL")]
@@ -291,6 +296,7 @@ pub struct Config {
     pub allow: Vec<IpNet>,
     /// Who may use `/_hoard/` and PURGE.
     pub admin_allow: Vec<IpNet>,
+    pub auth_file: Option<PathBuf>,
     pub mode: Mode,
     pub connect_ports: Vec<u16>,
     /// PEM bytes of extra trusted CAs, read once at start-up.
@@ -388,6 +394,7 @@ impl Args {
             listen: SocketAddr::new(self.bind, self.port),
             allow: or_loopback(self.allow),
             admin_allow: or_loopback(self.admin_allow),
+            auth_file: self.auth_file,
             mode,
             connect_ports: self.connect_ports,
             extra_ca_pem,

@@ -36,6 +36,10 @@ pub enum ProxyError {
     TooManyRedirects(usize),
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("proxy authentication required")]
+    ProxyAuthRequired,
+    #[error("authentication required")]
+    AuthRequired,
     #[error("request body of {0} bytes is over the limit of {1} bytes")]
     BodyTooLarge(u64, u64),
     #[error(transparent)]
@@ -60,6 +64,8 @@ impl ProxyError {
             ProxyError::Admin(crate::admin::AdminError::NotFound(_)) => StatusCode::NOT_FOUND,
             ProxyError::Admin(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::AuthRequired => StatusCode::UNAUTHORIZED,
             ProxyError::Loop | ProxyError::RedirectLoop(_) | ProxyError::TooManyRedirects(_) => {
                 StatusCode::LOOP_DETECTED
             }
@@ -90,6 +96,18 @@ impl ProxyError {
             status.canonical_reason().unwrap_or(""),
             self
         );
-        body::generated(status, "text/plain; charset=utf-8", text)
+        let challenge = match self {
+            ProxyError::ProxyAuthRequired => Some(http::header::PROXY_AUTHENTICATE),
+            ProxyError::AuthRequired => Some(http::header::WWW_AUTHENTICATE),
+            _ => None,
+        };
+        let mut response = body::generated(status, "text/plain; charset=utf-8", text);
+        if let Some(name) = challenge {
+            response.headers_mut().insert(
+                name,
+                http::HeaderValue::from_static("Basic realm=\"hoard\", charset=\"UTF-8\""),
+            );
+        }
+        response
     }
 }

@@ -6,6 +6,7 @@
 //! It must not open origin connections itself except for CONNECT tunnels, which carry opaque
 //! bytes; HTTP to origins goes through `upstream/`.
 
+pub mod auth;
 mod error;
 mod gateway;
 pub mod headers;
@@ -79,6 +80,8 @@ pub struct Proxy {
     allow: Vec<ipnet::IpNet>,
     admin_allow: Vec<ipnet::IpNet>,
     max_request_body: u64,
+    /// `--auth-file` users; `None`: no authentication.
+    users: Option<Arc<auth::Users>>,
     metrics: Arc<Metrics>,
 }
 
@@ -87,6 +90,7 @@ impl Proxy {
         config: &Config,
         cache: Arc<Cache>,
         metrics: Arc<Metrics>,
+        users: Option<Arc<auth::Users>>,
     ) -> Result<Self, UpstreamError> {
         let mut id = [0u8; 8];
         // A collision only matters between two hoards in one request chain; on the rare
@@ -108,6 +112,7 @@ impl Proxy {
             allow: config.allow.clone(),
             admin_allow: config.admin_allow.clone(),
             max_request_body: config.max_request_body,
+            users,
             metrics,
         })
     }
@@ -176,6 +181,8 @@ impl Proxy {
         if self.via.seen_in(request.headers()) {
             return Err(ProxyError::Loop);
         }
+        let mut request = request;
+        self.authenticate(&mut request, mode).await?;
         match mode {
             RequestMode::Admin => {
                 if !allowed(&self.admin_allow) {
@@ -196,6 +203,42 @@ impl Proxy {
                 let forward = self.forward_request(request, client)?;
                 self.fetch(forward).await
             }
+        }
+    }
+
+    /// With `--auth-file`, proxy requests need `Proxy-Authorization` (407) and gateway
+    /// requests `Authorization` (401, which a browser asks the person for); the credential is
+    /// hoard's and is not forwarded. Reverse-proxy and admin requests are not asked.
+    async fn authenticate<B>(
+        &self,
+        request: &mut Request<B>,
+        mode: RequestMode,
+    ) -> Result<(), ProxyError> {
+        let Some(users) = &self.users else {
+            return Ok(());
+        };
+        let (header, missing) = match mode {
+            RequestMode::Forward | RequestMode::Connect => {
+                (header::PROXY_AUTHORIZATION, ProxyError::ProxyAuthRequired)
+            }
+            RequestMode::Gateway => (header::AUTHORIZATION, ProxyError::AuthRequired),
+            RequestMode::Reverse | RequestMode::Admin => return Ok(()),
+        };
+        let credential = request.headers_mut().remove(&header);
+        let allowed = match users.remembered(credential.as_ref()) {
+            Some(known) => known,
+            None => {
+                let users = Arc::clone(users);
+                tokio::task::spawn_blocking(move || users.check(credential.as_ref()))
+                    .await
+                    .unwrap_or(false)
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            self.metrics.denied();
+            Err(missing)
         }
     }
 

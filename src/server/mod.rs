@@ -53,6 +53,8 @@ pub enum ServerError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Auth(#[from] crate::proxy::auth::AuthFileError),
     #[error("cannot open the access log {path}: {source}")]
     AccessLog {
         path: std::path::PathBuf,
@@ -97,8 +99,12 @@ impl Server {
                 }
             })?;
         let access_log = Arc::new(access_log);
+        let users = match &config.auth_file {
+            Some(path) => Some(Arc::new(crate::proxy::auth::Users::load(path)?)),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
-        let proxy = Arc::new(Proxy::new(config, Arc::new(cache), metrics.clone())?);
+        let proxy = Arc::new(Proxy::new(config, Arc::new(cache), metrics.clone(), users)?);
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.client_header_timeout)

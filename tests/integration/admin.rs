@@ -179,3 +179,85 @@ async fn the_status_page_shows_the_numbers_and_a_chart() {
         "served from the binary alone"
     );
 }
+
+#[tokio::test]
+async fn auth_file_users_must_authenticate_for_proxy_and_gateway_requests() {
+    use base64::Engine;
+    let origin = Origin::fixed("members only").await;
+    let htpasswd = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        htpasswd.path(),
+        format!("alice:{}\n", bcrypt::hash("s3cret", 4).unwrap()),
+    )
+    .unwrap();
+    let hoard = Hoard::start(&["--auth-file", htpasswd.path().to_str().unwrap()]).await;
+    let basic = |pair: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    let proxied = |credential: Option<String>| {
+        let extra = credential
+            .map(|c| format!("Proxy-Authorization: {c}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n",
+            origin.url("/p")
+        )
+        .into_bytes()
+    };
+
+    let missing = raw::exchange(hoard.addr, &proxied(None)).await;
+    assert!(missing.starts_with("HTTP/1.1 407"), "{missing}");
+    assert!(
+        missing
+            .to_ascii_lowercase()
+            .contains("proxy-authenticate: basic realm=\"hoard\""),
+        "{missing}"
+    );
+    let wrong = raw::exchange(hoard.addr, &proxied(Some(basic("alice:nope")))).await;
+    assert!(wrong.starts_with("HTTP/1.1 407"), "{wrong}");
+    let right = raw::exchange(hoard.addr, &proxied(Some(basic("alice:s3cret")))).await;
+    assert!(
+        right.starts_with("HTTP/1.1 200") && right.ends_with("members only"),
+        "{right}"
+    );
+    assert!(!origin.last().headers.contains_key("proxy-authorization"));
+
+    let mut tunnel = tokio::net::TcpStream::connect(hoard.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tunnel,
+        b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = raw::read_until(&mut tunnel, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 407"), "{head}");
+
+    let gateway = |credential: Option<String>| {
+        let extra = credential
+            .map(|c| format!("Authorization: {c}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "GET /{}/g HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n",
+            origin.addr
+        )
+        .into_bytes()
+    };
+    let challenged = raw::exchange(hoard.addr, &gateway(None)).await;
+    assert!(challenged.starts_with("HTTP/1.1 401"), "{challenged}");
+    assert!(
+        challenged
+            .to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{challenged}"
+    );
+    let admitted = raw::exchange(hoard.addr, &gateway(Some(basic("alice:s3cret")))).await;
+    assert!(admitted.starts_with("HTTP/1.1 200"), "{admitted}");
+    assert!(
+        !origin.last().headers.contains_key("authorization"),
+        "hoard's credential stays with hoard"
+    );
+    assert_eq!(origin.seen().len(), 2);
+}
