@@ -84,20 +84,23 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where access-log lines go: stderr, or a file reopened on SIGUSR1 (for logrotate).
+/// Where access-log lines go: stderr, or a file reopened on SIGUSR1 (for logrotate); SIGHUP
+/// may change both the file and the format.
 pub struct AccessLog {
+    state: Mutex<LogState>,
+}
+
+struct LogState {
     format: LogFormat,
     path: Option<PathBuf>,
-    out: Mutex<Box<dyn Write + Send>>,
+    out: Box<dyn Write + Send>,
 }
 
 impl AccessLog {
     pub fn open(path: Option<PathBuf>, format: LogFormat) -> std::io::Result<AccessLog> {
         let out = Self::target(path.as_deref())?;
         Ok(AccessLog {
-            format,
-            path,
-            out: Mutex::new(out),
+            state: Mutex::new(LogState { format, path, out }),
         })
     }
 
@@ -110,24 +113,36 @@ impl AccessLog {
         })
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Opens the file again (after logrotate moved it); a no-op for stderr.
     pub fn reopen(&self) -> std::io::Result<()> {
-        if self.path.is_some() {
-            let fresh = Self::target(self.path.as_deref())?;
-            *self.out.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let path = self.state().path.clone();
+        if path.is_some() {
+            let fresh = Self::target(path.as_deref())?;
+            self.state().out = fresh;
         }
         Ok(())
     }
 
+    /// Switches to another file (or stderr) and format; on error the old ones stay.
+    pub fn reconfigure(&self, path: Option<PathBuf>, format: LogFormat) -> std::io::Result<()> {
+        let out = Self::target(path.as_deref())?;
+        *self.state() = LogState { format, path, out };
+        Ok(())
+    }
+
     fn write(&self, record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) {
-        let line = match self.format {
+        let mut state = self.state();
+        let line = match state.format {
             LogFormat::Squid => squid_line(record, bytes, complete, elapsed),
             LogFormat::Combined => combined_line(record, bytes, complete, elapsed),
             LogFormat::Json => json_line(record, bytes, complete, elapsed),
         };
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         // A full disk or closed stderr must not fail the request; the line is lost.
-        let _ = out.write_all(line.as_bytes());
+        let _ = state.out.write_all(line.as_bytes());
     }
 }
 

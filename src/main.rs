@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         let server = match Server::bind(&config).await {
-            Ok(server) => server,
+            Ok(server) => server.reload_on_sighup(std::env::args_os().collect()),
             Err(e) => {
                 eprintln!("hoard: {e}");
                 return ExitCode::FAILURE;

@@ -46,7 +46,7 @@ use storage::{DiskStorage, MemoryStorage, Storage, StoredBody};
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Sizes and rules the cache runs with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheSettings {
     pub dir: PathBuf,
     pub memory_size: u64,

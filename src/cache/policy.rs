@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::control::CacheControl;
 
 /// Settings the operator can tune.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PolicySettings {
     /// Upper bound for heuristic freshness (10% of the time since Last-Modified).
     pub heuristic_max: Duration,

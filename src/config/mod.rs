@@ -268,7 +268,7 @@ pub enum Action {
 }
 
 /// Where origin-form requests go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     /// Absolute-form requests and CONNECT; origin-form requests are gateway requests.
     Forward,
@@ -316,6 +316,42 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings that differ from `other` and that a reload cannot apply (they shape the
+    /// listener, the cache or the upstream client built at start).
+    pub fn restart_needed(&self, other: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |differs: bool, what| {
+            if differs {
+                changed.push(what);
+            }
+        };
+        check(self.listen != other.listen, "port/bind");
+        check(self.mode != other.mode, "upstream/upstream-host");
+        check(self.extra_ca_pem != other.extra_ca_pem, "ca-file");
+        check(
+            self.connect_timeout != other.connect_timeout,
+            "connect-timeout",
+        );
+        check(
+            self.first_byte_timeout != other.first_byte_timeout,
+            "first-byte-timeout",
+        );
+        check(
+            self.client_header_timeout != other.client_header_timeout,
+            "client-header-timeout",
+        );
+        check(
+            self.max_header_size != other.max_header_size,
+            "max-header-size",
+        );
+        check(
+            self.max_connections != other.max_connections,
+            "max-connections",
+        );
+        check(self.cache != other.cache, "cache-dir and cache sizes");
+        changed
+    }
+
     /// A warning for the operator when hoard listens beyond this machine.
     pub fn exposure_warning(&self) -> Option<String> {
         if self.listen.ip().is_loopback() {

@@ -67,21 +67,45 @@ impl cache::Origin for OriginClient {
     }
 }
 
+/// Who may do what: the settings a SIGHUP reload replaces while hoard runs.
+pub struct Rules {
+    pub allow: Vec<ipnet::IpNet>,
+    pub admin_allow: Vec<ipnet::IpNet>,
+    /// `--auth-file` users; `None`: no authentication.
+    pub users: Option<Arc<auth::Users>>,
+    pub connect_ports: Vec<u16>,
+    pub max_request_body: u64,
+    pub follow_redirects: bool,
+}
+
+impl Rules {
+    /// Reads the rules from a configuration (loading the auth file, if any).
+    pub fn from_config(config: &Config) -> Result<Rules, auth::AuthFileError> {
+        let users = match &config.auth_file {
+            Some(path) => Some(Arc::new(auth::Users::load(path)?)),
+            None => None,
+        };
+        Ok(Rules {
+            allow: config.allow.clone(),
+            admin_allow: config.admin_allow.clone(),
+            users,
+            connect_ports: config.connect_ports.clone(),
+            max_request_body: config.max_request_body,
+            follow_redirects: config.follow_redirects,
+        })
+    }
+}
+
 /// Everything the request path needs, shared by all connections.
 pub struct Proxy {
     mode: Mode,
-    connect_ports: Vec<u16>,
     connect_timeout: std::time::Duration,
     via: ViaEntry,
     origin: Arc<OriginClient>,
     cache: Arc<Cache>,
     recent_sites: RecentSites,
-    follow_redirects: bool,
-    allow: Vec<ipnet::IpNet>,
-    admin_allow: Vec<ipnet::IpNet>,
-    max_request_body: u64,
-    /// `--auth-file` users; `None`: no authentication.
-    users: Option<Arc<auth::Users>>,
+    /// The settings SIGHUP can change, swapped whole.
+    rules: arc_swap::ArcSwap<Rules>,
     metrics: Arc<Metrics>,
 }
 
@@ -90,7 +114,7 @@ impl Proxy {
         config: &Config,
         cache: Arc<Cache>,
         metrics: Arc<Metrics>,
-        users: Option<Arc<auth::Users>>,
+        rules: Rules,
     ) -> Result<Self, UpstreamError> {
         let mut id = [0u8; 8];
         // A collision only matters between two hoards in one request chain; on the rare
@@ -100,7 +124,6 @@ impl Proxy {
         }
         Ok(Proxy {
             mode: config.mode.clone(),
-            connect_ports: config.connect_ports.clone(),
             connect_timeout: config.connect_timeout,
             via: ViaEntry::new(u64::from_le_bytes(id)),
             origin: Arc::new(OriginClient {
@@ -108,13 +131,14 @@ impl Proxy {
             }),
             cache,
             recent_sites: RecentSites::default(),
-            follow_redirects: config.follow_redirects,
-            allow: config.allow.clone(),
-            admin_allow: config.admin_allow.clone(),
-            max_request_body: config.max_request_body,
-            users,
+            rules: arc_swap::ArcSwap::from_pointee(rules),
             metrics,
         })
+    }
+
+    /// Applies reloaded rules to every request from now on.
+    pub fn reload(&self, rules: Rules) {
+        self.rules.store(Arc::new(rules));
     }
 
     pub fn cache(&self) -> &Arc<Cache> {
@@ -171,8 +195,9 @@ impl Proxy {
         mode: RequestMode,
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let rules = self.rules.load();
         let allowed = |list: &[ipnet::IpNet]| list.iter().any(|net| net.contains(&client.ip()));
-        if !allowed(&self.allow) {
+        if !allowed(&rules.allow) {
             self.metrics.denied();
             return Err(ProxyError::Forbidden(
                 "this client is not allowed to use this proxy",
@@ -185,7 +210,7 @@ impl Proxy {
         self.authenticate(&mut request, mode).await?;
         match mode {
             RequestMode::Admin => {
-                if !allowed(&self.admin_allow) {
+                if !allowed(&rules.admin_allow) {
                     self.metrics.denied();
                     return Err(ProxyError::Forbidden(
                         "this client may not use the admin interface",
@@ -196,7 +221,7 @@ impl Proxy {
                 Ok(admin::answer(admin_request, &self.cache, &self.metrics))
             }
             RequestMode::Connect => {
-                tunnel::open(request, &self.connect_ports, self.connect_timeout).await
+                tunnel::open(request, &rules.connect_ports, self.connect_timeout).await
             }
             RequestMode::Gateway => self.gateway(request, client).await,
             RequestMode::Forward | RequestMode::Reverse => {
@@ -214,7 +239,8 @@ impl Proxy {
         request: &mut Request<B>,
         mode: RequestMode,
     ) -> Result<(), ProxyError> {
-        let Some(users) = &self.users else {
+        let rules = self.rules.load();
+        let Some(users) = &rules.users else {
             return Ok(());
         };
         let (header, missing) = match mode {
@@ -313,7 +339,8 @@ impl Proxy {
         mut url: url::Url,
     ) -> Result<(Response<ProxyBody>, url::Url), ProxyError> {
         let method = forward.request.method().clone();
-        if !self.follow_redirects || !(method == Method::GET || method == Method::HEAD) {
+        if !self.rules.load().follow_redirects || !(method == Method::GET || method == Method::HEAD)
+        {
             return Ok((self.fetch(forward).await?, url));
         }
         let headers = forward.request.headers().clone();
@@ -367,10 +394,11 @@ impl Proxy {
         // A declared length over the limit is refused before anything is read (and before
         // hyper would send `100 Continue`); a chunked body that grows past it is cut off.
         let declared = hyper::body::Body::size_hint(&incoming).exact();
-        if self.max_request_body > 0 && declared.is_some_and(|len| len > self.max_request_body) {
+        let max_request_body = self.rules.load().max_request_body;
+        if max_request_body > 0 && declared.is_some_and(|len| len > max_request_body) {
             return Err(ProxyError::BodyTooLarge(
                 declared.unwrap_or(0),
-                self.max_request_body,
+                max_request_body,
             ));
         }
         headers::remove_hop_by_hop(&mut parts.headers);
@@ -430,16 +458,8 @@ impl Proxy {
         }
         parts.version = Version::HTTP_11;
         Ok(ForwardRequest {
-            request: Request::from_parts(parts, self.limited(incoming)),
+            request: Request::from_parts(parts, limited(incoming, max_request_body)),
         })
-    }
-
-    /// The client's body, cut off with an error past `--max-request-body`.
-    fn limited(&self, incoming: Incoming) -> ProxyBody {
-        match usize::try_from(self.max_request_body) {
-            Ok(limit) if limit > 0 => body::stream(http_body_util::Limited::new(incoming, limit)),
-            _ => body::stream(incoming),
-        }
     }
 
     /// The seam: every forward request goes through the cache, which decides whether the
@@ -450,6 +470,14 @@ impl Proxy {
         // The client hears hoard's own HTTP version.
         *response.version_mut() = Version::HTTP_11;
         Ok(response)
+    }
+}
+
+/// The client's body, cut off with an error past `--max-request-body` (0: no limit).
+fn limited(incoming: Incoming, max_request_body: u64) -> ProxyBody {
+    match usize::try_from(max_request_body) {
+        Ok(limit) if limit > 0 => body::stream(http_body_util::Limited::new(incoming, limit)),
+        _ => body::stream(incoming),
     }
 }
 

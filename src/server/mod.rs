@@ -21,7 +21,7 @@ use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport, UpstreamStatus};
 use crate::config::Config;
 use crate::logging::{AccessLog, AccessRecord, LoggedBody};
 use crate::metrics::{Metrics, RequestMode};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Rules};
 use crate::upstream::UpstreamError;
 
 /// Reopens the access-log file whenever SIGUSR1 arrives (logrotate's postrotate).
@@ -35,6 +35,51 @@ async fn reopen_on_sigusr1(log: Arc<AccessLog>) {
         match log.reopen() {
             Ok(()) => tracing::info!("access log reopened"),
             Err(e) => tracing::warn!("cannot reopen the access log: {e}"),
+        }
+    }
+}
+
+/// Re-reads the command line and config file on each SIGHUP and applies what can change while
+/// running (access rules, authentication, limits, the access log); settings that need a
+/// restart are named in a warning. A file that does not load changes nothing.
+async fn reload_on_sighup(
+    argv: Vec<std::ffi::OsString>,
+    started: Config,
+    proxy: Arc<Proxy>,
+    log: Arc<AccessLog>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP; the configuration will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let config = match crate::config::load(argv.clone()) {
+            Ok((config, _)) => config,
+            Err(e) => {
+                tracing::warn!("reload failed, keeping the running configuration: {e}");
+                continue;
+            }
+        };
+        let rules = match Rules::from_config(&config) {
+            Ok(rules) => rules,
+            Err(e) => {
+                tracing::warn!("reload failed, keeping the running configuration: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = log.reconfigure(config.access_log.clone(), config.log_format) {
+            tracing::warn!("reload: cannot open the new access log, keeping the old one: {e}");
+        }
+        proxy.reload(rules);
+        let pending = started.restart_needed(&config);
+        if pending.is_empty() {
+            tracing::info!("configuration reloaded");
+        } else {
+            tracing::warn!(
+                "configuration reloaded; these changes take effect after a restart: {}",
+                pending.join(", ")
+            );
         }
     }
 }
@@ -69,6 +114,9 @@ pub struct Server {
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     access_log: Arc<AccessLog>,
+    /// The configuration at start, and the command line to read again on SIGHUP.
+    config: Config,
+    reload_argv: Option<Vec<std::ffi::OsString>>,
     /// One permit per client connection (`--max-connections`).
     connection_slots: Arc<tokio::sync::Semaphore>,
     http: http1::Builder,
@@ -99,12 +147,9 @@ impl Server {
                 }
             })?;
         let access_log = Arc::new(access_log);
-        let users = match &config.auth_file {
-            Some(path) => Some(Arc::new(crate::proxy::auth::Users::load(path)?)),
-            None => None,
-        };
+        let rules = Rules::from_config(config)?;
         let metrics = Arc::new(Metrics::default());
-        let proxy = Arc::new(Proxy::new(config, Arc::new(cache), metrics.clone(), users)?);
+        let proxy = Arc::new(Proxy::new(config, Arc::new(cache), metrics.clone(), rules)?);
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.client_header_timeout)
@@ -118,10 +163,18 @@ impl Server {
             proxy,
             metrics,
             access_log,
+            config: config.clone(),
+            reload_argv: None,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             http,
             cache_report,
         })
+    }
+
+    /// Reloads on SIGHUP by parsing `argv` (and its `--config` file) again.
+    pub fn reload_on_sighup(mut self, argv: Vec<std::ffi::OsString>) -> Self {
+        self.reload_argv = Some(argv);
+        self
     }
 
     /// What the cache found on disk at start-up.
@@ -139,6 +192,14 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let connections = TaskTracker::new();
         let reopen = tokio::spawn(reopen_on_sigusr1(self.access_log.clone()));
+        let reload = self.reload_argv.clone().map(|argv| {
+            tokio::spawn(reload_on_sighup(
+                argv,
+                self.config.clone(),
+                self.proxy.clone(),
+                self.access_log.clone(),
+            ))
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::pin!(shutdown);
         loop {
@@ -178,6 +239,9 @@ impl Server {
             tracing::warn!("shutdown grace period over, closing remaining connections");
         }
         reopen.abort();
+        if let Some(reload) = reload {
+            reload.abort();
+        }
         self.proxy.cache().shutdown().await;
         tracing::info!("cache index saved");
     }

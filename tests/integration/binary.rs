@@ -605,3 +605,70 @@ async fn the_cache_tool_lists_verifies_and_purges_a_stopped_cache() {
     let (_, stats) = cache_tool(dir, &["stats"]);
     assert!(stats.contains("urls        1"), "{stats}");
 }
+
+#[tokio::test]
+async fn sighup_reloads_access_rules_and_names_what_needs_a_restart() {
+    let origin = Origin::fixed("reloaded").await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "allow = [\"127.0.0.2\"]\n").unwrap();
+    let process = Process::start(&["--config", config.path().to_str().unwrap()]);
+    let client = process.client();
+    assert_eq!(
+        client.get(origin.url("/r")).send().await.unwrap().status(),
+        403
+    );
+
+    std::fs::write(
+        config.path(),
+        "allow = [\"127.0.0.0/8\"]\ncache-memory = \"32MiB\"\n",
+    )
+    .unwrap();
+    let pid = process.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut status = 0;
+    for _ in 0..500 {
+        status = client
+            .get(origin.url("/r"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 200, "the new allow list applies without a restart");
+
+    // A file that does not load changes nothing.
+    std::fs::write(config.path(), "allow = [\"nonsense\"]\n").unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        client.get(origin.url("/r")).send().await.unwrap().status(),
+        200
+    );
+
+    let stderr = process.stop();
+    assert!(
+        stderr.contains("take effect after a restart: cache-dir and cache sizes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("reload failed, keeping the running configuration"),
+        "{stderr}"
+    );
+}
