@@ -38,6 +38,7 @@ pub struct FileConfig {
     upstream: Option<String>,
     upstream_host: Option<String>,
     connect_ports: Option<Vec<u16>>,
+    deny_dest: Option<Vec<String>>,
     ca_file: Option<PathBuf>,
     connect_timeout: Option<String>,
     first_byte_timeout: Option<String>,
@@ -97,6 +98,10 @@ impl FileConfig {
         take!(upstream, "upstream", some);
         take!(upstream_host, "upstream-host", some);
         take!(connect_ports, "connect-ports", ok);
+        take!(deny_dest, "deny-dest", |rules: Vec<String>| rules
+            .iter()
+            .map(|rule| rule.parse())
+            .collect::<Result<Vec<_>, _>>());
         take!(ca_file, "ca-file", some);
         take!(connect_timeout, "connect-timeout", |s: String| {
             parse_duration(&s)

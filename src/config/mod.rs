@@ -93,6 +93,12 @@ pub struct Args {
     #[arg(long, value_name = "HOST")]
     pub upstream_host: Option<String>,
 
+    /// Destinations no client may reach, checked after DNS resolution (repeatable): an address
+    /// or CIDR block (`10.0.0.0/8`, `169.254.169.254`), a host name and its subdomains
+    /// (`metadata.internal`), or a port (`:25`). Requests to them get 403.
+    #[arg(long, value_name = "RULE")]
+    pub deny_dest: Vec<crate::upstream::DenyRule>,
+
     /// Ports that CONNECT tunnels may reach (comma-separated).
     #[arg(
         long,
@@ -299,6 +305,7 @@ pub struct Config {
     pub auth_file: Option<PathBuf>,
     pub mode: Mode,
     pub connect_ports: Vec<u16>,
+    pub deny_dest: Vec<crate::upstream::DenyRule>,
     /// PEM bytes of extra trusted CAs, read once at start-up.
     pub extra_ca_pem: Option<Vec<u8>>,
     pub connect_timeout: Duration,
@@ -328,6 +335,7 @@ impl Config {
         check(self.listen != other.listen, "port/bind");
         check(self.mode != other.mode, "upstream/upstream-host");
         check(self.extra_ca_pem != other.extra_ca_pem, "ca-file");
+        check(self.deny_dest != other.deny_dest, "deny-dest");
         check(
             self.connect_timeout != other.connect_timeout,
             "connect-timeout",
@@ -433,6 +441,7 @@ impl Args {
             auth_file: self.auth_file,
             mode,
             connect_ports: self.connect_ports,
+            deny_dest: self.deny_dest,
             extra_ca_pem,
             connect_timeout: self.connect_timeout,
             first_byte_timeout: self.first_byte_timeout,

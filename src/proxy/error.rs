@@ -69,6 +69,7 @@ impl ProxyError {
             ProxyError::Loop | ProxyError::RedirectLoop(_) | ProxyError::TooManyRedirects(_) => {
                 StatusCode::LOOP_DETECTED
             }
+            ProxyError::Upstream(UpstreamError::Denied(_)) => StatusCode::FORBIDDEN,
             ProxyError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }

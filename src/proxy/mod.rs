@@ -221,7 +221,13 @@ impl Proxy {
                 Ok(admin::answer(admin_request, &self.cache, &self.metrics))
             }
             RequestMode::Connect => {
-                tunnel::open(request, &rules.connect_ports, self.connect_timeout).await
+                tunnel::open(
+                    request,
+                    &rules.connect_ports,
+                    &self.origin.upstream.deny_list(),
+                    self.connect_timeout,
+                )
+                .await
             }
             RequestMode::Gateway => self.gateway(request, client).await,
             RequestMode::Forward | RequestMode::Reverse => {

@@ -11,11 +11,12 @@ use tokio::net::TcpStream;
 
 use super::ProxyError;
 use crate::body::{self, ProxyBody};
-use crate::upstream::UpstreamError;
+use crate::upstream::{DenyList, UpstreamError};
 
 pub async fn open(
     request: Request<Incoming>,
     allowed_ports: &[u16],
+    deny: &DenyList,
     connect_timeout: Duration,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let authority = request
@@ -39,8 +40,10 @@ pub async fn open(
             .join(",");
         return Err(ProxyError::ConnectPortDenied { port, allowed });
     }
+    deny.check_target(authority.host(), port)
+        .map_err(|denied| UpstreamError::Denied(denied.to_string()))?;
     let host = authority.as_str().to_owned();
-    let target = dial(&host, connect_timeout).await?;
+    let target = dial(authority.host(), port, deny, connect_timeout).await?;
 
     let client = tracing::Span::current();
     tokio::spawn(async move {
@@ -66,16 +69,28 @@ pub async fn open(
     Ok(response)
 }
 
-/// Resolves and connects, keeping DNS failures, refusals and timeouts apart for the client.
-async fn dial(host: &str, connect_timeout: Duration) -> Result<TcpStream, UpstreamError> {
+/// Resolves (checking every address against the deny rules) and connects, keeping DNS
+/// failures, denials, refusals and timeouts apart for the client.
+async fn dial(
+    name: &str,
+    port: u16,
+    deny: &DenyList,
+    connect_timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let host = format!("{name}:{port}");
+    let host = host.as_str();
     let attempt = async {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host)
-            .await
-            .map_err(|e| UpstreamError::Dns {
-                host: host.to_owned(),
-                reason: e.to_string(),
-            })?
-            .collect();
+        let addrs: Vec<SocketAddr> =
+            crate::upstream::resolve(deny, name, port)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => UpstreamError::Denied(e.to_string()),
+                    _ => UpstreamError::Dns {
+                        host: host.to_owned(),
+                        reason: e.to_string(),
+                    },
+                })?;
         let mut last = None;
         for addr in addrs {
             match TcpStream::connect(addr).await {

@@ -19,6 +19,8 @@ pub enum UpstreamError {
     Protocol { host: String, reason: String },
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl UpstreamError {
@@ -31,6 +33,7 @@ impl UpstreamError {
             UpstreamError::FirstByteTimeout { .. } => "first_byte_timeout",
             UpstreamError::Protocol { .. } => "protocol",
             UpstreamError::Tls(_) => "tls",
+            UpstreamError::Denied(_) => "denied",
         }
     }
 
@@ -50,6 +53,12 @@ impl UpstreamError {
     ) -> Self {
         let reason = source_chain(error);
         if error.is_connect() {
+            // A resolved address on the deny list (see `destinations`).
+            if let Some(io) = find_io_error(error)
+                && io.kind() == io::ErrorKind::PermissionDenied
+            {
+                return UpstreamError::Denied(io.to_string());
+            }
             if let Some(io) = find_io_error(error)
                 && io.kind() == io::ErrorKind::TimedOut
             {

@@ -4,8 +4,10 @@
 //! It sends exactly the request it is given; deciding what to send (headers, target, caching)
 //! belongs to `proxy/`. It must not build client-facing responses.
 
+mod destinations;
 mod error;
 
+pub use destinations::{DenyList, DenyRule, resolve};
 pub use error::UpstreamError;
 
 use std::sync::Arc;
@@ -25,7 +27,8 @@ use crate::config::Config;
 /// Sends requests to origins.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    client: Client<HttpsConnector<HttpConnector<destinations::DenyingResolver>>, ProxyBody>,
+    deny: Arc<DenyList>,
     connect_timeout: Duration,
     first_byte_timeout: Duration,
 }
@@ -33,7 +36,9 @@ pub struct UpstreamClient {
 impl UpstreamClient {
     pub fn new(config: &Config) -> Result<Self, UpstreamError> {
         let tls = tls_config(config.extra_ca_pem.as_deref())?;
-        let mut http = HttpConnector::new();
+        let deny = Arc::new(DenyList::new(config.deny_dest.clone()));
+        let mut http =
+            HttpConnector::new_with_resolver(destinations::DenyingResolver::new(deny.clone()));
         // The URI scheme decides plain or TLS; the https connector below wraps this one.
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -52,9 +57,15 @@ impl UpstreamClient {
             .build(connector);
         Ok(UpstreamClient {
             client,
+            deny,
             connect_timeout: config.connect_timeout,
             first_byte_timeout: config.first_byte_timeout,
         })
+    }
+
+    /// The destination rules, for CONNECT tunnels, which dial on their own.
+    pub fn deny_list(&self) -> Arc<DenyList> {
+        Arc::clone(&self.deny)
     }
 
     /// Sends `request` (absolute URI) and waits for the response head, at most the
@@ -68,6 +79,17 @@ impl UpstreamClient {
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
+        if let Some(authority) = request.uri().authority() {
+            let default_port = if request.uri().scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            let port = authority.port_u16().unwrap_or(default_port);
+            self.deny
+                .check_target(authority.host(), port)
+                .map_err(|denied| UpstreamError::Denied(denied.to_string()))?;
+        }
         let pending = self.client.request(request);
         match tokio::time::timeout(self.connect_timeout + self.first_byte_timeout, pending).await {
             Ok(Ok(response)) => Ok(response),

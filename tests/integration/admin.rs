@@ -261,3 +261,48 @@ async fn auth_file_users_must_authenticate_for_proxy_and_gateway_requests() {
     );
     assert_eq!(origin.seen().len(), 2);
 }
+
+#[tokio::test]
+async fn denied_destinations_get_403_even_when_a_name_resolves_to_them() {
+    let origin = Origin::fixed("private service").await;
+    let port = origin.addr.port().to_string();
+    let status = |hoard: &Hoard, url: String| {
+        let client = hoard.client();
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    // By address, by a name that resolves into a denied block, by host name, by port.
+    let by_net = Hoard::start(&["--deny-dest", "127.0.0.0/8"]).await;
+    assert_eq!(status(&by_net, origin.url("/")).await, 403);
+    assert_eq!(
+        status(&by_net, format!("http://localhost:{port}/")).await,
+        403,
+        "checked after DNS"
+    );
+    let by_name = Hoard::start(&["--deny-dest", "localhost"]).await;
+    assert_eq!(
+        status(&by_name, format!("http://localhost:{port}/")).await,
+        403
+    );
+    assert_eq!(
+        status(&by_name, origin.url("/")).await,
+        200,
+        "other names are fine"
+    );
+    let by_port = Hoard::start(&["--deny-dest", &format!(":{port}")]).await;
+    assert_eq!(status(&by_port, origin.url("/")).await, 403);
+    assert_eq!(
+        origin.seen().len(),
+        1,
+        "only the allowed request reached the origin"
+    );
+
+    // CONNECT tunnels obey the same rules.
+    let tunnels = Hoard::start(&["--deny-dest", "127.0.0.0/8", "--connect-ports", &port]).await;
+    let mut stream = tokio::net::TcpStream::connect(tunnels.addr).await.unwrap();
+    let connect = format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, connect.as_bytes())
+        .await
+        .unwrap();
+    let head = raw::read_until(&mut stream, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+}
