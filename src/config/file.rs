@@ -43,6 +43,7 @@ pub struct FileConfig {
     connect_timeout: Option<String>,
     first_byte_timeout: Option<String>,
     client_header_timeout: Option<String>,
+    request_timeout: Option<String>,
     max_header_size: Option<Size>,
     max_request_body: Option<Size>,
     max_connections: Option<usize>,
@@ -114,6 +115,9 @@ impl FileConfig {
             "client-header-timeout",
             |s: String| parse_duration(&s)
         );
+        take!(request_timeout, "request-timeout", |s: String| {
+            parse_duration(&s)
+        });
         take!(max_header_size, "max-header-size", |s: Size| s
             .bytes()
             .map(|b| b as usize));

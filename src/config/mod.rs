@@ -124,6 +124,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub client_header_timeout: Duration,
 
+    /// Longest a request may take, response body included, e.g. `10m` (0: no limit): the head
+    /// gets 504, a body still streaming is cut off (the connection is aborted).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
     /// Largest request head (request line and headers) a client may send; beyond it: 431.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
     pub max_header_size: usize,
@@ -311,6 +316,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub client_header_timeout: Duration,
+    /// `None`: no limit.
+    pub request_timeout: Option<Duration>,
     pub max_header_size: usize,
     /// 0: no limit.
     pub max_request_body: u64,
@@ -446,6 +453,7 @@ impl Args {
             connect_timeout: self.connect_timeout,
             first_byte_timeout: self.first_byte_timeout,
             client_header_timeout: self.client_header_timeout,
+            request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
             max_header_size: self.max_header_size,
             max_request_body: self.max_request_body,
             max_connections: self.max_connections.max(1),

@@ -36,6 +36,8 @@ pub enum ProxyError {
     TooManyRedirects(usize),
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("the request took longer than {0:?}")]
+    RequestTimeout(std::time::Duration),
     #[error("proxy authentication required")]
     ProxyAuthRequired,
     #[error("authentication required")]
@@ -71,6 +73,7 @@ impl ProxyError {
             }
             ProxyError::Upstream(UpstreamError::Denied(_)) => StatusCode::FORBIDDEN,
             ProxyError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }

@@ -2,6 +2,8 @@
 //! shut down gracefully. Every request is handed to `proxy::Proxy`; this module does not look
 //! at requests beyond wrapping their responses for the access log.
 
+mod deadline;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport, UpstreamStatus};
 use crate::config::Config;
 use crate::logging::{AccessLog, AccessRecord, LoggedBody};
 use crate::metrics::{Metrics, RequestMode};
-use crate::proxy::{Proxy, Rules};
+use crate::proxy::{Proxy, ProxyError, Rules};
 use crate::upstream::UpstreamError;
 
 /// Reopens the access-log file whenever SIGUSR1 arrives (logrotate's postrotate).
@@ -117,6 +119,7 @@ pub struct Server {
     /// The configuration at start, and the command line to read again on SIGHUP.
     config: Config,
     reload_argv: Option<Vec<std::ffi::OsString>>,
+    request_timeout: Option<Duration>,
     /// One permit per client connection (`--max-connections`).
     connection_slots: Arc<tokio::sync::Semaphore>,
     http: http1::Builder,
@@ -165,6 +168,7 @@ impl Server {
             access_log,
             config: config.clone(),
             reload_argv: None,
+            request_timeout: config.request_timeout,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             http,
             cache_report,
@@ -258,11 +262,16 @@ impl Server {
         let proxy = self.proxy.clone();
         let metrics = self.metrics.clone();
         let log = self.access_log.clone();
+        let request_timeout = self.request_timeout;
         let service = service_fn(move |request: Request<Incoming>| {
             let proxy = proxy.clone();
             let metrics = metrics.clone();
             let log = log.clone();
-            async move { Ok::<_, Infallible>(handle(&proxy, metrics, log, request, peer).await) }
+            async move {
+                Ok::<_, Infallible>(
+                    handle(&proxy, metrics, log, request_timeout, request, peer).await,
+                )
+            }
         });
         let metrics = self.metrics.clone();
         let connection = self
@@ -292,6 +301,7 @@ async fn handle(
     proxy: &Proxy,
     metrics: Arc<Metrics>,
     log: Arc<AccessLog>,
+    request_timeout: Option<Duration>,
     request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<LoggedBody> {
@@ -302,7 +312,16 @@ async fn handle(
     let method = request.method().clone();
     let uri = request.uri().clone();
     let version = request.version();
-    let response = proxy.handle(request, client).await;
+    let response = match request_timeout {
+        None => proxy.handle(request, client).await,
+        Some(limit) => {
+            let deadline = tokio::time::Instant::now() + limit;
+            match tokio::time::timeout_at(deadline, proxy.handle(request, client)).await {
+                Ok(response) => response.map(|body| deadline::limit(body, deadline, limit)),
+                Err(_) => ProxyError::RequestTimeout(limit).into_response(),
+            }
+        }
+    };
     let record = AccessRecord {
         client,
         method,

@@ -238,3 +238,40 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
         .unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
+
+#[tokio::test]
+async fn request_timeout_bounds_the_whole_request_body_included() {
+    // Before the head: 504.
+    let silent = raw::origin(b"", true).await;
+    let hoard = Hoard::start(&["--request-timeout", "300ms"]).await;
+    let (status, body) = get_through(&hoard, &format!("http://{silent}/")).await;
+    assert_eq!(status, 504);
+    assert!(body.contains("took longer than 300ms"), "{body}");
+
+    // Mid-body: the connection is aborted, never a short body that looks complete.
+    let trickle = raw::origin(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nstarted",
+        true,
+    )
+    .await;
+    let request = format!("GET http://{trickle}/ HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut stream = TcpStream::connect(hoard.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    // The origin holds its connection for a minute; only hoard's deadline closes this one.
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut received),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "hoard closed the connection at the deadline"
+    );
+    let response = String::from_utf8_lossy(&received);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.ends_with("\r\n\r\nstarted"),
+        "a short body, then the close: {response:?}"
+    );
+}
