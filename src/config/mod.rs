@@ -518,6 +518,39 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_has_a_config_file_key() {
+        let command = Args::command();
+        let flags: Vec<String> = command
+            .get_arguments()
+            .map(|arg| {
+                arg.get_long()
+                    .map_or_else(|| arg.get_id().to_string(), str::to_owned)
+            })
+            .filter(|name| {
+                ![
+                    "config",
+                    "check-config",
+                    "help",
+                    "version",
+                    "cache-dir-global",
+                ]
+                .contains(&name.as_str())
+            })
+            .map(|name| name.replace('_', "-").to_lowercase())
+            .collect();
+        assert!(flags.len() >= 27, "{flags:?}");
+        for flag in flags {
+            // A wrong type is fine here; an unknown key is not.
+            if let Err(e) = file::FileConfig::parse(&format!("{flag} = 0")) {
+                assert!(
+                    !e.contains("unknown field"),
+                    "--{flag} has no config file key: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_example_file_loads() {
         let config = with_file(include_str!("../../hoard.example.toml"), &[]).unwrap();
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());

@@ -45,6 +45,20 @@ async fn metrics_and_stats_count_requests_and_cache_outcomes() {
     let origin = Origin::with_headers(&[("cache-control", "max-age=60")]).await;
     let hoard = Hoard::start(&[]).await;
     let client = hoard.client();
+    let scrape = || async {
+        reqwest::get(format!("http://{}/_hoard/metrics", hoard.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    assert!(
+        !before.contains("hoard_cache_outcomes_total{outcome=\"HIT\"}"),
+        "{before}"
+    );
+    assert!(before.contains("hoard_cache_urls 0"), "{before}");
     for _ in 0..3 {
         client
             .get(origin.url("/m"))
@@ -55,15 +69,7 @@ async fn metrics_and_stats_count_requests_and_cache_outcomes() {
             .await
             .unwrap();
     }
-    let admin = reqwest::Client::new();
-    let metrics = admin
-        .get(format!("http://{}/_hoard/metrics", hoard.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape().await;
     for line in [
         "hoard_cache_outcomes_total{outcome=\"MISS\"} 1",
         "hoard_cache_outcomes_total{outcome=\"HIT\"} 2",
@@ -72,11 +78,13 @@ async fn metrics_and_stats_count_requests_and_cache_outcomes() {
         "hoard_response_bytes_total{source=\"cache\"} 10",
         "hoard_cache_urls 1",
         "hoard_cache_tier_objects{tier=\"disk\"} 1",
-        "hoard_request_duration_seconds_count 3",
+        // Three proxied requests and the first scrape.
+        "hoard_request_duration_seconds_count 4",
+        "hoard_requests_total{mode=\"Admin\",method=\"GET\",status=\"200\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} missing in\n{metrics}");
     }
-    let stats = admin
+    let stats = reqwest::Client::new()
         .get(format!("http://{}/_hoard/stats", hoard.addr))
         .send()
         .await
