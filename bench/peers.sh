@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs hoard beside Squid, Traffic Server, Varnish, nginx proxy_cache and tinyproxy through the
+# shared harness (../shared/bench, see its README) and writes the table to bench/RESULTS.md
+# with the date, the machine and the commit. Peers that cannot be installed are reported by the
+# harness as missing. Takes about 8 minutes with the default settings; DURATION, WARMUP, TESTS,
+# PEERS... are passed through to the harness.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+harness="${HARNESS:-$repo/../shared/bench}"
+port_forward="${PORT_FORWARD:-18100}"
+port_reverse="${PORT_REVERSE:-18101}"
+work="$(mktemp -d)"
+trap 'kill "${fwd:-}" "${rev:-}" 2>/dev/null || true; bash "$harness/anchors.sh" stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+command -v wrk >/dev/null || bash "$harness/setup.sh"
+cargo build --release --manifest-path "$repo/Cargo.toml"
+hoard="$repo/target/release/hoard"
+
+bash "$harness/anchors.sh" start
+"$hoard" "$port_forward" --cache-dir "$work/forward" --access-log /dev/null &
+fwd=$!
+"$hoard" "$port_reverse" --cache-dir "$work/reverse" --access-log /dev/null --upstream http://127.0.0.1:18080 &
+rev=$!
+sleep 1
+
+OURS_FORWARD="127.0.0.1:$port_forward" OURS_REVERSE="127.0.0.1:$port_reverse" OURS_PID="$fwd" \
+  DURATION="${DURATION:-5}" WARMUP="${WARMUP:-2}" bash "$harness/bench.sh" > "$work/table.md"
+
+{
+  echo "# hoard beside its peers"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "- commit: $(git -C "$repo" rev-parse --short HEAD)"
+  echo "- machine: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+  echo "- hoard: forward on :$port_forward and reverse on :$port_reverse, default settings, access log to /dev/null"
+  echo
+  grep -v '^PERF_RESULT' "$work/table.md"
+} > "$here/RESULTS.md"
+echo "wrote $here/RESULTS.md"
