@@ -29,7 +29,7 @@ pub enum RequestMode {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     mode: RequestMode,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
@@ -239,18 +239,16 @@ impl Default for Metrics {
     }
 }
 
-/// Keeps the `method` label's values few: unknown methods count as `OTHER`.
-fn method_label(method: &http::Method) -> String {
+/// Keeps the `method` label's values few (unknown methods count as `OTHER`) and static, so
+/// counting a request allocates nothing.
+fn method_label(method: &http::Method) -> &'static str {
     const KNOWN: [&str; 9] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "PURGE",
     ];
-    let method = method.as_str();
-    if KNOWN.contains(&method) {
-        method
-    } else {
-        "OTHER"
-    }
-    .to_owned()
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("OTHER")
 }
 
 impl Metrics {
