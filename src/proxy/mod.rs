@@ -506,6 +506,14 @@ fn absolute_target(uri: &Uri) -> Result<(Uri, Authority), ProxyError> {
     if authority.host().is_empty() {
         return Err(ProxyError::BadRequest("URL has no host"));
     }
+    // `Authority` parses an out-of-range port as no port at all; the text still has it.
+    let port_text = authority
+        .as_str()
+        .strip_prefix(authority.host())
+        .unwrap_or("");
+    if !matches!(port_text, "" | ":") && authority.port_u16().is_none_or(|port| port == 0) {
+        return Err(ProxyError::BadRequest("URL has an invalid port"));
+    }
     Ok((uri.clone(), authority))
 }
 

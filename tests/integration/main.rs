@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod bad_input;
 mod binary;
 mod browser;
 mod cache;
