@@ -149,3 +149,30 @@ mod tests {
         assert_eq!(answer(&request, &stored, 10), RangeAnswer::Full);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the Range header says, a partial answer lies inside the body and is not
+        /// empty, and an empty body is never "unsatisfiable".
+        #[test]
+        fn partial_ranges_stay_inside_the_body(range in "\\PC{0,40}", first in 0u64..200, last in 0u64..200, len in 0u64..150) {
+            for text in [range, format!("bytes={first}-{last}"), format!("bytes={first}-"), format!("bytes=-{last}")] {
+                let Ok(value) = HeaderValue::from_str(&text) else { continue };
+                let mut request = HeaderMap::new();
+                request.insert(header::RANGE, value);
+                match answer(&request, &HeaderMap::new(), len) {
+                    RangeAnswer::Partial { start, end } => {
+                        prop_assert!(start <= end && end < len, "{text}: {start}-{end} of {len}");
+                    }
+                    RangeAnswer::Unsatisfiable => prop_assert!(len > 0, "{text}"),
+                    RangeAnswer::Full => {}
+                }
+            }
+        }
+    }
+}
