@@ -67,6 +67,7 @@ pub struct Metrics {
     cached_urls: Gauge,
     evictions: Gauge,
     corrupt_bodies: Gauge,
+    store_failures: Gauge,
     /// Plain totals for `/_hoard/stats`, kept beside the labelled families.
     totals: Totals,
     timeline: Timeline,
@@ -213,6 +214,12 @@ impl Default for Metrics {
             "Entries evicted from the disk tier since start",
             evictions.clone(),
         );
+        let store_failures = Gauge::default();
+        registry.register(
+            "cache_store_failures",
+            "Responses that could not be stored because the cache directory failed (full, gone, read-only)",
+            store_failures.clone(),
+        );
         let corrupt_bodies = Gauge::default();
         registry.register(
             "cache_corrupt_bodies",
@@ -233,6 +240,7 @@ impl Default for Metrics {
             cached_urls,
             evictions,
             corrupt_bodies,
+            store_failures,
             totals: Totals::default(),
             timeline: Timeline::default(),
         }
@@ -341,6 +349,7 @@ impl Metrics {
         self.cached_urls.set(cache.urls() as i64);
         self.evictions.set(cache.evictions() as i64);
         self.corrupt_bodies.set(cache.corrupt_bodies() as i64);
+        self.store_failures.set(cache.store_failures() as i64);
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -366,6 +375,7 @@ impl Metrics {
                 "urls": cache.urls(),
                 "evictions": cache.evictions(),
                 "corrupt_bodies": cache.corrupt_bodies(),
+                "store_failures": cache.store_failures(),
                 "memory": { "bytes": memory.bytes, "objects": memory.objects },
                 "disk": { "bytes": disk.bytes, "objects": disk.objects },
             },

@@ -32,6 +32,9 @@ pub struct FillJob {
     /// Called on the writer thread with the body's length and checksum once every writer has
     /// finished; `None` when the fill was discarded.
     pub on_done: OnFilled,
+    /// Counts storage errors (disk full, cache directory gone or read-only), so metrics can
+    /// say hoard is proxying uncached.
+    pub failures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Starts the writer for `job` on the blocking pool and returns the body to give the client.
@@ -57,7 +60,9 @@ fn write_body(mut receiver: mpsc::Receiver<Bytes>, ended: &AtomicBool, job: Fill
         expected_len,
         max_len,
         on_done,
+        failures,
     } = job;
+    let failed = || failures.fetch_add(1, Ordering::Relaxed);
     let mut writers: Vec<Box<dyn BodyWriter>> = Vec::with_capacity(tiers.len());
     for (i, tier) in tiers.iter().enumerate() {
         match tier.writer(body, expected_len) {
@@ -66,6 +71,7 @@ fn write_body(mut receiver: mpsc::Receiver<Bytes>, ended: &AtomicBool, job: Fill
             Ok(None) => return on_done(None),
             Err(e) => {
                 tracing::warn!("cache: cannot store a body, passing it through uncached: {e}");
+                failed();
                 if i == 0 {
                     return on_done(None);
                 }
@@ -90,6 +96,7 @@ fn write_body(mut receiver: mpsc::Receiver<Bytes>, ended: &AtomicBool, job: Fill
                         Ok(false) => durable_failed |= i == 0,
                         Err(e) => {
                             tracing::warn!("cache: write failed, not storing this response: {e}");
+                            failed();
                             durable_failed |= i == 0;
                         }
                     }
@@ -111,6 +118,7 @@ fn write_body(mut receiver: mpsc::Receiver<Bytes>, ended: &AtomicBool, job: Fill
     for writer in writers {
         if let Err(e) = writer.finish() {
             tracing::warn!("cache: storing failed, not caching this response: {e}");
+            failed();
             on_done(None);
             return;
         }

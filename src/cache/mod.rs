@@ -112,6 +112,8 @@ pub struct Cache {
     collapser: Arc<Collapser>,
     settings: CacheSettings,
     corrupt_bodies: AtomicU64,
+    /// Fills that failed on a storage error (disk full, directory gone or read-only).
+    store_failures: Arc<AtomicU64>,
     /// Fills and background refreshes, awaited at shutdown.
     background: TaskTracker,
 }
@@ -146,6 +148,7 @@ impl Cache {
                 collapser: Arc::default(),
                 settings,
                 corrupt_bodies: AtomicU64::new(0),
+                store_failures: Arc::default(),
                 background: TaskTracker::new(),
             },
             report,
@@ -167,6 +170,10 @@ impl Cache {
 
     pub fn corrupt_bodies(&self) -> u64 {
         self.corrupt_bodies.load(Ordering::Relaxed)
+    }
+
+    pub fn store_failures(&self) -> u64 {
+        self.store_failures.load(Ordering::Relaxed)
     }
 
     pub fn evictions(&self) -> u64 {
@@ -648,6 +655,7 @@ impl Cache {
                 expected_len: content_length,
                 max_len: self.settings.max_object_size,
                 on_done,
+                failures: Arc::clone(&self.store_failures),
             },
         );
         status.stored = true;

@@ -908,3 +908,47 @@ async fn the_disk_tier_stays_within_its_size_by_evicting() {
         "recent objects are kept ({stored} bytes)"
     );
 }
+
+#[tokio::test]
+async fn a_vanished_cache_directory_means_proxying_uncached_and_saying_so() {
+    let origin = Origin::with_headers(&[("cache-control", "max-age=600")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hoard = Hoard::start_in(dir.path(), &[]).await;
+    let client = hoard.client();
+    assert!(
+        get(&client, &origin.url("/before"), &[])
+            .await
+            .cache_status
+            .contains("stored")
+    );
+    assert!(
+        get(&client, &origin.url("/before"), &[])
+            .await
+            .cache_status
+            .contains("hit")
+    );
+
+    // Someone deletes the cache directory while hoard runs.
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    // The origin numbers its answers: #1 was /before; each /after goes to the origin.
+    for n in 2..=3 {
+        let got = get(&client, &origin.url("/after"), &[]).await;
+        assert_eq!(
+            (got.status, got.body),
+            (200, format!("/after #{n}")),
+            "still proxying, uncached"
+        );
+    }
+    let metrics = reqwest::get(format!("http://{}/_hoard/metrics", hoard.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("hoard_cache_store_failures "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    assert!(failures >= 1, "the failed stores are counted:\n{metrics}");
+}
