@@ -51,6 +51,9 @@ impl UpstreamClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            // Enough idle connections per origin for a busy site, without keeping thousands of
+            // descriptors open after a burst.
+            .pool_max_idle_per_host(256)
             .http1_preserve_header_case(true)
             // The proxy sets Host itself (forward: from the absolute URI; reverse: kept).
             .set_host(false)
