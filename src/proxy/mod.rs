@@ -8,7 +8,7 @@
 
 pub mod auth;
 mod error;
-mod gateway;
+pub mod gateway;
 pub mod headers;
 mod rewrite;
 mod tunnel;
