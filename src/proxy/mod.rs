@@ -195,7 +195,8 @@ impl Proxy {
         mode: RequestMode,
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let rules = self.rules.load();
+        // One snapshot per request: a SIGHUP reload in the middle cannot mix two rule sets.
+        let rules = self.rules.load_full();
         let allowed = |list: &[ipnet::IpNet]| list.iter().any(|net| net.contains(&client.ip()));
         if !allowed(&rules.allow) {
             self.metrics.denied();
@@ -207,7 +208,7 @@ impl Proxy {
             return Err(ProxyError::Loop);
         }
         let mut request = request;
-        self.authenticate(&mut request, mode).await?;
+        self.authenticate(&rules, &mut request, mode).await?;
         match mode {
             RequestMode::Admin => {
                 if !allowed(&rules.admin_allow) {
@@ -229,9 +230,9 @@ impl Proxy {
                 )
                 .await
             }
-            RequestMode::Gateway => self.gateway(request, client).await,
+            RequestMode::Gateway => self.gateway(&rules, request, client).await,
             RequestMode::Forward | RequestMode::Reverse => {
-                let forward = self.forward_request(request, client)?;
+                let forward = self.forward_request(&rules, request, client)?;
                 self.fetch(forward).await
             }
         }
@@ -242,10 +243,10 @@ impl Proxy {
     /// hoard's and is not forwarded. Reverse-proxy and admin requests are not asked.
     async fn authenticate<B>(
         &self,
+        rules: &Rules,
         request: &mut Request<B>,
         mode: RequestMode,
     ) -> Result<(), ProxyError> {
-        let rules = self.rules.load();
         let Some(users) = &rules.users else {
             return Ok(());
         };
@@ -298,6 +299,7 @@ impl Proxy {
     /// (same cache, same logging), and rewrite the response so the browser stays inside.
     async fn gateway(
         &self,
+        rules: &Rules,
         mut request: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -332,8 +334,10 @@ impl Proxy {
             headers.insert(header::ORIGIN, origin);
         }
         *request.uri_mut() = uri;
-        let forward = self.forward_request(request, client)?;
-        let (response, final_url) = self.fetch_following(forward, page_url).await?;
+        let forward = self.forward_request(rules, request, client)?;
+        let (response, final_url) = self
+            .fetch_following(forward, page_url, rules.follow_redirects)
+            .await?;
         Ok(rewrite::gateway_response(response, &final_url))
     }
 
@@ -343,10 +347,10 @@ impl Proxy {
         &self,
         forward: ForwardRequest,
         mut url: url::Url,
+        follow_redirects: bool,
     ) -> Result<(Response<ProxyBody>, url::Url), ProxyError> {
         let method = forward.request.method().clone();
-        if !self.rules.load().follow_redirects || !(method == Method::GET || method == Method::HEAD)
-        {
+        if !follow_redirects || !(method == Method::GET || method == Method::HEAD) {
             return Ok((self.fetch(forward).await?, url));
         }
         let headers = forward.request.headers().clone();
@@ -392,6 +396,7 @@ impl Proxy {
     /// Turns a client's request into the request for the origin.
     fn forward_request(
         &self,
+        rules: &Rules,
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<ForwardRequest, ProxyError> {
@@ -400,7 +405,7 @@ impl Proxy {
         // A declared length over the limit is refused before anything is read (and before
         // hyper would send `100 Continue`); a chunked body that grows past it is cut off.
         let declared = hyper::body::Body::size_hint(&incoming).exact();
-        let max_request_body = self.rules.load().max_request_body;
+        let max_request_body = rules.max_request_body;
         if max_request_body > 0 && declared.is_some_and(|len| len > max_request_body) {
             return Err(ProxyError::BodyTooLarge(
                 declared.unwrap_or(0),
