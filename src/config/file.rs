@@ -42,6 +42,7 @@ pub struct FileConfig {
     ca_file: Option<PathBuf>,
     connect_timeout: Option<String>,
     first_byte_timeout: Option<String>,
+    read_timeout: Option<String>,
     client_header_timeout: Option<String>,
     request_timeout: Option<String>,
     max_header_size: Option<Size>,
@@ -110,6 +111,7 @@ impl FileConfig {
         take!(first_byte_timeout, "first-byte-timeout", |s: String| {
             parse_duration(&s)
         });
+        take!(read_timeout, "read-timeout", |s: String| parse_duration(&s));
         take!(
             client_header_timeout,
             "client-header-timeout",

@@ -120,6 +120,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub first_byte_timeout: Duration,
 
+    /// Longest silence allowed between an origin's body chunks; beyond it the response is cut
+    /// off (the client connection is aborted) and nothing is stored.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
+
     /// How long a client may take to send a request head (slowloris protection).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub client_header_timeout: Duration,
@@ -315,6 +320,7 @@ pub struct Config {
     pub extra_ca_pem: Option<Vec<u8>>,
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
+    pub read_timeout: Duration,
     pub client_header_timeout: Duration,
     /// `None`: no limit.
     pub request_timeout: Option<Duration>,
@@ -351,6 +357,7 @@ impl Config {
             self.first_byte_timeout != other.first_byte_timeout,
             "first-byte-timeout",
         );
+        check(self.read_timeout != other.read_timeout, "read-timeout");
         check(
             self.client_header_timeout != other.client_header_timeout,
             "client-header-timeout",
@@ -452,6 +459,7 @@ impl Args {
             extra_ca_pem,
             connect_timeout: self.connect_timeout,
             first_byte_timeout: self.first_byte_timeout,
+            read_timeout: self.read_timeout,
             client_header_timeout: self.client_header_timeout,
             request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
             max_header_size: self.max_header_size,

@@ -2,8 +2,6 @@
 //! shut down gracefully. Every request is handed to `proxy::Proxy`; this module does not look
 //! at requests beyond wrapping their responses for the access log.
 
-mod deadline;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::body::{self, TimeLimit};
 use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport, UpstreamStatus};
 use crate::config::Config;
 use crate::logging::{AccessLog, AccessRecord, LoggedBody};
@@ -317,7 +316,8 @@ async fn handle(
         Some(limit) => {
             let deadline = tokio::time::Instant::now() + limit;
             match tokio::time::timeout_at(deadline, proxy.handle(request, client)).await {
-                Ok(response) => response.map(|body| deadline::limit(body, deadline, limit)),
+                Ok(response) => response
+                    .map(|body| body::time_limited(body, TimeLimit::Total { deadline, limit })),
                 Err(_) => ProxyError::RequestTimeout(limit).into_response(),
             }
         }

@@ -1,5 +1,5 @@
 //! The upstream client: pooled keep-alive HTTP/1.1 connections to origins, over TCP or rustls,
-//! with connect and first-byte timeouts, and typed errors that say which origin failed and why.
+//! with connect, first-byte and read (body silence) timeouts, and typed errors that say which origin failed and why.
 //!
 //! It sends exactly the request it is given; deciding what to send (headers, target, caching)
 //! belongs to `proxy/`. It must not build client-facing responses.
@@ -13,15 +13,15 @@ pub use error::UpstreamError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
+use http::{Request, Response, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 
-use crate::body::ProxyBody;
+use crate::body::{self, ProxyBody, TimeLimit};
 use crate::config::Config;
 
 /// Sends requests to origins.
@@ -31,6 +31,7 @@ pub struct UpstreamClient {
     deny: Arc<DenyList>,
     connect_timeout: Duration,
     first_byte_timeout: Duration,
+    read_timeout: Duration,
 }
 
 impl UpstreamClient {
@@ -63,6 +64,7 @@ impl UpstreamClient {
             deny,
             connect_timeout: config.connect_timeout,
             first_byte_timeout: config.first_byte_timeout,
+            read_timeout: config.read_timeout,
         })
     }
 
@@ -72,11 +74,12 @@ impl UpstreamClient {
     }
 
     /// Sends `request` (absolute URI) and waits for the response head, at most the
-    /// connect timeout plus the first-byte timeout.
+    /// connect timeout plus the first-byte timeout. The body that follows ends with an error if
+    /// the origin falls silent for longer than the read timeout.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
         let host = request
             .uri()
             .authority()
@@ -93,9 +96,23 @@ impl UpstreamClient {
                 .check_target(authority.host(), port)
                 .map_err(|denied| UpstreamError::Denied(denied.to_string()))?;
         }
+        let conditional = is_conditional(&request);
         let pending = self.client.request(request);
         match tokio::time::timeout(self.connect_timeout + self.first_byte_timeout, pending).await {
-            Ok(Ok(response)) => Ok(response),
+            // A 304 says "the copy you have is current": to a request that named no copy it
+            // is nonsense, and passing it on would leave the client (or the cache) without a body.
+            Ok(Ok(response)) if response.status() == StatusCode::NOT_MODIFIED && !conditional => {
+                Err(UpstreamError::Protocol {
+                    host,
+                    reason: "304 Not Modified to a request without If-None-Match or \
+                             If-Modified-Since"
+                        .into(),
+                })
+            }
+            Ok(Ok(response)) => {
+                let idle = TimeLimit::Idle(self.read_timeout);
+                Ok(response.map(|incoming| body::time_limited(incoming, idle)))
+            }
             Ok(Err(e)) => Err(UpstreamError::from_client_error(
                 host,
                 self.connect_timeout,
@@ -107,6 +124,12 @@ impl UpstreamClient {
             }),
         }
     }
+}
+
+/// Whether `request` lets the origin answer 304 (RFC 9110 §15.4.5).
+fn is_conditional(request: &Request<ProxyBody>) -> bool {
+    let headers = request.headers();
+    headers.contains_key(IF_NONE_MATCH) || headers.contains_key(IF_MODIFIED_SINCE)
 }
 
 fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, UpstreamError> {

@@ -10,6 +10,7 @@ mod cache;
 mod errors;
 mod forward;
 mod gateway;
+mod origin_faults;
 mod reverse;
 mod support;
 mod tls;

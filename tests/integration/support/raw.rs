@@ -2,6 +2,8 @@
 //! bytes on the wire, malformed input, unusual status lines, origins that misbehave.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,13 +55,35 @@ pub async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
 /// An origin that reads one request head per connection, then writes `response` verbatim and
 /// closes (or, with `hold_open`, keeps the socket open without writing more).
 pub async fn origin(response: &'static [u8], hold_open: bool) -> SocketAddr {
+    let then = if hold_open { Then::Hang } else { Then::Close };
+    scripted_origin(vec![(response, then)]).await.0
+}
+
+/// What a scripted origin does once it has written its bytes.
+#[derive(Debug, Clone, Copy)]
+pub enum Then {
+    Close,
+    /// Closes with a TCP reset (SO_LINGER 0) instead of a clean FIN.
+    Reset,
+    /// Keeps the connection open, silent, for a minute.
+    Hang,
+}
+
+/// An origin whose n-th connection reads one request head, writes `script[n]`'s bytes verbatim
+/// and then does what its `Then` says; the last entry repeats. Also returns how many
+/// connections (requests) it has taken.
+pub async fn scripted_origin(script: Vec<(&'static [u8], Then)>) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counter = taken.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 return;
             };
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let (response, then) = script[n.min(script.len() - 1)];
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -70,13 +94,17 @@ pub async fn origin(response: &'static [u8], hold_open: bool) -> SocketAddr {
                     }
                 }
                 let _ = stream.write_all(response).await;
-                if hold_open {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
+                match then {
+                    Then::Close => {}
+                    Then::Reset => {
+                        let _ = stream.set_zero_linger();
+                    }
+                    Then::Hang => tokio::time::sleep(Duration::from_secs(60)).await,
                 }
             });
         }
     });
-    addr
+    (addr, taken)
 }
 
 /// A port on 127.0.0.1 where nothing listens.

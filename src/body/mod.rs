@@ -2,6 +2,10 @@
 //! ways to make one, and the shape of the responses hoard writes itself. Streaming is the rule:
 //! nothing here buffers a body.
 
+mod timeout;
+
+pub use timeout::{TimeLimit, time_limited};
+
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
