@@ -62,10 +62,10 @@ enum Op {
         hash: u128,
         bodies: Vec<BodyId>,
     },
-    /// Reply once everything sent before has been committed.
-    Flush(mpsc::Sender<()>),
+    /// Reply once everything sent before has been committed: whether the commit succeeded.
+    Flush(mpsc::Sender<bool>),
     /// Commit, close the database, reply, and stop.
-    Close(mpsc::Sender<()>),
+    Close(mpsc::Sender<bool>),
 }
 
 #[derive(Clone)]
@@ -213,12 +213,15 @@ impl Index {
     }
 
     /// Like `insert`, but returns only once the entry is committed to the database, and
-    /// publishes it only then: an entry anyone has seen survives a crash. Blocks; call it
-    /// off the async reactor.
-    pub fn insert_durable(&self, entry: Arc<StoredResponse>) {
+    /// publishes it only then: an entry anyone has seen survives a crash. `false` when the
+    /// commit failed (the entry is not published). Blocks; call it off the async reactor.
+    pub fn insert_durable(&self, entry: Arc<StoredResponse>) -> bool {
         let _ = self.ops.send(Op::Put(entry.clone()));
-        self.flush();
+        if !self.flush() {
+            return false;
+        }
         self.publish(entry);
+        true
     }
 
     fn publish(&self, entry: Arc<StoredResponse>) {
@@ -295,21 +298,20 @@ impl Index {
             .collect()
     }
 
-    /// Waits until every change made so far is committed to the database.
-    pub fn flush(&self) {
-        self.request(Op::Flush);
+    /// Waits until every change made so far is committed to the database; `false` if the
+    /// commit failed.
+    pub fn flush(&self) -> bool {
+        self.request(Op::Flush)
     }
 
     /// Commits everything and closes the database (shutdown); later changes are not saved.
-    pub fn close(&self) {
-        self.request(Op::Close);
+    pub fn close(&self) -> bool {
+        self.request(Op::Close)
     }
 
-    fn request(&self, op: fn(mpsc::Sender<()>) -> Op) {
+    fn request(&self, op: fn(mpsc::Sender<bool>) -> Op) -> bool {
         let (done, wait) = mpsc::channel();
-        if self.ops.send(op(done)).is_ok() {
-            let _ = wait.recv();
-        }
+        self.ops.send(op(done)).is_ok() && wait.recv().unwrap_or(false)
     }
 
     pub fn len(&self) -> usize {
@@ -370,12 +372,29 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut deleted = Vec::new();
             let mut replies = Vec::new();
             let mut closing = false;
-            if let Err(e) = self.apply(batch, &mut deleted, &mut replies, &mut closing) {
-                tracing::error!("cache: index update failed: {e}");
+            let mut changes = Vec::with_capacity(batch.len());
+            for op in batch {
+                match op {
+                    Op::Flush(done) => replies.push(done),
+                    Op::Close(done) => {
+                        replies.push(done);
+                        closing = true;
+                    }
+                    change => changes.push(change),
+                }
             }
+            let mut deleted = Vec::new();
+            let committed = match self.apply(changes, &mut deleted) {
+                Ok(()) => true,
+                Err(e) => {
+                    // A full or read-only disk: the rows stay as they were. Bodies of deleted
+                    // rows go anyway; a row left naming a missing body reads as a miss.
+                    tracing::error!("cache: index update failed: {e}");
+                    false
+                }
+            };
             // Bodies go only after their rows are gone, so the index never points at a
             // missing file because of us.
             for body in deleted {
@@ -387,27 +406,21 @@ impl Writer {
             if closing {
                 drop(self.db);
                 for done in replies {
-                    let _ = done.send(());
+                    let _ = done.send(committed);
                 }
                 return;
             }
             for done in replies {
-                let _ = done.send(());
+                let _ = done.send(committed);
             }
         }
     }
 
-    fn apply(
-        &self,
-        batch: Vec<Op>,
-        deleted: &mut Vec<BodyId>,
-        replies: &mut Vec<mpsc::Sender<()>>,
-        closing: &mut bool,
-    ) -> Result<(), IndexError> {
+    fn apply(&self, changes: Vec<Op>, deleted: &mut Vec<BodyId>) -> Result<(), IndexError> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(ENTRIES)?;
-            for op in batch {
+            for op in changes {
                 match op {
                     Op::Put(entry) => {
                         table.insert(entry.body, entry.encode().as_slice())?;
@@ -432,11 +445,7 @@ impl Writer {
                             deleted.push(body);
                         }
                     }
-                    Op::Flush(done) => replies.push(done),
-                    Op::Close(done) => {
-                        replies.push(done);
-                        *closing = true;
-                    }
+                    Op::Flush(_) | Op::Close(_) => {}
                 }
             }
         }

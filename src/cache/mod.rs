@@ -638,9 +638,16 @@ impl Cache {
             if let Some((len, checksum)) = stored {
                 entry.body_len = len;
                 entry.checksum = checksum;
-                cache.index.insert_durable(Arc::new(entry));
-                if let Some(lock) = lock {
-                    lock.finish(FillResult::Stored);
+                if cache.index.insert_durable(Arc::new(entry)) {
+                    if let Some(lock) = lock {
+                        lock.finish(FillResult::Stored);
+                    }
+                } else {
+                    // The index could not record it (a full or read-only disk): the body
+                    // would be unreachable after a restart, so it is not kept now either.
+                    cache.store_failures.fetch_add(1, Ordering::Relaxed);
+                    let _ = cache.memory.remove(body_id);
+                    let _ = cache.disk.remove(body_id);
                 }
             }
             // Otherwise the lock drops unfinished: followers retry instead of hanging.

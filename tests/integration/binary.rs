@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use bytes::Bytes;
@@ -13,12 +14,13 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 
 use crate::support::Origin;
+use crate::support::small_disk::SmallDisk;
 
 /// A running `hoard` process; killed when dropped.
 struct Process {
     child: Child,
     addr: SocketAddr,
-    _cache_dir: tempfile::TempDir,
+    cache_dir: Option<tempfile::TempDir>,
 }
 
 impl Process {
@@ -26,11 +28,19 @@ impl Process {
         Process::start_in(tempfile::tempdir().unwrap(), flags)
     }
 
+    /// A hoard whose cache directory lives (and is deleted) with it.
     fn start_in(cache_dir: tempfile::TempDir, flags: &[&str]) -> Process {
+        let mut process = Process::start_at(cache_dir.path(), flags);
+        process.cache_dir = Some(cache_dir);
+        process
+    }
+
+    /// A hoard using `cache_dir`, which the caller owns.
+    fn start_at(cache_dir: &Path, flags: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
             .arg("0")
             .arg("--cache-dir")
-            .arg(cache_dir.path())
+            .arg(cache_dir)
             .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -49,13 +59,13 @@ impl Process {
             .parse()
             .unwrap();
         assert!(
-            line.contains("forward proxy") && line.contains(cache_dir.path().to_str().unwrap()),
+            line.contains("forward proxy") && line.contains(cache_dir.to_str().unwrap()),
             "{line}"
         );
         Process {
             child,
             addr,
-            _cache_dir: cache_dir,
+            cache_dir: None,
         }
     }
 
@@ -78,14 +88,28 @@ impl Process {
     fn kill_hard(mut self) -> tempfile::TempDir {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::mem::replace(&mut self._cache_dir, dir)
+        self.cache_dir.take().expect("started with start_in")
     }
 
     /// Like `stop`, but hands back the cache directory so it outlives the process.
     fn stop_keeping_dir(mut self) -> (String, tempfile::TempDir) {
-        let dir = std::mem::replace(&mut self._cache_dir, tempfile::tempdir().unwrap());
+        let dir = self.cache_dir.take().expect("started with start_in");
         (self.stop(), dir)
+    }
+
+    /// The value of a metric without labels, from `/_hoard/metrics`.
+    async fn metric(&self, name: &str) -> u64 {
+        let metrics = reqwest::get(format!("http://{}/_hoard/metrics", self.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
     }
 
     /// Sends SIGTERM and returns what hoard wrote to stderr; asserts a clean exit.
@@ -389,7 +413,7 @@ async fn kill_9_under_load_never_leads_to_a_wrong_or_truncated_body() {
     let rounds: u64 = std::env::var("HOARD_KILL_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(20);
     let origin = crash_test_origin().await;
     let mut dir = tempfile::tempdir().unwrap();
     let mut seed = std::time::SystemTime::now()
@@ -670,5 +694,62 @@ async fn sighup_reloads_access_rules_and_names_what_needs_a_restart() {
     assert!(
         stderr.contains("reload failed, keeping the running configuration"),
         "{stderr}"
+    );
+}
+
+/// Fetches objects `range` and checks each body byte for byte; returns how many were hits.
+async fn fetch_and_check(process: &Process, origin: &Origin, range: std::ops::Range<u64>) -> usize {
+    let client = process.client();
+    let mut hits = 0;
+    for n in range {
+        let (body, status) = fetch_object(&client, origin, n)
+            .await
+            .unwrap_or_else(|| panic!("object {n}: a complete response"));
+        assert!(body == object_body(n), "object {n}: the origin's bytes");
+        hits += usize::from(status.contains("hit"));
+    }
+    hits
+}
+
+#[tokio::test]
+async fn a_full_cache_disk_means_proxying_uncached_and_saying_so() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        return;
+    };
+    let origin = crash_test_origin().await;
+    // About 6 MB of objects for a 2 MB disk, with room in the disk tier's budget for all.
+    let process = Process::start_at(disk.path(), &["--cache-disk", "100MiB"]);
+    assert_eq!(fetch_and_check(&process, &origin, 0..30).await, 0);
+    assert!(process.metric("hoard_cache_store_failures").await >= 1);
+    // Every object again: what fitted is a hit, the rest comes from the origin, all whole.
+    let hits = fetch_and_check(&process, &origin, 0..30).await;
+    assert!((1..30).contains(&hits), "{hits} hits");
+    let stderr = process.stop();
+    assert!(
+        stderr.contains("No space left on device"),
+        "the log says why: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_cache_disk_means_proxying_uncached_and_saying_so() {
+    let Some(disk) = SmallDisk::mount("16m") else {
+        return;
+    };
+    let origin = crash_test_origin().await;
+    let process = Process::start_at(disk.path(), &[]);
+    fetch_and_check(&process, &origin, 0..5).await;
+    disk.read_only_from_now_on();
+    assert_eq!(fetch_and_check(&process, &origin, 5..10).await, 0);
+    assert!(process.metric("hoard_cache_store_failures").await >= 1);
+    assert_eq!(
+        fetch_and_check(&process, &origin, 0..10).await,
+        5,
+        "what was stored before is still served; nothing new was stored"
+    );
+    let stderr = process.stop();
+    assert!(
+        stderr.contains("Read-only file system"),
+        "the log says why: {stderr}"
     );
 }

@@ -4,6 +4,7 @@
 pub mod origin;
 pub mod proxy;
 pub mod raw;
+pub mod small_disk;
 pub mod tls;
 
 pub use origin::Origin;
