@@ -18,9 +18,9 @@ cargo build --release --manifest-path "$repo/Cargo.toml"
 hoard="$repo/target/release/hoard"
 
 bash "$harness/anchors.sh" start
-"$hoard" "$port_forward" --cache-dir "$work/forward" --access-log /dev/null &
+"$hoard" "$port_forward" --cache-dir "$work/forward" --access-log none &
 fwd=$!
-"$hoard" "$port_reverse" --cache-dir "$work/reverse" --access-log /dev/null --upstream http://127.0.0.1:18080 &
+"$hoard" "$port_reverse" --cache-dir "$work/reverse" --access-log none --upstream http://127.0.0.1:18080 &
 rev=$!
 sleep 1
 
@@ -33,7 +33,7 @@ OURS_FORWARD="127.0.0.1:$port_forward" OURS_REVERSE="127.0.0.1:$port_reverse" OU
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- commit: $(git -C "$repo" rev-parse --short HEAD)"
   echo "- machine: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-  echo "- hoard: forward on :$port_forward and reverse on :$port_reverse, default settings, access log to /dev/null"
+  echo "- hoard: forward on :$port_forward and reverse on :$port_reverse, default settings, access log off (as every peer)"
   echo
   grep -v '^PERF_RESULT' "$work/table.md"
 } > "$here/RESULTS.md"

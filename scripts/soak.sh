@@ -18,7 +18,7 @@ command -v wrk >/dev/null || bash "$harness/setup.sh"
 cargo build --release --manifest-path "$repo/Cargo.toml"
 bash "$harness/origin.sh" start >/dev/null
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-"$repo/target/release/hoard" "$port" --cache-dir "$work/cache" --access-log /dev/null --max-connections 20000 &
+"$repo/target/release/hoard" "$port" --cache-dir "$work/cache" --access-log none --max-connections 20000 &
 hoard_pid=$!
 sleep 1
 

@@ -6,10 +6,11 @@
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
-use std::io::{LineWriter, Write};
+use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -84,14 +85,27 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where access-log lines go: stderr, or a file reopened on SIGUSR1 (for logrotate); SIGHUP
-/// may change both the file and the format.
+/// `--access-log none`: no access log at all (Squid's spelling).
+pub const NO_ACCESS_LOG: &str = "none";
+
+/// Where access-log lines go: stderr, a file reopened on SIGUSR1 (for logrotate), or nowhere
+/// (`none`); SIGHUP may change the target and the format.
+///
+/// Lines are formatted outside the lock and appended to a 64 KiB buffer under it: no system
+/// call on the request path. The buffer is written when full and by `flush`, which the
+/// server calls every `FLUSH_EVERY` and at shutdown (Squid's buffered logs work the same way).
 pub struct AccessLog {
+    /// The format, or `OFF`: read once per request, so an unused log costs nothing.
+    format: AtomicU8,
     state: Mutex<LogState>,
 }
 
+/// How long a line may wait in the buffer.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+const OFF: u8 = u8::MAX;
+
 struct LogState {
-    format: LogFormat,
     path: Option<PathBuf>,
     out: Box<dyn Write + Send>,
 }
@@ -100,17 +114,29 @@ impl AccessLog {
     pub fn open(path: Option<PathBuf>, format: LogFormat) -> std::io::Result<AccessLog> {
         let out = Self::target(path.as_deref())?;
         Ok(AccessLog {
-            state: Mutex::new(LogState { format, path, out }),
+            format: AtomicU8::new(Self::format_code(path.as_deref(), format)),
+            state: Mutex::new(LogState { path, out }),
         })
     }
 
     fn target(path: Option<&std::path::Path>) -> std::io::Result<Box<dyn Write + Send>> {
+        const BUFFER: usize = 64 * 1024;
         Ok(match path {
-            Some(path) => Box::new(LineWriter::new(
+            Some(path) if path.as_os_str() == NO_ACCESS_LOG => Box::new(std::io::sink()),
+            Some(path) => Box::new(BufWriter::with_capacity(
+                BUFFER,
                 OpenOptions::new().create(true).append(true).open(path)?,
             )),
-            None => Box::new(std::io::stderr()),
+            None => Box::new(BufWriter::with_capacity(BUFFER, std::io::stderr())),
         })
+    }
+
+    fn format_code(path: Option<&std::path::Path>, format: LogFormat) -> u8 {
+        if path.is_some_and(|p| p.as_os_str() == NO_ACCESS_LOG) {
+            OFF
+        } else {
+            format as u8
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
@@ -120,29 +146,40 @@ impl AccessLog {
     /// Opens the file again (after logrotate moved it); a no-op for stderr.
     pub fn reopen(&self) -> std::io::Result<()> {
         let path = self.state().path.clone();
-        if path.is_some() {
-            let fresh = Self::target(path.as_deref())?;
-            self.state().out = fresh;
+        if let Some(path) = path.filter(|p| p.as_os_str() != NO_ACCESS_LOG) {
+            let fresh = Self::target(Some(&path))?;
+            let mut state = self.state();
+            let _ = state.out.flush();
+            state.out = fresh;
         }
         Ok(())
     }
 
-    /// Switches to another file (or stderr) and format; on error the old ones stay.
+    /// Switches to another file (or stderr, or none) and format; on error the old ones stay.
     pub fn reconfigure(&self, path: Option<PathBuf>, format: LogFormat) -> std::io::Result<()> {
         let out = Self::target(path.as_deref())?;
-        *self.state() = LogState { format, path, out };
+        let code = Self::format_code(path.as_deref(), format);
+        let mut state = self.state();
+        let _ = state.out.flush();
+        *state = LogState { path, out };
+        self.format.store(code, Ordering::Relaxed);
         Ok(())
     }
 
+    /// Writes out what the buffer holds.
+    pub fn flush(&self) {
+        let _ = self.state().out.flush();
+    }
+
     fn write(&self, record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) {
-        let mut state = self.state();
-        let line = match state.format {
-            LogFormat::Squid => squid_line(record, bytes, complete, elapsed),
-            LogFormat::Combined => combined_line(record, bytes, complete, elapsed),
-            LogFormat::Json => json_line(record, bytes, complete, elapsed),
+        let line = match self.format.load(Ordering::Relaxed) {
+            OFF => return,
+            f if f == LogFormat::Squid as u8 => squid_line(record, bytes, complete, elapsed),
+            f if f == LogFormat::Combined as u8 => combined_line(record, bytes, complete, elapsed),
+            _ => json_line(record, bytes, complete, elapsed),
         };
         // A full disk or closed stderr must not fail the request; the line is lost.
-        let _ = state.out.write_all(line.as_bytes());
+        let _ = self.state().out.write_all(line.as_bytes());
     }
 }
 
@@ -213,18 +250,23 @@ fn aborted(complete: bool) -> &'static str {
 
 /// `1732595544.123     12 127.0.0.1 TCP_MISS/200 1234 GET http://h/x - HIER_DIRECT/h -`
 fn squid_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) -> String {
-    let time = record
+    let since_epoch = record
         .started_at
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
+        .unwrap_or_default();
+    // Integer formatting: `{:.3}` of an f64 costs more than the rest of the line.
+    let time = format_args!(
+        "{}.{:03}",
+        since_epoch.as_secs(),
+        since_epoch.subsec_millis()
+    );
     let hierarchy = match (record.upstream_status, record.uri.authority()) {
         (Some(_), Some(authority)) => format!("HIER_DIRECT/{}", authority.host()),
         (Some(_), None) => "HIER_DIRECT/-".to_owned(),
         (None, _) => "HIER_NONE/-".to_owned(),
     };
     format!(
-        "{time:.3} {:>6} {} {}/{} {bytes} {} {} - {hierarchy} -{}\n",
+        "{time} {:>6} {} {}/{} {bytes} {} {} - {hierarchy} -{}\n",
         elapsed.as_millis(),
         record.client.ip(),
         record.squid_result(),
@@ -350,6 +392,22 @@ impl Body for LoggedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_log_none_is_off_and_creates_no_file() {
+        let log = AccessLog::open(Some(PathBuf::from(NO_ACCESS_LOG)), LogFormat::Json).unwrap();
+        assert_eq!(log.format.load(Ordering::Relaxed), OFF);
+        log.reopen().unwrap();
+        assert!(!std::path::Path::new(NO_ACCESS_LOG).exists());
+        let file = tempfile::NamedTempFile::new().unwrap();
+        log.reconfigure(Some(file.path().to_owned()), LogFormat::Json)
+            .unwrap();
+        assert_eq!(
+            log.format.load(Ordering::Relaxed),
+            LogFormat::Json as u8,
+            "a reload can turn it back on"
+        );
+    }
 
     fn record(outcome: Option<CacheOutcome>, upstream_status: Option<u16>) -> AccessRecord {
         AccessRecord {

@@ -178,8 +178,8 @@ pub struct Args {
     pub follow_redirects: bool,
 
     /// Write the access log to this file (reopened on SIGUSR1, for logrotate) instead of
-    /// stderr.
-    #[arg(long, value_name = "FILE")]
+    /// stderr; `none` turns it off.
+    #[arg(long, value_name = "FILE|none")]
     pub access_log: Option<PathBuf>,
 
     /// Access-log line format.

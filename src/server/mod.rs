@@ -20,12 +20,22 @@ use tokio_util::task::TaskTracker;
 use crate::body::{self, TimeLimit};
 use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport, UpstreamStatus};
 use crate::config::Config;
-use crate::logging::{AccessLog, AccessRecord, LoggedBody};
+use crate::logging::{self, AccessLog, AccessRecord, LoggedBody};
 use crate::metrics::{Metrics, RequestMode};
 use crate::proxy::{Proxy, ProxyError, Rules};
 use crate::upstream::UpstreamError;
 
 /// Reopens the access-log file whenever SIGUSR1 arrives (logrotate's postrotate).
+/// Writes buffered access-log lines out regularly, so a quiet proxy's log is current.
+async fn flush_every(log: Arc<AccessLog>) {
+    let mut tick = tokio::time::interval(logging::FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        log.flush();
+    }
+}
+
 async fn reopen_on_sigusr1(log: Arc<AccessLog>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut signals) = signal(SignalKind::user_defined1()) else {
@@ -195,6 +205,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let connections = TaskTracker::new();
         let reopen = tokio::spawn(reopen_on_sigusr1(self.access_log.clone()));
+        let flush = tokio::spawn(flush_every(self.access_log.clone()));
         let reload = self.reload_argv.clone().map(|argv| {
             tokio::spawn(reload_on_sighup(
                 argv,
@@ -242,11 +253,13 @@ impl Server {
             tracing::warn!("shutdown grace period over, closing remaining connections");
         }
         reopen.abort();
+        flush.abort();
         if let Some(reload) = reload {
             reload.abort();
         }
         self.proxy.cache().shutdown().await;
         tracing::info!("cache index saved");
+        self.access_log.flush();
     }
 
     /// Serves one client connection; on shutdown, finishes the request in flight and closes.
