@@ -334,15 +334,13 @@ impl Cache {
         if stale.is_none() && request_cc.only_if_cached {
             return Ok(not_cached());
         }
+        // Boxed so that the future of a hit (the fast path) is not as large as the origin
+        // exchange's, which would be copied with it on every request.
         match stale {
             Some(entry) => {
-                self.revalidate(key, entry, request, request_cc, lock, origin)
-                    .await
+                Box::pin(self.revalidate(key, entry, request, request_cc, lock, origin)).await
             }
-            None => {
-                self.fetch(key, request, request_cc, outcome, lock, origin)
-                    .await
-            }
+            None => Box::pin(self.fetch(key, request, request_cc, outcome, lock, origin)).await,
         }
     }
 

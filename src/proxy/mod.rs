@@ -221,16 +221,19 @@ impl Proxy {
                 let admin_request = admin::parse(request.method(), request.uri(), purge_target)?;
                 Ok(admin::answer(admin_request, &self.cache, &self.metrics))
             }
+            // Boxed: each of these futures is several KiB, and every request's future is as
+            // large as its largest branch and gets moved (copied) on its way into hyper.
+            // Cache hits, the fast path, should not pay for tunnels and HTML rewriting.
             RequestMode::Connect => {
-                tunnel::open(
+                Box::pin(tunnel::open(
                     request,
                     &rules.connect_ports,
                     &self.origin.upstream.deny_list(),
                     self.connect_timeout,
-                )
+                ))
                 .await
             }
-            RequestMode::Gateway => self.gateway(&rules, request, client).await,
+            RequestMode::Gateway => Box::pin(self.gateway(&rules, request, client)).await,
             RequestMode::Forward | RequestMode::Reverse => {
                 let forward = self.forward_request(&rules, request, client)?;
                 self.fetch(forward).await
