@@ -7,11 +7,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::cache::{Cache, CacheOutcome};
@@ -53,14 +57,21 @@ struct TierLabels {
     tier: &'static str,
 }
 
+/// Everything a finished request touches is lock-free: the labelled counters it increments
+/// are looked up once (at start, or the first time a label combination is seen) and kept as
+/// handles, and the duration histogram is a set of atomics.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    outcomes: Family<OutcomeLabels, Counter>,
-    bytes: Family<SourceLabels, Counter>,
+    /// Handles into `requests` for the common statuses, by `request_slot`.
+    request_counters: Box<[OnceLock<Counter>]>,
+    /// Handles into the `cache_outcomes` family, by `CacheOutcome as usize`.
+    outcomes: [Counter; CacheOutcome::ALL.len()],
+    /// Handles into the `response_bytes` family: from the cache, the origin, hoard itself.
+    bytes: [Counter; 3],
     upstream_errors: Family<KindLabels, Counter>,
     denied: Counter,
-    duration: Histogram,
+    duration: DurationHistogram,
     open_connections: Gauge,
     tier_bytes: Family<TierLabels, Gauge>,
     tier_objects: Family<TierLabels, Gauge>,
@@ -158,18 +169,27 @@ impl Default for Metrics {
             "Requests by mode, method and status",
             requests.clone(),
         );
-        let outcomes = Family::default();
+        let outcome_family = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "cache_outcomes",
             "Requests by cache outcome",
-            outcomes.clone(),
+            outcome_family.clone(),
         );
-        let bytes = Family::default();
+        let outcomes = CacheOutcome::ALL.map(|outcome| {
+            outcome_family
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .clone()
+        });
+        let byte_family = Family::<SourceLabels, Counter>::default();
         registry.register(
             "response_bytes",
             "Response body bytes sent, by where they came from",
-            bytes.clone(),
+            byte_family.clone(),
         );
+        let bytes =
+            BYTE_SOURCES.map(|source| byte_family.get_or_create(&SourceLabels { source }).clone());
         let upstream_errors = Family::default();
         registry.register(
             "upstream_errors",
@@ -182,7 +202,7 @@ impl Default for Metrics {
             "Connections refused by access control",
             denied.clone(),
         );
-        let duration = Histogram::new(exponential_buckets(0.0001, 2.5, 14));
+        let duration = DurationHistogram::default();
         registry.register(
             "request_duration_seconds",
             "Time from request to the last body byte",
@@ -229,6 +249,9 @@ impl Default for Metrics {
         Metrics {
             registry,
             requests,
+            request_counters: (0..MODES * METHODS.len() * COMMON_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
             outcomes,
             bytes,
             upstream_errors,
@@ -247,16 +270,103 @@ impl Default for Metrics {
     }
 }
 
-/// Keeps the `method` label's values few (unknown methods count as `OTHER`) and static, so
+/// The `method` label's values: few (unknown methods count as `OTHER`) and static, so
 /// counting a request allocates nothing.
-fn method_label(method: &http::Method) -> &'static str {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "PURGE",
-    ];
-    KNOWN
-        .into_iter()
-        .find(|known| *known == method.as_str())
-        .unwrap_or("OTHER")
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "PURGE", "OTHER",
+];
+
+fn method_index(method: &http::Method) -> usize {
+    METHODS[..METHODS.len() - 1]
+        .iter()
+        .position(|known| *known == method.as_str())
+        .unwrap_or(METHODS.len() - 1)
+}
+
+const MODES: usize = 5;
+
+/// Statuses whose request counters are kept as handles; others go through the family's map.
+const COMMON_STATUSES: [u16; 13] = [
+    200, 204, 206, 301, 302, 304, 400, 403, 404, 500, 502, 503, 504,
+];
+
+/// Where `request_counters` keeps the handle for these labels, if the status is common.
+fn request_slot(mode: RequestMode, method: usize, status: u16) -> Option<usize> {
+    let status = COMMON_STATUSES.iter().position(|s| *s == status)?;
+    Some(((mode as usize) * METHODS.len() + method) * COMMON_STATUSES.len() + status)
+}
+
+/// The `source` label of `response_bytes`.
+const BYTE_SOURCES: [&str; 3] = ["cache", "origin", "hoard"];
+
+/// `hoard_request_duration_seconds`: prometheus-client's histogram takes a mutex per
+/// observation, which would be a lock every request shares; this one is atomics only. A
+/// cheap handle: the registry holds one clone, `Metrics` another.
+#[derive(Debug, Clone, Default)]
+struct DurationHistogram {
+    inner: Arc<DurationBuckets>,
+}
+
+#[derive(Debug)]
+struct DurationBuckets {
+    /// Upper bounds in seconds (100 µs, then ×2.5); the last count is the +Inf bucket.
+    bounds: [f64; 14],
+    counts: [AtomicU64; 15],
+    sum_nanos: AtomicU64,
+}
+
+impl Default for DurationBuckets {
+    fn default() -> Self {
+        let mut bounds = [0.0; 14];
+        let mut bound = 0.0001;
+        for slot in &mut bounds {
+            *slot = bound;
+            bound *= 2.5;
+        }
+        DurationBuckets {
+            bounds,
+            counts: Default::default(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl DurationHistogram {
+    fn observe(&self, elapsed: Duration) {
+        let inner = &*self.inner;
+        let seconds = elapsed.as_secs_f64();
+        let bucket = inner
+            .bounds
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(inner.bounds.len());
+        inner.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        inner.sum_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl EncodeMetric for DurationHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let inner = &*self.inner;
+        // Per-bucket counts: the encoder accumulates them itself.
+        let buckets: Vec<(f64, u64)> = inner
+            .bounds
+            .iter()
+            .chain(std::iter::once(&f64::INFINITY))
+            .zip(&inner.counts)
+            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 impl Metrics {
@@ -270,14 +380,19 @@ impl Metrics {
         bytes: u64,
         elapsed: Duration,
     ) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                mode,
-                method: method_label(method),
-                status,
-            })
-            .inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        let method = method_index(method);
+        let labels = || RequestLabels {
+            mode,
+            method: METHODS[method],
+            status,
+        };
+        match request_slot(mode, method, status) {
+            Some(slot) => self.request_counters[slot]
+                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
+        };
+        self.duration.observe(elapsed);
         self.totals.requests.fetch_add(1, Ordering::Relaxed);
         let from_cache = matches!(
             outcome,
@@ -286,11 +401,7 @@ impl Metrics {
         self.timeline
             .record(crate::cache::policy::now_secs(), from_cache);
         if let Some(outcome) = outcome {
-            self.outcomes
-                .get_or_create(&OutcomeLabels {
-                    outcome: outcome.as_str(),
-                })
-                .inc();
+            self.outcomes[outcome as usize].inc();
             let counter = if from_cache {
                 &self.totals.hits
             } else {
@@ -299,13 +410,11 @@ impl Metrics {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         let source = match outcome {
-            _ if from_cache => "cache",
-            Some(_) => "origin",
-            None => "hoard",
+            _ if from_cache => 0,
+            Some(_) => 1,
+            None => 2,
         };
-        self.bytes
-            .get_or_create(&SourceLabels { source })
-            .inc_by(bytes);
+        self.bytes[source].inc_by(bytes);
         let total = if from_cache {
             &self.totals.bytes_from_cache
         } else {
@@ -387,6 +496,37 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_counted_by_labels_and_durations_by_bucket() {
+        let metrics = Metrics::default();
+        for (status, millis) in [(200, 0), (200, 3), (299, 50), (200, 1_000_000)] {
+            metrics.record_request(
+                RequestMode::Forward,
+                &http::Method::GET,
+                status,
+                Some(CacheOutcome::Hit),
+                10,
+                Duration::from_millis(millis),
+            );
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        for line in [
+            r#"hoard_requests_total{mode="Forward",method="GET",status="200"} 3"#,
+            r#"hoard_requests_total{mode="Forward",method="GET",status="299"} 1"#,
+            r#"hoard_cache_outcomes_total{outcome="HIT"} 4"#,
+            r#"hoard_response_bytes_total{source="cache"} 40"#,
+            r#"hoard_request_duration_seconds_bucket{le="0.0001"} 1"#,
+            r#"hoard_request_duration_seconds_bucket{le="0.00390625"} 2"#,
+            r#"hoard_request_duration_seconds_bucket{le="0.06103515625"} 3"#,
+            r#"hoard_request_duration_seconds_bucket{le="+Inf"} 4"#,
+            "hoard_request_duration_seconds_count 4",
+            "hoard_request_duration_seconds_sum 1000.053",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
 
     #[test]
     fn timeline_counts_per_slot_and_forgets_old_periods() {

@@ -30,6 +30,20 @@ pub enum CacheOutcome {
 }
 
 impl CacheOutcome {
+    /// Every outcome, in declaration order (`outcome as usize` indexes it).
+    pub const ALL: [CacheOutcome; 10] = [
+        CacheOutcome::Hit,
+        CacheOutcome::Stale,
+        CacheOutcome::Revalidated,
+        CacheOutcome::UriMiss,
+        CacheOutcome::VaryMiss,
+        CacheOutcome::Refreshed,
+        CacheOutcome::ClientRefresh,
+        CacheOutcome::Method,
+        CacheOutcome::Bypass,
+        CacheOutcome::NotCached,
+    ];
+
     /// The access-log word.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -55,8 +55,8 @@ async fn metrics_and_stats_count_requests_and_cache_outcomes() {
     };
     let before = scrape().await;
     assert!(
-        !before.contains("hoard_cache_outcomes_total{outcome=\"HIT\"}"),
-        "{before}"
+        before.contains("hoard_cache_outcomes_total{outcome=\"HIT\"} 0"),
+        "every outcome is listed from the start: {before}"
     );
     assert!(before.contains("hoard_cache_urls 0"), "{before}");
     for _ in 0..3 {
