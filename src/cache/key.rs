@@ -17,20 +17,29 @@ pub struct CacheKey {
 impl CacheKey {
     /// Scheme and host in lowercase, default port dropped, path and query as sent.
     pub fn from_uri(uri: &Uri) -> Option<CacheKey> {
-        let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        let authority = uri.authority()?;
-        let host = authority.host().to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return None,
+        use std::fmt::Write as _;
+        let scheme = uri.scheme_str()?;
+        let default_port = if scheme.eq_ignore_ascii_case("http") {
+            80
+        } else if scheme.eq_ignore_ascii_case("https") {
+            443
+        } else {
+            return None;
         };
-        let mut url = format!("{scheme}://{host}");
+        let authority = uri.authority()?;
+        let host = authority.host();
+        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // One allocation: this runs on every request.
+        let mut url = String::with_capacity(scheme.len() + 3 + host.len() + 6 + path.len());
+        url.push_str(scheme);
+        url.push_str("://");
+        url.push_str(host);
+        url.make_ascii_lowercase();
         if let Some(port) = authority.port_u16().filter(|&p| p != default_port) {
-            url.push(':');
-            url.push_str(&port.to_string());
+            // Writing into a String cannot fail.
+            let _ = write!(url, ":{port}");
         }
-        url.push_str(uri.path_and_query().map_or("/", |pq| pq.as_str()));
+        url.push_str(path);
         Some(CacheKey::from_url(url))
     }
 

@@ -106,7 +106,10 @@ impl CacheStatus {
 
     /// `hoard; hit; ttl=42`, `hoard; fwd=uri-miss; stored`, `hoard; fwd=stale; fwd-status=304`.
     pub fn header_value(&self) -> HeaderValue {
-        let mut text = String::from("hoard");
+        use std::fmt::Write as _;
+        // One buffer, handed to the HeaderValue without a copy: this runs on every hit.
+        let mut text = String::with_capacity(64);
+        text.push_str("hoard");
         match self.outcome.fwd() {
             None if self.outcome != CacheOutcome::NotCached => text.push_str("; hit"),
             None => {}
@@ -115,20 +118,22 @@ impl CacheStatus {
                 text.push_str(fwd);
             }
         }
+        // Writing into a String cannot fail.
         if let Some(status) = self.fwd_status {
-            text.push_str(&format!("; fwd-status={status}"));
+            let _ = write!(text, "; fwd-status={status}");
         }
         if self.stored {
             text.push_str("; stored");
         }
         if let Some(ttl) = self.ttl {
-            text.push_str(&format!("; ttl={ttl}"));
+            let _ = write!(text, "; ttl={ttl}");
         }
         if let Some(detail) = self.detail {
             text.push_str("; detail=");
             text.push_str(detail);
         }
-        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("hoard"))
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+            .unwrap_or(HeaderValue::from_static("hoard"))
     }
 }
 

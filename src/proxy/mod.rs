@@ -42,10 +42,12 @@ pub struct ForwardRequest {
     pub request: Request<ProxyBody>,
 }
 
-/// The cache's way to the origin: the upstream client, with hop-by-hop fields removed from
-/// what comes back.
+/// The cache's way to the origin: the upstream client. Requests get what only the origin
+/// needs (this hop's `Via`, no `Expect`, HTTP/1.1) here rather than before the cache, so a
+/// hit does not pay for them; responses lose their hop-by-hop fields.
 pub struct OriginClient {
     upstream: UpstreamClient,
+    via: ViaEntry,
 }
 
 impl cache::Origin for OriginClient {
@@ -55,6 +57,13 @@ impl cache::Origin for OriginClient {
         &self,
         request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let mut request = request;
+        let received = request.version();
+        // hyper already answered `100 Continue` to the client when the body was first read;
+        // the origin gets the body straight away (RFC 9110 §10.1.1 lets a proxy do so).
+        request.headers_mut().remove(header::EXPECT);
+        self.via.append(request.headers_mut(), received);
+        *request.version_mut() = Version::HTTP_11;
         logging::trace_request("request to origin", &request);
         let response = self.upstream.send(request).await?;
         logging::trace_response("response from origin", &response);
@@ -122,12 +131,14 @@ impl Proxy {
         if getrandom::getrandom(&mut id).is_err() {
             id = u64::from(std::process::id()).to_le_bytes();
         }
+        let via = ViaEntry::new(u64::from_le_bytes(id));
         Ok(Proxy {
             mode: config.mode.clone(),
             connect_timeout: config.connect_timeout,
-            via: ViaEntry::new(u64::from_le_bytes(id)),
+            via: via.clone(),
             origin: Arc::new(OriginClient {
                 upstream: UpstreamClient::new(config)?,
+                via,
             }),
             cache,
             recent_sites: RecentSites::default(),
@@ -383,13 +394,11 @@ impl Proxy {
                 .as_str()
                 .parse()
                 .map_err(|_| ProxyError::BadRequest("redirect to an invalid URL"))?;
-            let (uri, authority) = absolute_target(&uri)?;
+            let host = host_value(absolute_authority(&uri)?)?;
             let mut request = Request::new(body::empty());
             *request.method_mut() = method.clone();
             *request.headers_mut() = headers.clone();
-            request
-                .headers_mut()
-                .insert(header::HOST, host_value(&authority)?);
+            request.headers_mut().insert(header::HOST, host);
             *request.uri_mut() = uri;
             response = self.fetch(ForwardRequest { request }).await?;
         }
@@ -404,7 +413,6 @@ impl Proxy {
         client: SocketAddr,
     ) -> Result<ForwardRequest, ProxyError> {
         let (mut parts, incoming) = request.into_parts();
-        let received = parts.version;
         // A declared length over the limit is refused before anything is read (and before
         // hyper would send `100 Continue`); a chunked body that grows past it is cut off.
         let declared = hyper::body::Body::size_hint(&incoming).exact();
@@ -416,15 +424,16 @@ impl Proxy {
             ));
         }
         headers::remove_hop_by_hop(&mut parts.headers);
-        // hyper already answered `100 Continue` to the client when the body was first read;
-        // the origin gets the body straight away (RFC 9110 §10.1.1 lets a proxy do so).
-        parts.headers.remove(header::EXPECT);
-        self.via.append(&mut parts.headers, received);
 
         if parts.uri.scheme().is_some() {
-            let (uri, authority) = absolute_target(&parts.uri)?;
-            parts.headers.insert(header::HOST, host_value(&authority)?);
-            parts.uri = uri;
+            let authority = absolute_authority(&parts.uri)?;
+            // Usually the client's Host already says the same: then no new value is made.
+            if parts.headers.get(header::HOST).map(HeaderValue::as_bytes)
+                != Some(authority.as_str().as_bytes())
+            {
+                let host = host_value(authority)?;
+                parts.headers.insert(header::HOST, host);
+            }
         } else {
             match &self.mode {
                 Mode::Reverse {
@@ -470,7 +479,6 @@ impl Proxy {
                 Mode::Forward => return Err(ProxyError::GatewayUsage),
             }
         }
-        parts.version = Version::HTTP_11;
         Ok(ForwardRequest {
             request: Request::from_parts(parts, limited(incoming, max_request_body)),
         })
@@ -495,8 +503,8 @@ fn limited(incoming: Incoming, max_request_body: u64) -> ProxyBody {
     }
 }
 
-/// Checks an absolute-form target (RFC 9112 §3.2.2) and returns it with its authority.
-fn absolute_target(uri: &Uri) -> Result<(Uri, Authority), ProxyError> {
+/// Checks an absolute-form target (RFC 9112 §3.2.2) and returns its authority.
+fn absolute_authority(uri: &Uri) -> Result<&Authority, ProxyError> {
     match uri.scheme_str() {
         Some("http" | "https") => {}
         Some(other) => return Err(ProxyError::UnsupportedScheme(other.to_owned())),
@@ -504,8 +512,7 @@ fn absolute_target(uri: &Uri) -> Result<(Uri, Authority), ProxyError> {
     }
     let authority = uri
         .authority()
-        .ok_or(ProxyError::BadRequest("URL has no host"))?
-        .clone();
+        .ok_or(ProxyError::BadRequest("URL has no host"))?;
     if authority.as_str().contains('@') {
         return Err(ProxyError::BadRequest(
             "URL must not contain user information",
@@ -522,7 +529,7 @@ fn absolute_target(uri: &Uri) -> Result<(Uri, Authority), ProxyError> {
     if !matches!(port_text, "" | ":") && authority.port_u16().is_none_or(|port| port == 0) {
         return Err(ProxyError::BadRequest("URL has an invalid port"));
     }
-    Ok((uri.clone(), authority))
+    Ok(authority)
 }
 
 fn host_value(authority: &Authority) -> Result<HeaderValue, ProxyError> {
