@@ -4,6 +4,9 @@
 //! Keys are hashed for lookups and never become file names: bodies are stored under random
 //! ids, so no URL can steer a path on disk.
 
+use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
+
 use http::Uri;
 use http::header::{self, HeaderMap, HeaderName};
 
@@ -27,15 +30,28 @@ impl CacheKey {
             return None;
         };
         let authority = uri.authority()?;
-        let host = authority.host();
         let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // The authority's text is host[:port] once user information is ruled out, which
+        // saves parsing it again; with user information the host is picked out.
+        let text = authority.as_str();
+        let (host, port) = if text.contains('@') {
+            (authority.host(), authority.port_u16())
+        } else {
+            let host = authority.host();
+            (
+                host,
+                text[host.len()..]
+                    .strip_prefix(':')
+                    .and_then(|p| p.parse().ok()),
+            )
+        };
         // One allocation: this runs on every request.
         let mut url = String::with_capacity(scheme.len() + 3 + host.len() + 6 + path.len());
         url.push_str(scheme);
         url.push_str("://");
         url.push_str(host);
         url.make_ascii_lowercase();
-        if let Some(port) = authority.port_u16().filter(|&p| p != default_port) {
+        if let Some(port) = port.filter(|&p: &u16| p != default_port) {
             // Writing into a String cannot fail.
             let _ = write!(url, ":{port}");
         }
@@ -45,11 +61,16 @@ impl CacheKey {
 
     /// A key from an already normalised URL (as stored in the index).
     pub fn from_url(url: String) -> CacheKey {
-        let digest = blake3::hash(url.as_bytes());
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&digest.as_bytes()[..16]);
+        // Two SipHash-1-3 values with this process's random keys: a tenth of a cryptographic
+        // hash's cost on every request, and no one outside can aim for a collision. The hash
+        // is never stored (the index is keyed anew from URLs at start-up), and a collision
+        // would only cost a miss: lookups compare the URL too.
+        static KEYS: OnceLock<RandomState> = OnceLock::new();
+        let keys = KEYS.get_or_init(RandomState::new);
+        let high = keys.hash_one((0u8, url.as_str()));
+        let low = keys.hash_one((1u8, url.as_str()));
         CacheKey {
-            hash: u128::from_le_bytes(first),
+            hash: (u128::from(high) << 64) | u128::from(low),
             url,
         }
     }

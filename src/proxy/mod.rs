@@ -513,21 +513,24 @@ fn absolute_authority(uri: &Uri) -> Result<&Authority, ProxyError> {
     let authority = uri
         .authority()
         .ok_or(ProxyError::BadRequest("URL has no host"))?;
-    if authority.as_str().contains('@') {
+    let text = authority.as_str();
+    if text.contains('@') {
         return Err(ProxyError::BadRequest(
             "URL must not contain user information",
         ));
     }
-    if authority.host().is_empty() {
+    // Without user information the text is the host, then the port if any.
+    let host = authority.host();
+    if host.is_empty() {
         return Err(ProxyError::BadRequest("URL has no host"));
     }
     // `Authority` parses an out-of-range port as no port at all; the text still has it.
-    let port_text = authority
-        .as_str()
-        .strip_prefix(authority.host())
-        .unwrap_or("");
-    if !matches!(port_text, "" | ":") && authority.port_u16().is_none_or(|port| port == 0) {
-        return Err(ProxyError::BadRequest("URL has an invalid port"));
+    match &text[host.len()..] {
+        "" | ":" => {}
+        port if port.starts_with(':')
+            && port[1..].bytes().all(|b| b.is_ascii_digit())
+            && port[1..].parse::<u16>().is_ok_and(|port| port != 0) => {}
+        _ => return Err(ProxyError::BadRequest("URL has an invalid port")),
     }
     Ok(authority)
 }
