@@ -279,11 +279,14 @@ impl Server {
             let proxy = proxy.clone();
             let metrics = metrics.clone();
             let log = log.clone();
-            async move {
+            // Boxed: hyper keeps room for the service's future in every connection, busy or
+            // idle, and a request's future is several KiB; boxed, an idle keep-alive
+            // connection holds a pointer instead.
+            Box::pin(async move {
                 Ok::<_, Infallible>(
                     handle(&proxy, metrics, log, request_timeout, request, peer).await,
                 )
-            }
+            })
         });
         let metrics = self.metrics.clone();
         let connection = self
