@@ -123,7 +123,12 @@ impl Index {
     ) -> Result<(Index, LoadReport), IndexError> {
         // Body files written from now on belong to this run and are never orphans.
         let opened_at = std::time::SystemTime::now();
-        let db = Database::create(path)?;
+        // redb caches up to 1 GiB of pages by default; the map above is the cache that
+        // serves lookups, so redb needs only enough for the writer's batches (a million
+        // entries make a 300 MB file, which would otherwise stay resident after loading).
+        let db = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(path)?;
         {
             let txn = db.begin_write()?;
             txn.open_table(ENTRIES)?;
