@@ -32,7 +32,7 @@ start_hoard() { # DIR
     taskset -c 0 "$hoard" "$port" --cache-dir "$1" --cache-disk 64GiB --access-log none >/dev/null 2>&1 &
     pid=$!
     until curl -s -o /dev/null "http://127.0.0.1:$port/_hoard/stats"; do sleep 0.05; done
-    ready=$(echo "$(date +%s.%N) - $started" | bc)
+    ready=$(printf '%.2f' "$(echo "$(date +%s.%N) - $started" | bc)")
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status"; }
@@ -55,7 +55,7 @@ for n in 1000 "$entries"; do
     kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 big_rps="rps_$entries"
-ratio=$(echo "scale=2; ${!big_rps} / $rps_1000" | bc)
+ratio=$(printf '%.2f' "$(echo "scale=3; ${!big_rps} / $rps_1000" | bc)")
 
 start_hoard "$work/idle"
 curl -s -o /dev/null -x "127.0.0.1:$port" "$target"
