@@ -126,9 +126,7 @@ impl Index {
         // redb caches up to 1 GiB of pages by default; the map above is the cache that
         // serves lookups, so redb needs only enough for the writer's batches (a million
         // entries make a 300 MB file, which would otherwise stay resident after loading).
-        let db = Database::builder()
-            .set_cache_size(16 << 20)
-            .create(path)?;
+        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
         {
             let txn = db.begin_write()?;
             txn.open_table(ENTRIES)?;

@@ -38,6 +38,7 @@ use tokio_util::task::TaskTracker;
 use crate::body::{self, ProxyBody};
 use collapse::{Collapser, FillLock, FillResult, Role};
 use control::CacheControl;
+use entry::BodyId;
 use index::{Index, IndexError, Variants};
 use policy::{Freshness, Verdict, now_secs};
 use range::RangeAnswer;
@@ -116,6 +117,9 @@ pub struct Cache {
     store_failures: Arc<AtomicU64>,
     /// Fills and background refreshes, awaited at shutdown.
     background: TaskTracker,
+    /// Large bodies whose checksum matched once in this process (see `read`); bounded, and
+    /// one that drops out is simply verified again.
+    verified_bodies: Arc<quick_cache::sync::Cache<BodyId, ()>>,
 }
 
 impl Cache {
@@ -150,6 +154,7 @@ impl Cache {
                 corrupt_bodies: AtomicU64::new(0),
                 store_failures: Arc::default(),
                 background: TaskTracker::new(),
+                verified_bodies: Arc::new(quick_cache::sync::Cache::new(1 << 16)),
             },
             report,
         ))
@@ -783,18 +788,21 @@ impl Cache {
                 Err(_) => None,
             };
         }
-        let cache = Arc::clone(self);
-        let corrupt_entry = Arc::clone(entry);
-        let on_corrupt = Box::new(move || {
-            cache.count_corrupt(&corrupt_entry, &"checksum mismatch while streaming")
-        });
-        Some(read::stream_verified(
-            file,
-            len,
-            checksum,
-            (start, end - 1),
-            on_corrupt,
-        ))
+        let check = if self.verified_bodies.get(&id).is_some() {
+            read::Check::Length
+        } else {
+            let cache = Arc::clone(self);
+            let corrupt_entry = Arc::clone(entry);
+            let verified_bodies = Arc::clone(&self.verified_bodies);
+            read::Check::Checksum {
+                checksum,
+                verified: Box::new(move || verified_bodies.insert(id, ())),
+                corrupt: Box::new(move || {
+                    cache.count_corrupt(&corrupt_entry, &"checksum mismatch while streaming")
+                }),
+            }
+        };
+        Some(read::stream_checked(file, len, (start, end - 1), check))
     }
 
     fn count_corrupt(&self, entry: &StoredResponse, why: &dyn std::fmt::Display) {

@@ -1,7 +1,9 @@
 //! Reading stored bodies from disk with their checksum checked. Small bodies are read whole and
 //! verified before the first byte is sent; large ones stream in blocks and the last block is held
 //! back until the checksum of the whole file is confirmed, so a corrupt body never reaches the
-//! client as a complete one.
+//! client as a complete one. A large body verified once in this process streams afterwards
+//! with its length checked only: hashing 4 MiB costs more than sending it, and what a crash can
+//! leave behind (a short or torn file) is caught by the first read after the restart.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -14,7 +16,22 @@ use tokio::sync::mpsc;
 
 use crate::body::{BoxError, ProxyBody};
 
-const BLOCK: usize = 256 * 1024;
+/// Small enough that many streams in flight stay within a few MiB (each holds at most the
+/// channel's two blocks and one being read), large enough that reads stay cheap.
+const BLOCK: usize = 128 * 1024;
+
+/// How a streamed body is checked.
+pub enum Check {
+    /// Hash the whole file; hold the last block back until the checksum matches. One of the
+    /// callbacks runs: `verified` when it matches, `corrupt` when it does not.
+    Checksum {
+        checksum: [u8; 32],
+        verified: Box<dyn FnOnce() + Send>,
+        corrupt: Box<dyn FnOnce() + Send>,
+    },
+    /// Verified earlier in this process: only the length is checked.
+    Length,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("cached body failed its integrity check ({0})")]
@@ -43,23 +60,30 @@ pub fn read_verified(
     Ok(Ok(buffer.freeze()))
 }
 
-/// Streams bytes `start..=end` of a stored body of `len` bytes, hashing the whole file and
-/// failing the stream (instead of ending it) when it does not match `checksum`.
-/// `on_corrupt` runs once if it does not.
-pub fn stream_verified(
-    file: File,
-    len: u64,
-    checksum: [u8; 32],
-    (start, end): (u64, u64),
-    on_corrupt: Box<dyn FnOnce() + Send>,
-) -> ProxyBody {
-    let (sender, receiver) = mpsc::channel(4);
+/// Streams bytes `start..=end` of a stored body of `len` bytes, checked as `check` says; a
+/// body that fails its check ends with an error instead of ending.
+pub fn stream_checked(file: File, len: u64, (start, end): (u64, u64), check: Check) -> ProxyBody {
+    let (sender, receiver) = mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
-        let result = pump(file, len, &checksum, (start, end), &sender);
+        let result = match check {
+            Check::Length => pump_range(file, len, (start, end), &sender),
+            Check::Checksum {
+                checksum,
+                verified,
+                corrupt,
+            } => match pump_hashed(file, len, &checksum, (start, end), &sender) {
+                Err(e) if e.downcast_ref::<Corrupt>().is_some() => {
+                    corrupt();
+                    Err(e)
+                }
+                Ok(()) => {
+                    verified();
+                    Ok(())
+                }
+                other => other,
+            },
+        };
         if let Err(e) = result {
-            if e.downcast_ref::<Corrupt>().is_some() {
-                on_corrupt();
-            }
             let _ = sender.blocking_send(Err(e));
         }
     });
@@ -69,7 +93,39 @@ pub fn stream_verified(
     })
 }
 
-fn pump(
+/// Reads up to `BLOCK` bytes without zeroing the buffer first; empty at the end of the file.
+fn read_block(file: &mut File, limit: u64) -> std::io::Result<Bytes> {
+    let want = (BLOCK as u64).min(limit);
+    let mut block = Vec::with_capacity(want as usize);
+    file.take(want).read_to_end(&mut block)?;
+    Ok(Bytes::from(block))
+}
+
+fn pump_range(
+    mut file: File,
+    len: u64,
+    (start, end): (u64, u64),
+    sender: &mpsc::Sender<Result<Bytes, BoxError>>,
+) -> Result<(), BoxError> {
+    if file.metadata()?.len() != len {
+        return Err(Corrupt("length mismatch").into());
+    }
+    file.seek(SeekFrom::Start(start))?;
+    let mut left = end + 1 - start;
+    while left > 0 {
+        let block = read_block(&mut file, left)?;
+        if block.is_empty() {
+            return Err(Corrupt("length mismatch").into());
+        }
+        left -= block.len() as u64;
+        if sender.blocking_send(Ok(block)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn pump_hashed(
     mut file: File,
     len: u64,
     checksum: &[u8; 32],
@@ -81,14 +137,12 @@ fn pump(
     let mut held: Option<Bytes> = None;
     file.seek(SeekFrom::Start(0))?;
     loop {
-        let mut block = BytesMut::zeroed(BLOCK);
-        let n = file.read(&mut block)?;
-        if n == 0 {
+        let block = read_block(&mut file, u64::MAX)?;
+        if block.is_empty() {
             break;
         }
-        block.truncate(n);
+        let n = block.len();
         hasher.update(&block);
-        let block = block.freeze();
         let (block_start, block_end) = (offset, offset + n as u64);
         offset = block_end;
         // The part of this block inside the range, sliced without copying.
@@ -147,5 +201,94 @@ impl Body for ChannelBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Three and a half blocks of bytes that differ from block to block.
+    fn body() -> Vec<u8> {
+        (0..BLOCK * 7 / 2).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    async fn collect(body: ProxyBody) -> Result<Vec<u8>, BoxError> {
+        Ok(body.collect().await?.to_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_checked_stream_reports_verified_or_corrupt_and_never_ends_cleanly_when_corrupt() {
+        let bytes = body();
+        let checksum = *blake3::hash(&bytes).as_bytes();
+        let len = bytes.len() as u64;
+        for (contents, should_verify) in [(bytes.clone(), true), (vec![7u8; bytes.len()], false)] {
+            let file = file_with(&contents);
+            let (verified, corrupt) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let check = Check::Checksum {
+                checksum,
+                verified: Box::new({
+                    let verified = verified.clone();
+                    move || verified.store(true, Ordering::SeqCst)
+                }),
+                corrupt: Box::new({
+                    let corrupt = corrupt.clone();
+                    move || corrupt.store(true, Ordering::SeqCst)
+                }),
+            };
+            let got = collect(stream_checked(
+                file.reopen().unwrap(),
+                len,
+                (10, len - 1),
+                check,
+            ))
+            .await;
+            if should_verify {
+                assert_eq!(got.unwrap(), &bytes[10..]);
+            } else {
+                assert!(got.is_err(), "a corrupt body ends with an error");
+            }
+            assert_eq!(verified.load(Ordering::SeqCst), should_verify);
+            assert_eq!(corrupt.load(Ordering::SeqCst), !should_verify);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_length_checked_stream_serves_ranges_and_fails_on_a_short_file() {
+        let bytes = body();
+        let len = bytes.len() as u64;
+        let file = file_with(&bytes);
+        let range = (BLOCK as u64 - 3, 2 * BLOCK as u64 + 5);
+        let got = collect(stream_checked(
+            file.reopen().unwrap(),
+            len,
+            range,
+            Check::Length,
+        ))
+        .await;
+        assert_eq!(got.unwrap(), &bytes[range.0 as usize..=range.1 as usize]);
+
+        let short = file_with(&bytes[..bytes.len() - 1]);
+        let got = collect(stream_checked(
+            short.reopen().unwrap(),
+            len,
+            (0, len - 1),
+            Check::Length,
+        ))
+        .await;
+        assert!(got.is_err(), "a truncated body ends with an error");
     }
 }
