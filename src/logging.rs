@@ -330,7 +330,9 @@ pin_project_lite::pin_project! {
     pub struct LoggedBody {
         #[pin]
         inner: ProxyBody,
-        record: Option<AccessRecord>,
+        // Boxed: hyper moves the response body around several times per request, and the
+        // record is a few hundred bytes.
+        record: Option<Box<AccessRecord>>,
         bytes: u64,
         complete: bool,
     }
@@ -350,7 +352,7 @@ impl LoggedBody {
     pub fn new(inner: ProxyBody, record: AccessRecord) -> Self {
         LoggedBody {
             inner,
-            record: Some(record),
+            record: Some(Box::new(record)),
             bytes: 0,
             complete: false,
         }
