@@ -97,19 +97,8 @@ impl Process {
         (self.stop(), dir)
     }
 
-    /// The value of a metric without labels, from `/_hoard/metrics`.
     async fn metric(&self, name: &str) -> u64 {
-        let metrics = reqwest::get(format!("http://{}/_hoard/metrics", self.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+        crate::support::metric(self.addr, name).await
     }
 
     /// Sends SIGTERM and returns what hoard wrote to stderr; asserts a clean exit.

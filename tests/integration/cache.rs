@@ -939,16 +939,6 @@ async fn a_vanished_cache_directory_means_proxying_uncached_and_saying_so() {
             "still proxying, uncached"
         );
     }
-    let metrics = reqwest::get(format!("http://{}/_hoard/metrics", hoard.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let failures: u64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("hoard_cache_store_failures "))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0);
-    assert!(failures >= 1, "the failed stores are counted:\n{metrics}");
+    let failures = crate::support::metric(hoard.addr, "hoard_cache_store_failures").await;
+    assert!(failures >= 1, "the failed stores are counted");
 }

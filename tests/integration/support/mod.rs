@@ -9,3 +9,18 @@ pub mod tls;
 
 pub use origin::Origin;
 pub use proxy::Hoard;
+
+/// The value of a metric without labels, from hoard's `/_hoard/metrics` at `addr`.
+pub async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let metrics = reqwest::get(format!("http://{addr}/_hoard/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+}
