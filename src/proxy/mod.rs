@@ -156,16 +156,16 @@ impl Proxy {
         &self.cache
     }
 
-    /// Answers one client request. Never fails: errors become responses here. The response
-    /// carries the request's `RequestMode` for the access log and metrics.
+    /// Answers one client request, of the mode `mode_of` gave it. Never fails: errors become
+    /// responses here.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
+        mode: RequestMode,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
         logging::trace_request("request from client", &request);
-        let mode = self.mode_of(&request);
-        let mut response = match self.route(request, mode, client).await {
+        let response = match self.route(request, mode, client).await {
             Ok(response) => response,
             Err(e) => {
                 match e.source() {
@@ -178,12 +178,13 @@ impl Proxy {
                 e.into_response()
             }
         };
-        response.extensions_mut().insert(mode);
         logging::trace_response("response to client", &response);
         response
     }
 
-    fn mode_of<B>(&self, request: &Request<B>) -> RequestMode {
+    /// How a request reached hoard (forward, reverse, gateway, tunnel, admin), for routing
+    /// and for the access log and metrics.
+    pub fn mode_of<B>(&self, request: &Request<B>) -> RequestMode {
         let origin_form = request.uri().scheme().is_none();
         if request.method().as_str() == "PURGE"
             || (origin_form && request.uri().path().starts_with(admin::PREFIX))

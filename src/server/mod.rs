@@ -21,7 +21,7 @@ use crate::body::{self, TimeLimit};
 use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport, UpstreamStatus};
 use crate::config::Config;
 use crate::logging::{self, AccessLog, AccessRecord, LoggedBody};
-use crate::metrics::{Metrics, RequestMode};
+use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyError, Rules};
 use crate::upstream::UpstreamError;
 
@@ -327,11 +327,12 @@ async fn handle(
     let method = request.method().clone();
     let uri = request.uri().clone();
     let version = request.version();
+    let mode = proxy.mode_of(&request);
     let response = match request_timeout {
-        None => proxy.handle(request, client).await,
+        None => proxy.handle(request, mode, client).await,
         Some(limit) => {
             let deadline = tokio::time::Instant::now() + limit;
-            match tokio::time::timeout_at(deadline, proxy.handle(request, client)).await {
+            match tokio::time::timeout_at(deadline, proxy.handle(request, mode, client)).await {
                 Ok(response) => response
                     .map(|body| body::time_limited(body, TimeLimit::Total { deadline, limit })),
                 Err(_) => ProxyError::RequestTimeout(limit).into_response(),
@@ -350,11 +351,7 @@ async fn handle(
         user_agent,
         started_at,
         log,
-        mode: response
-            .extensions()
-            .get::<RequestMode>()
-            .copied()
-            .unwrap_or(RequestMode::Forward),
+        mode,
         started,
         metrics,
     };

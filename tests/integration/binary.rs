@@ -728,6 +728,8 @@ async fn a_read_only_cache_disk_means_proxying_uncached_and_saying_so() {
     let origin = crash_test_origin().await;
     let process = Process::start_at(disk.path(), &[]);
     fetch_and_check(&process, &origin, 0..5).await;
+    // Fills finish just after their responses; asking again waits for them.
+    assert_eq!(fetch_and_check(&process, &origin, 0..5).await, 5);
     disk.read_only_from_now_on();
     assert_eq!(fetch_and_check(&process, &origin, 5..10).await, 0);
     assert!(process.metric("hoard_cache_store_failures").await >= 1);
