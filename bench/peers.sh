@@ -55,7 +55,7 @@ OURS_FORWARD="127.0.0.1:$port_forward" OURS_PID="$fwd" TESTS="hit256k hit4m" CLO
   echo
   echo "## 64 MiB object through each proxy (stream.sh)"
   echo
-  grep -v '^PERF_RESULT' "$work/stream.md"
+  grep -E '^\||^$' "$work/stream.md"
   echo
   echo "## Disk tier: hoard with a 1 MiB memory tier (objects over 128 KiB stay on disk) (hits read from disk)"
   echo
