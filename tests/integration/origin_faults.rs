@@ -181,6 +181,30 @@ async fn bodies_that_end_early_abort_the_client_and_are_never_stored() {
 }
 
 #[tokio::test]
+async fn a_body_longer_than_its_content_length_is_cut_there_and_the_rest_never_served() {
+    // The extra bytes stay on a connection that is kept open: they must not become (the start
+    // of) the next response.
+    let (origin, taken) = raw::scripted_origin(vec![
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngoodHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!",
+            Then::Hang,
+        ),
+        (GOOD, Then::Close),
+    ])
+    .await;
+    let hoard = Hoard::start(&[]).await;
+    let got = get(&hoard, origin, "/first").await;
+    assert_eq!(body_of(&got), "good", "{got:?}");
+    let got = get(&hoard, origin, "/second").await;
+    assert_eq!(
+        body_of(&got),
+        "good body",
+        "the second request gets its own connection: {got:?}"
+    );
+    assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn stale_if_error_covers_malformed_answers_and_resets() {
     for (bad, then) in [
         (&b"HTTP/1.1 abc OK\r\n\r\n"[..], Then::Close),
