@@ -16,9 +16,11 @@ use tokio::sync::mpsc;
 
 use crate::body::{BoxError, ProxyBody};
 
-/// Small enough that many streams in flight stay within a few MiB (each holds at most the
-/// channel's two blocks and one being read), large enough that reads stay cheap.
-const BLOCK: usize = 128 * 1024;
+/// Small enough that many streams in flight stay within a few MiB (each holds at most one
+/// queued block and one being read) and that a block is still in the CPU cache when it is
+/// sent; measured with 64 clients of 4 MiB disk hits: 32 KiB blocks 488 req/s, 64 KiB 625-745
+/// (23 MB RSS), 128 KiB 511-591 (30-45 MB).
+const BLOCK: usize = 64 * 1024;
 
 /// How a streamed body is checked.
 pub enum Check {
@@ -63,7 +65,7 @@ pub fn read_verified(
 /// Streams bytes `start..=end` of a stored body of `len` bytes, checked as `check` says; a
 /// body that fails its check ends with an error instead of ending.
 pub fn stream_checked(file: File, len: u64, (start, end): (u64, u64), check: Check) -> ProxyBody {
-    let (sender, receiver) = mpsc::channel(2);
+    let (sender, receiver) = mpsc::channel(1);
     tokio::task::spawn_blocking(move || {
         let result = match check {
             Check::Length => pump_range(file, len, (start, end), &sender),
