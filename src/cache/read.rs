@@ -78,11 +78,12 @@ pub fn stream_checked(file: File, len: u64, (start, end): (u64, u64), check: Che
                     corrupt();
                     Err(e)
                 }
-                Ok(()) => {
+                Ok(Hashed::Matched) => {
                     verified();
                     Ok(())
                 }
-                other => other,
+                Ok(Hashed::ClientLeft) => Ok(()),
+                Err(e) => Err(e),
             },
         };
         if let Err(e) = result {
@@ -127,13 +128,21 @@ fn pump_range(
     Ok(())
 }
 
+/// How a hashed stream ended, when it did not fail.
+enum Hashed {
+    /// The whole file was read and matched its checksum.
+    Matched,
+    /// The client went away first: the file was not read to its end, so nothing is known.
+    ClientLeft,
+}
+
 fn pump_hashed(
     mut file: File,
     len: u64,
     checksum: &[u8; 32],
     (start, end): (u64, u64),
     sender: &mpsc::Sender<Result<Bytes, BoxError>>,
-) -> Result<(), BoxError> {
+) -> Result<Hashed, BoxError> {
     let mut hasher = blake3::Hasher::new();
     let mut offset = 0u64;
     let mut held: Option<Bytes> = None;
@@ -154,7 +163,7 @@ fn pump_hashed(
             if let Some(previous) = held.replace(block.slice(from..to))
                 && sender.blocking_send(Ok(previous)).is_err()
             {
-                return Ok(());
+                return Ok(Hashed::ClientLeft);
             }
         }
     }
@@ -167,7 +176,7 @@ fn pump_hashed(
     if let Some(last) = held {
         let _ = sender.blocking_send(Ok(last));
     }
-    Ok(())
+    Ok(Hashed::Matched)
 }
 
 struct ChannelBody {
@@ -266,6 +275,40 @@ mod tests {
             assert_eq!(verified.load(Ordering::SeqCst), should_verify);
             assert_eq!(corrupt.load(Ordering::SeqCst), !should_verify);
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_leaving_early_does_not_mark_the_body_verified() {
+        let bytes = body();
+        let checksum = *blake3::hash(&bytes).as_bytes();
+        let len = bytes.len() as u64;
+        // Corrupt contents: only reading to the end could tell, and the client leaves first.
+        let file = file_with(&vec![7u8; bytes.len()]);
+        let called = Arc::new(AtomicBool::new(false));
+        let flag = |called: &Arc<AtomicBool>| {
+            let called = called.clone();
+            Box::new(move || called.store(true, Ordering::SeqCst)) as Box<dyn FnOnce() + Send>
+        };
+        let check = Check::Checksum {
+            checksum,
+            verified: flag(&called),
+            corrupt: flag(&called),
+        };
+        let mut body = stream_checked(file.reopen().unwrap(), len, (0, len - 1), check);
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        // The callbacks hold clones of `called`; both are gone once the reader has finished.
+        for _ in 0..500 {
+            if Arc::strong_count(&called) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(Arc::strong_count(&called), 1, "the reader finished");
+        assert!(
+            !called.load(Ordering::SeqCst),
+            "neither verified nor corrupt"
+        );
     }
 
     #[tokio::test]
