@@ -53,6 +53,15 @@ from_redb!(
 );
 
 enum Op {
+    Change(Change),
+    /// Reply once everything sent before has been committed: whether the commit succeeded.
+    Flush(mpsc::Sender<bool>),
+    /// Commit, close the database, reply, and stop.
+    Close(mpsc::Sender<bool>),
+}
+
+/// A change to the database, applied in the writer's next transaction.
+enum Change {
     Put(Arc<StoredResponse>),
     /// Forget the row and delete the body from every tier.
     Delete(BodyId),
@@ -62,10 +71,6 @@ enum Op {
         hash: u128,
         bodies: Vec<BodyId>,
     },
-    /// Reply once everything sent before has been committed: whether the commit succeeded.
-    Flush(mpsc::Sender<bool>),
-    /// Commit, close the database, reply, and stop.
-    Close(mpsc::Sender<bool>),
 }
 
 #[derive(Clone)]
@@ -90,7 +95,7 @@ impl Lifecycle<u128, Variants> for ReleaseToWriter {
 
     fn on_evict(&self, _state: &mut (), hash: u128, variants: Variants) {
         let bodies = variants.iter().map(|v| v.body).collect();
-        let _ = self.ops.send(Op::Released { hash, bodies });
+        let _ = self.ops.send(Op::Change(Change::Released { hash, bodies }));
     }
 }
 
@@ -171,7 +176,7 @@ impl Index {
                     }
                     _ => {
                         report.dropped += 1;
-                        let _ = index.ops.send(Op::Delete(id.value()));
+                        let _ = index.ops.send(Op::Change(Change::Delete(id.value())));
                     }
                 }
             }
@@ -211,7 +216,7 @@ impl Index {
     /// background (a 304 refresh, whose loss in a crash only means older headers); a replaced
     /// body is deleted unless the new entry keeps it.
     pub fn insert(&self, entry: Arc<StoredResponse>) {
-        let _ = self.ops.send(Op::Put(entry.clone()));
+        let _ = self.ops.send(Op::Change(Change::Put(entry.clone())));
         self.publish(entry);
     }
 
@@ -219,7 +224,7 @@ impl Index {
     /// publishes it only then: an entry anyone has seen survives a crash. `false` when the
     /// commit failed (the entry is not published). Blocks; call it off the async reactor.
     pub fn insert_durable(&self, entry: Arc<StoredResponse>) -> bool {
-        let _ = self.ops.send(Op::Put(entry.clone()));
+        let _ = self.ops.send(Op::Change(Change::Put(entry.clone())));
         if !self.flush() {
             return false;
         }
@@ -261,7 +266,7 @@ impl Index {
                 self.map.insert(hash, Arc::new(rest));
             }
         }
-        let _ = self.ops.send(Op::Delete(entry.body));
+        let _ = self.ops.send(Op::Change(Change::Delete(entry.body)));
     }
 
     /// Forgets every variant of `key` (invalidation, purge). Returns how many there were.
@@ -270,7 +275,7 @@ impl Index {
         match self.map.remove(&key.hash()) {
             Some((_, variants)) if variants.first().is_some_and(|v| v.key == *key) => {
                 for variant in variants.iter() {
-                    let _ = self.ops.send(Op::Delete(variant.body));
+                    let _ = self.ops.send(Op::Change(Change::Delete(variant.body)));
                 }
                 variants.len()
             }
@@ -385,7 +390,7 @@ impl Writer {
                         replies.push(done);
                         closing = true;
                     }
-                    change => changes.push(change),
+                    Op::Change(change) => changes.push(change),
                 }
             }
             let mut deleted = Vec::new();
@@ -419,20 +424,20 @@ impl Writer {
         }
     }
 
-    fn apply(&self, changes: Vec<Op>, deleted: &mut Vec<BodyId>) -> Result<(), IndexError> {
+    fn apply(&self, changes: Vec<Change>, deleted: &mut Vec<BodyId>) -> Result<(), IndexError> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(ENTRIES)?;
             for op in changes {
                 match op {
-                    Op::Put(entry) => {
+                    Change::Put(entry) => {
                         table.insert(entry.body, entry.encode().as_slice())?;
                     }
-                    Op::Delete(body) => {
+                    Change::Delete(body) => {
                         table.remove(body)?;
                         deleted.push(body);
                     }
-                    Op::Released { hash, bodies } => {
+                    Change::Released { hash, bodies } => {
                         let current: Vec<BodyId> = self
                             .map
                             .upgrade()
@@ -448,7 +453,6 @@ impl Writer {
                             deleted.push(body);
                         }
                     }
-                    Op::Flush(_) | Op::Close(_) => {}
                 }
             }
         }
