@@ -106,37 +106,39 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const OFF: u8 = u8::MAX;
 
 struct LogState {
+    /// The file, reopened on SIGUSR1; `None` for stderr.
     path: Option<PathBuf>,
-    out: Box<dyn Write + Send>,
+    /// `None` when the log is off. A replaced writer writes out its buffer as it is dropped.
+    out: Option<Box<dyn Write + Send>>,
 }
 
 impl AccessLog {
     pub fn open(path: Option<PathBuf>, format: LogFormat) -> std::io::Result<AccessLog> {
-        let out = Self::target(path.as_deref())?;
-        Ok(AccessLog {
-            format: AtomicU8::new(Self::format_code(path.as_deref(), format)),
-            state: Mutex::new(LogState { path, out }),
-        })
+        let log = AccessLog {
+            format: AtomicU8::new(OFF),
+            state: Mutex::new(LogState {
+                path: None,
+                out: None,
+            }),
+        };
+        log.reconfigure(path, format)?;
+        Ok(log)
     }
 
-    fn target(path: Option<&std::path::Path>) -> std::io::Result<Box<dyn Write + Send>> {
+    /// Where lines go: stderr for no path, nowhere (`None`) for `none`, else that file.
+    fn target(path: Option<&std::path::Path>) -> std::io::Result<Option<Box<dyn Write + Send>>> {
         const BUFFER: usize = 64 * 1024;
         Ok(match path {
-            Some(path) if path.as_os_str() == NO_ACCESS_LOG => Box::new(std::io::sink()),
-            Some(path) => Box::new(BufWriter::with_capacity(
+            Some(path) if path.as_os_str() == NO_ACCESS_LOG => None,
+            Some(path) => Some(Box::new(BufWriter::with_capacity(
                 BUFFER,
                 OpenOptions::new().create(true).append(true).open(path)?,
-            )),
-            None => Box::new(BufWriter::with_capacity(BUFFER, std::io::stderr())),
+            ))),
+            None => Some(Box::new(BufWriter::with_capacity(
+                BUFFER,
+                std::io::stderr(),
+            ))),
         })
-    }
-
-    fn format_code(path: Option<&std::path::Path>, format: LogFormat) -> u8 {
-        if path.is_some_and(|p| p.as_os_str() == NO_ACCESS_LOG) {
-            OFF
-        } else {
-            format as u8
-        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
@@ -146,11 +148,9 @@ impl AccessLog {
     /// Opens the file again (after logrotate moved it); a no-op for stderr.
     pub fn reopen(&self) -> std::io::Result<()> {
         let path = self.state().path.clone();
-        if let Some(path) = path.filter(|p| p.as_os_str() != NO_ACCESS_LOG) {
-            let fresh = Self::target(Some(&path))?;
-            let mut state = self.state();
-            let _ = state.out.flush();
-            state.out = fresh;
+        if path.is_some() {
+            let fresh = Self::target(path.as_deref())?;
+            self.state().out = fresh;
         }
         Ok(())
     }
@@ -158,17 +158,17 @@ impl AccessLog {
     /// Switches to another file (or stderr, or none) and format; on error the old ones stay.
     pub fn reconfigure(&self, path: Option<PathBuf>, format: LogFormat) -> std::io::Result<()> {
         let out = Self::target(path.as_deref())?;
-        let code = Self::format_code(path.as_deref(), format);
-        let mut state = self.state();
-        let _ = state.out.flush();
-        *state = LogState { path, out };
+        let code = if out.is_some() { format as u8 } else { OFF };
+        *self.state() = LogState { path, out };
         self.format.store(code, Ordering::Relaxed);
         Ok(())
     }
 
     /// Writes out what the buffer holds.
     pub fn flush(&self) {
-        let _ = self.state().out.flush();
+        if let Some(out) = &mut self.state().out {
+            let _ = out.flush();
+        }
     }
 
     fn write(&self, record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) {
@@ -179,7 +179,9 @@ impl AccessLog {
             _ => json_line(record, bytes, complete, elapsed),
         };
         // A full disk or closed stderr must not fail the request; the line is lost.
-        let _ = self.state().out.write_all(line.as_bytes());
+        if let Some(out) = &mut self.state().out {
+            let _ = out.write_all(line.as_bytes());
+        }
     }
 }
 
