@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http::StatusCode;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::key::CacheKey;
@@ -83,22 +83,12 @@ impl StoredResponse {
         if record.version != RECORD_VERSION {
             return Err(DecodeError::Version(record.version));
         }
-        let values = Bytes::from(
-            record
-                .headers
-                .iter()
-                .flat_map(|(_, value)| value.iter().copied())
-                .collect::<Vec<u8>>(),
-        );
+        let values = in_one_buffer(|| record.headers.iter().map(|(_, value)| value.as_slice()));
         let mut headers = HeaderMap::with_capacity(record.headers.len());
-        let mut at = 0;
-        for (name, value) in &record.headers {
+        for ((name, _), value) in record.headers.iter().zip(values) {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| DecodeError::Field("header name"))?;
-            let value = HeaderValue::from_maybe_shared(values.slice(at..at + value.len()))
-                .map_err(|_| DecodeError::Field("header value"))?;
-            at += value.len();
-            headers.append(name, value);
+            headers.append(name, value.map_err(|_| DecodeError::Field("header value"))?);
         }
         Ok(StoredResponse {
             key: CacheKey::from_url(record.url),
@@ -130,22 +120,28 @@ impl StoredResponse {
 /// value pointing into it pins all of it (measured: 9 KB per entry filled live, against 2.8
 /// after a restart). One allocation per entry is also cheaper than one per value.
 pub fn compact_headers(headers: &HeaderMap) -> HeaderMap {
-    let values = Bytes::from(
-        headers
-            .iter()
-            .flat_map(|(_, value)| value.as_bytes().iter().copied())
-            .collect::<Vec<u8>>(),
-    );
+    let values = in_one_buffer(|| headers.values().map(HeaderValue::as_bytes));
     let mut compact = HeaderMap::with_capacity(headers.len());
-    let mut at = 0;
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_maybe_shared(values.slice(at..at + value.len()))
-            .unwrap_or_else(|_| value.clone());
+    for ((name, value), copy) in headers.iter().zip(values) {
+        let mut copy = copy.unwrap_or_else(|_| value.clone());
         copy.set_sensitive(value.is_sensitive());
-        at += value.len();
         compact.append(name.clone(), copy);
     }
     compact
+}
+
+/// The values `values()` yields (it is called twice: to size and fill the buffer, then to cut
+/// it), as header values that all share one new buffer, in order.
+fn in_one_buffer<'a, I: Iterator<Item = &'a [u8]>>(
+    values: impl Fn() -> I,
+) -> impl Iterator<Item = Result<HeaderValue, InvalidHeaderValue>> {
+    let buffer = Bytes::from(values().flatten().copied().collect::<Vec<u8>>());
+    let mut at = 0;
+    values().map(move |value| {
+        let slice = buffer.slice(at..at + value.len());
+        at += value.len();
+        HeaderValue::from_maybe_shared(slice)
+    })
 }
 
 #[cfg(test)]
