@@ -1,6 +1,6 @@
 //! Access control, `/_hoard/` (metrics, stats, purge) and the PURGE method.
 
-use crate::support::{Hoard, Origin, raw};
+use crate::support::{Hoard, Origin, fetch, raw};
 
 fn get(path: &str, host: std::net::SocketAddr) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
@@ -60,14 +60,7 @@ async fn metrics_and_stats_count_requests_and_cache_outcomes() {
     );
     assert!(before.contains("hoard_cache_urls 0"), "{before}");
     for _ in 0..3 {
-        client
-            .get(origin.url("/m"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        fetch(&client, origin.url("/m")).await;
     }
     let metrics = scrape().await;
     for line in [
@@ -110,14 +103,7 @@ async fn purge_by_url_and_by_prefix_forgets_entries() {
             .to_owned()
     };
     for path in ["/one", "/img/a", "/img/b"] {
-        client
-            .get(origin.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        fetch(&client, origin.url(path)).await;
         assert!(status(client.get(origin.url(path)).send().await.unwrap()).contains("hit"));
     }
     let purge = reqwest::Method::from_bytes(b"PURGE").unwrap();
@@ -156,14 +142,7 @@ async fn the_status_page_shows_the_numbers_and_a_chart() {
     let hoard = Hoard::start(&[]).await;
     let client = hoard.client();
     for _ in 0..4 {
-        client
-            .get(origin.url("/s"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        fetch(&client, origin.url("/s")).await;
     }
     let page = reqwest::get(format!("http://{}/_hoard/", hoard.addr))
         .await

@@ -13,8 +13,8 @@ use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 
-use crate::support::Origin;
 use crate::support::small_disk::SmallDisk;
+use crate::support::{Origin, fetch};
 
 /// A running `hoard` process; killed when dropped.
 struct Process {
@@ -481,14 +481,7 @@ async fn access_log_file_in_json_is_reopened_on_sigusr1() {
         "json",
     ]);
     let client = process.client();
-    client
-        .get(origin.url("/first"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    fetch(&client, origin.url("/first")).await;
 
     // logrotate moves the file away, then signals hoard.
     let rotated = dir.path().join("access.log.1");
@@ -507,14 +500,7 @@ async fn access_log_file_in_json_is_reopened_on_sigusr1() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    client
-        .get(origin.url("/second"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    fetch(&client, origin.url("/second")).await;
     process.stop();
 
     let first: serde_json::Value =
@@ -550,14 +536,7 @@ async fn the_cache_tool_lists_verifies_and_purges_a_stopped_cache() {
     let process = Process::start(&[]);
     let client = process.client();
     for path in ["/a", "/b", "/c"] {
-        client
-            .get(origin.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        fetch(&client, origin.url(path)).await;
         // The second request is a hit: the entry is stored and durable.
         let again = client.get(origin.url(path)).send().await.unwrap();
         assert!(

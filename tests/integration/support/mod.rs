@@ -24,3 +24,8 @@ pub async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("{name} in {metrics}"))
 }
+
+/// GETs `url` with `client` and returns the body (any status).
+pub async fn fetch(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
