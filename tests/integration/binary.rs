@@ -101,16 +101,19 @@ impl Process {
         crate::support::metric(self.addr, name).await
     }
 
+    /// Sends `signal` ("HUP", "USR1", ...) with kill(1).
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
     /// Sends SIGTERM and returns what hoard wrote to stderr; asserts a clean exit.
     fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        self.signal("TERM");
         let output = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
             .wait_with_output()
             .unwrap();
@@ -486,14 +489,7 @@ async fn access_log_file_in_json_is_reopened_on_sigusr1() {
     // logrotate moves the file away, then signals hoard.
     let rotated = dir.path().join("access.log.1");
     std::fs::rename(&log, &rotated).unwrap();
-    let pid = process.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-USR1", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process.signal("USR1");
     for _ in 0..500 {
         if log.exists() {
             break;
@@ -615,14 +611,7 @@ async fn sighup_reloads_access_rules_and_names_what_needs_a_restart() {
         "allow = [\"127.0.0.0/8\"]\ncache-memory = \"32MiB\"\n",
     )
     .unwrap();
-    let pid = process.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process.signal("HUP");
     let mut status = 0;
     for _ in 0..500 {
         status = client
@@ -641,13 +630,7 @@ async fn sighup_reloads_access_rules_and_names_what_needs_a_restart() {
 
     // A file that does not load changes nothing.
     std::fs::write(config.path(), "allow = [\"nonsense\"]\n").unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    process.signal("HUP");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(
         client.get(origin.url("/r")).send().await.unwrap().status(),
