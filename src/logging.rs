@@ -204,6 +204,8 @@ pub struct AccessRecord {
     /// Where the finished request is counted and written.
     pub metrics: Arc<Metrics>,
     pub log: Arc<AccessLog>,
+    /// A CONNECT tunnel's bytes (up, down), once it has closed.
+    pub tunnel: Option<(u64, u64)>,
 }
 
 impl AccessRecord {
@@ -218,6 +220,20 @@ impl AccessRecord {
             elapsed,
         );
         self.log.write(&self, bytes, complete, elapsed);
+    }
+
+    /// Writes a tunnel's line when it has closed: its bytes each way, its whole duration.
+    /// `carried` is `None` when the tunnel ended without reporting (the client left first).
+    pub fn tunnel_closed(mut self, carried: Option<(u64, u64)>, complete: bool) {
+        let (up, down) = carried.unwrap_or_default();
+        self.tunnel = Some((up, down));
+        self.emit(up + down, complete && carried.is_some());
+    }
+
+    /// ` up=12 down=34` for a tunnel, nothing otherwise.
+    fn tunnel_text(&self) -> String {
+        self.tunnel
+            .map_or_else(String::new, |(up, down)| format!(" up={up} down={down}"))
     }
 
     /// Squid's result code for the cache outcome.
@@ -268,13 +284,14 @@ fn squid_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Durati
         (None, _) => "HIER_NONE/-".to_owned(),
     };
     format!(
-        "{time} {:>6} {} {}/{} {bytes} {} {} - {hierarchy} -{}\n",
+        "{time} {:>6} {} {}/{} {bytes} {} {} - {hierarchy} -{}{}\n",
         elapsed.as_millis(),
         record.client.ip(),
         record.squid_result(),
         record.status.as_u16(),
         record.method,
         record.uri,
+        record.tunnel_text(),
         aborted(complete)
     )
 }
@@ -290,7 +307,7 @@ fn combined_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Dur
         _ => date.clone(),
     };
     format!(
-        "{} - - [{time}] \"{} {} {:?}\" {} {bytes} \"{}\" \"{}\" {} {:.1} {}{}\n",
+        "{} - - [{time}] \"{} {} {:?}\" {} {bytes} \"{}\" \"{}\" {} {:.1} {}{}{}\n",
         record.client.ip(),
         record.method,
         record.uri,
@@ -301,6 +318,7 @@ fn combined_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Dur
         record.outcome.map_or("NONE", CacheOutcome::as_str),
         elapsed.as_secs_f64() * 1000.0,
         upstream_text(record),
+        record.tunnel_text(),
         aborted(complete)
     )
 }
@@ -320,6 +338,8 @@ fn json_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duratio
         "complete": complete,
         "referer": record.referer.as_ref().and_then(|v| v.to_str().ok()),
         "user_agent": record.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+        "bytes_up": record.tunnel.map(|(up, _)| up),
+        "bytes_down": record.tunnel.map(|(_, down)| down),
     })
     .to_string();
     line.push('\n');
@@ -355,6 +375,16 @@ impl LoggedBody {
         LoggedBody {
             inner,
             record: Some(Box::new(record)),
+            bytes: 0,
+            complete: false,
+        }
+    }
+
+    /// A body whose request is logged elsewhere (a tunnel, when it closes).
+    pub fn unlogged(inner: ProxyBody) -> Self {
+        LoggedBody {
+            inner,
+            record: None,
             bytes: 0,
             complete: false,
         }
@@ -429,6 +459,7 @@ mod tests {
             started_at: UNIX_EPOCH + Duration::from_millis(784_111_777_250),
             metrics: Arc::default(),
             log: Arc::new(AccessLog::open(None, LogFormat::Squid).unwrap()),
+            tunnel: None,
         }
     }
 

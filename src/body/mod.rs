@@ -2,8 +2,10 @@
 //! ways to make one, and the shape of the responses hoard writes itself. Streaming is the rule:
 //! nothing here buffers a body.
 
+mod framing;
 mod timeout;
 
+pub use framing::{FramingError, check_transfer_encoding};
 pub use timeout::{TimeLimit, time_limited};
 
 use bytes::Bytes;

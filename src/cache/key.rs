@@ -103,23 +103,40 @@ pub fn vary_fields(response: &HeaderMap) -> Option<Vec<HeaderName>> {
     Some(fields)
 }
 
-/// The request's values for `fields`, normalised (RFC 9111 §4.1): lines combined with commas,
-/// whitespace around list items removed, lowercased. An absent field is `None`, which only
-/// matches absence.
+/// Request fields whose whole value is case-insensitive by their grammar (content
+/// negotiation: media ranges, codings, charsets and language tags; RFC 9110 §12.5), and which
+/// are comma-separated lists, so items may be trimmed and lines joined.
+const CASE_INSENSITIVE_LISTS: [HeaderName; 4] = [
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::ACCEPT_LANGUAGE,
+    header::ACCEPT_CHARSET,
+];
+
+/// The request's values for `fields`, normalised only as far as each field's grammar allows
+/// (RFC 9111 §4.1): the content-negotiation lists are lowercased with whitespace around
+/// items removed; any other field keeps its exact bytes (a token, a cookie or an
+/// authorization differs by case), its lines joined with `, `. An absent field is `None`,
+/// which only matches absence.
 pub fn vary_values(request: &HeaderMap, fields: &[HeaderName]) -> Vec<(String, Option<String>)> {
     fields
         .iter()
         .map(|name| {
-            let values: Vec<String> = request
-                .get_all(name)
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
-                .flat_map(|v| {
-                    v.split(',')
-                        .map(|item| item.split_whitespace().collect::<Vec<_>>().join(" "))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let lines = request.get_all(name).iter();
+            let values: Vec<String> = if CASE_INSENSITIVE_LISTS.contains(name) {
+                lines
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
+                    .flat_map(|v| {
+                        v.split(',')
+                            .map(|item| item.split_whitespace().collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            } else {
+                lines
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect()
+            };
             let value = (!values.is_empty()).then(|| values.join(","));
             (name.as_str().to_owned(), value)
         })
@@ -155,6 +172,30 @@ mod tests {
             vary_values(&one, &fields),
             vary_values(&HeaderMap::new(), &fields)
         );
+    }
+
+    #[test]
+    fn vary_values_keep_the_case_of_case_sensitive_fields() {
+        let one_of = |name: &'static str, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static(value));
+            vary_values(&headers, &[HeaderName::from_static(name)])
+        };
+        assert_ne!(one_of("x-token", "AbCdEf"), one_of("x-token", "abcdef"));
+        assert_ne!(
+            one_of("cookie", "sess=SeCrEt"),
+            one_of("cookie", "sess=secret")
+        );
+        assert_ne!(
+            one_of("authorization", "Bearer AbC"),
+            one_of("authorization", "Bearer abc")
+        );
+        assert_ne!(one_of("x-token", "a  b"), one_of("x-token", "a b"));
+        assert_eq!(
+            one_of("accept-language", "EN-us, de"),
+            one_of("accept-language", "en-US,de")
+        );
+        assert_eq!(one_of("accept", "Text/HTML"), one_of("accept", "text/html"));
     }
 
     #[test]

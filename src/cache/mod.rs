@@ -260,6 +260,16 @@ impl Cache {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return self.forward_other(key, request, origin).await;
         }
+        // A GET or HEAD with a body: the body may change the answer (or be a request of its
+        // own to an origin that ignores it), and the URL alone cannot say so. Never stored,
+        // never answered from storage.
+        if !hyper::body::Body::is_end_stream(request.body()) {
+            let response = origin.fetch(request).await?;
+            return Ok(with_status(
+                response,
+                &CacheStatus::new(CacheOutcome::Bypass).detail("request-body"),
+            ));
+        }
         let request_cc = CacheControl::parse_request(request.headers());
         let collapsible = request.method() == Method::GET;
         let mut lock = None;
@@ -404,15 +414,46 @@ impl Cache {
         };
         match result {
             Ok(response) if response.status() == StatusCode::NOT_MODIFIED => {
-                let refreshed = Arc::new(self.refreshed(&entry, response.headers(), request_time));
-                self.index.insert(refreshed.clone());
-                if let Some(lock) = lock {
-                    lock.finish(FillResult::Stored);
-                }
+                let not_modified = response.headers();
+                let refreshed = Arc::new(self.refreshed(&entry, not_modified, request_time));
                 let mut status = CacheStatus::new(CacheOutcome::Revalidated);
                 status.fwd_status = Some(304);
-                self.answer_or_fetch(key, refreshed, head, request_cc, status, origin)
-                    .await
+                let shared = self.may_share_refresh(&entry, &head, &request_cc, not_modified);
+                match shared {
+                    Ok(()) => {
+                        self.index.insert(refreshed.clone());
+                    }
+                    Err(reason) => status.detail = Some(reason),
+                }
+                if let Some(lock) = lock {
+                    lock.finish(if shared.is_ok() {
+                        FillResult::Stored
+                    } else {
+                        FillResult::NotStored
+                    });
+                }
+                // Set-Cookie went to this client's request: it gets it, the entry does not.
+                let cookies: Vec<(HeaderName, HeaderValue)> = policy::PER_CLIENT_FIELDS
+                    .iter()
+                    .flat_map(|name| {
+                        not_modified
+                            .get_all(name)
+                            .iter()
+                            .map(|value| (name.clone(), value.clone()))
+                    })
+                    .collect();
+                let mut answered = self
+                    .answer_or_fetch(key, refreshed, head, request_cc, status, origin)
+                    .await?;
+                for (name, value) in cookies {
+                    answered.headers_mut().append(name, value);
+                }
+                if shared.is_err() {
+                    // The origin now says this response is not for a shared cache: this
+                    // client got it (its body is already open), nobody else does.
+                    self.index.remove_variant(&entry);
+                }
+                Ok(answered)
             }
             Ok(response) if response.status().is_server_error() && usable_on_error() => {
                 let mut status = CacheStatus::new(CacheOutcome::Stale).detail("stale-if-error");
@@ -492,12 +533,19 @@ impl Cache {
             let request = conditional_request(without_conditionals(head.to_request()), &entry);
             match origin.fetch(request).await {
                 Ok(response) if response.status() == StatusCode::NOT_MODIFIED => {
-                    cache.index.insert(Arc::new(cache.refreshed(
-                        &entry,
-                        response.headers(),
-                        request_time,
-                    )));
-                    lock.finish(FillResult::Stored);
+                    let not_modified = response.headers();
+                    let request_cc = CacheControl::default();
+                    if cache
+                        .may_share_refresh(&entry, &head, &request_cc, not_modified)
+                        .is_ok()
+                    {
+                        let refreshed = cache.refreshed(&entry, not_modified, request_time);
+                        cache.index.insert(Arc::new(refreshed));
+                        lock.finish(FillResult::Stored);
+                    } else {
+                        cache.index.remove_variant(&entry);
+                        lock.finish(FillResult::NotStored);
+                    }
                 }
                 Ok(response) => {
                     let status = CacheStatus::new(CacheOutcome::Refreshed);
@@ -523,6 +571,27 @@ impl Cache {
         });
     }
 
+    /// Whether the response a 304 refreshes may still be shared: the merged fields must be
+    /// storable by a shared cache (a 304 adding `private`, `no-store` or a cookie without
+    /// shared freshness is not). Checked on the merge, before the cookie is taken out.
+    fn may_share_refresh(
+        &self,
+        entry: &StoredResponse,
+        head: &RequestHead,
+        request_cc: &CacheControl,
+        not_modified: &HeaderMap,
+    ) -> Result<(), policy::NotStorable> {
+        let merged = policy::refresh_headers(&entry.headers, not_modified);
+        policy::storable(
+            &Method::GET,
+            &head.headers,
+            request_cc,
+            entry.status,
+            &merged,
+            &CacheControl::parse(&merged),
+        )
+    }
+
     /// The stored entry with a 304's headers merged in and its freshness recomputed (§4.3.4).
     fn refreshed(
         &self,
@@ -530,8 +599,8 @@ impl Cache {
         not_modified: &HeaderMap,
         request_time: u64,
     ) -> StoredResponse {
-        let headers =
-            entry::compact_headers(&policy::refresh_headers(&entry.headers, not_modified));
+        let merged = policy::refresh_headers(&entry.headers, not_modified);
+        let headers = entry::compact_headers(&policy::shareable(&merged));
         let freshness = Freshness::new(
             entry.status,
             &headers,
@@ -631,7 +700,7 @@ impl Cache {
                 .extensions
                 .get::<hyper::ext::ReasonPhrase>()
                 .map(|r| Bytes::copy_from_slice(r.as_bytes())),
-            headers: entry::compact_headers(&parts.headers),
+            headers: entry::compact_headers(&policy::shareable(&parts.headers)),
             freshness,
             body: body_id,
             body_len: 0,

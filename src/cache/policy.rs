@@ -79,7 +79,9 @@ pub fn storable(
     }
     // A cookie set for one user must not be handed to the next; the origin can opt in with
     // `public` or `s-maxage` (Varnish's default too).
-    if response.contains_key(header::SET_COOKIE)
+    if PER_CLIENT_FIELDS
+        .iter()
+        .any(|name| response.contains_key(name))
         && !(response_cc.public || response_cc.s_maxage.is_some())
     {
         return Err("set-cookie");
@@ -284,6 +286,27 @@ fn lifetime(
         return heuristic.min(settings.heuristic_max.as_secs());
     }
     0
+}
+
+/// Response fields that belong to the one client whose request produced them: a cookie set
+/// for one user must never reach the next, so no stored entry (first stored, or refreshed by
+/// a 304) carries them.
+pub const PER_CLIENT_FIELDS: [HeaderName; 2] =
+    [header::SET_COOKIE, HeaderName::from_static("set-cookie2")];
+
+/// `headers` without the `PER_CLIENT_FIELDS`.
+pub fn shareable(headers: &HeaderMap) -> std::borrow::Cow<'_, HeaderMap> {
+    if !PER_CLIENT_FIELDS
+        .iter()
+        .any(|name| headers.contains_key(name))
+    {
+        return std::borrow::Cow::Borrowed(headers);
+    }
+    let mut shared = headers.clone();
+    for name in &PER_CLIENT_FIELDS {
+        shared.remove(name);
+    }
+    std::borrow::Cow::Owned(shared)
 }
 
 /// §4.3.4: the stored headers updated with those of a 304, except framing fields.

@@ -37,6 +37,13 @@ pub struct FileConfig {
     auth_file: Option<PathBuf>,
     upstream: Option<String>,
     upstream_host: Option<String>,
+    server_name: Option<Vec<String>>,
+    trust_forwarded: Option<Vec<String>>,
+    allow_dest: Option<Vec<String>>,
+    local_clients: Option<Vec<String>>,
+    tunnel_idle_timeout: Option<String>,
+    reject_get_body: Option<bool>,
+    admin_listen: Option<String>,
     connect_ports: Option<Vec<u16>>,
     deny_dest: Option<Vec<String>>,
     ca_file: Option<PathBuf>,
@@ -99,11 +106,26 @@ impl FileConfig {
         take!(auth_file, "auth-file", some);
         take!(upstream, "upstream", some);
         take!(upstream_host, "upstream-host", some);
+        take!(server_name, "server-name", ok);
+        take!(trust_forwarded, "trust-forwarded", cidrs);
+        take!(local_clients, "local-clients", cidrs);
         take!(connect_ports, "connect-ports", ok);
-        take!(deny_dest, "deny-dest", |rules: Vec<String>| rules
-            .iter()
-            .map(|rule| rule.parse())
-            .collect::<Result<Vec<_>, _>>());
+        let dest_rules = |rules: Vec<String>| {
+            rules
+                .iter()
+                .map(|rule| rule.parse())
+                .collect::<Result<Vec<_>, _>>()
+        };
+        take!(deny_dest, "deny-dest", dest_rules);
+        take!(allow_dest, "allow-dest", dest_rules);
+        take!(tunnel_idle_timeout, "tunnel-idle-timeout", |s: String| {
+            parse_duration(&s)
+        });
+        take!(reject_get_body, "reject-get-body", ok);
+        take!(admin_listen, "admin-listen", |s: String| s
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{s:?} is not an address:port")));
         take!(ca_file, "ca-file", some);
         take!(connect_timeout, "connect-timeout", |s: String| {
             parse_duration(&s)

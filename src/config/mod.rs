@@ -30,6 +30,10 @@ pub enum ConfigError {
     UpstreamHost(String),
     #[error("--upstream-host needs --upstream")]
     UpstreamHostWithoutUpstream,
+    #[error("--server-name needs --upstream")]
+    ServerNameWithoutUpstream,
+    #[error("--server-name {0:?}: not a host name (write e.g. www.example.org or *.example.org)")]
+    ServerName(String),
     #[error("--ca-file {0}: {1}")]
     CaFile(PathBuf, String),
     #[error("--max-header-size {0}: must be between 1 KiB and 1 MiB")]
@@ -93,11 +97,35 @@ pub struct Args {
     #[arg(long, value_name = "HOST")]
     pub upstream_host: Option<String>,
 
+    /// In reverse mode, the host names hoard answers for (repeatable; `*.example.org` matches
+    /// subdomains), like nginx's `server_name`; requests for other hosts get 421. Default:
+    /// any Host (each is cached separately).
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Vec<String>,
+
+    /// Clients whose `X-Forwarded-*` and `Forwarded` headers are believed and passed on (a
+    /// load balancer in front of hoard; CIDR, repeatable). From anyone else they are removed,
+    /// with `X-Original-URL`, `X-Rewrite-URL` and the method-override headers.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub trust_forwarded: Vec<IpNet>,
+
     /// Destinations no client may reach, checked after DNS resolution (repeatable): an address
     /// or CIDR block (`10.0.0.0/8`, `169.254.169.254`), a host name and its subdomains
     /// (`metadata.internal`), or a port (`:25`). Requests to them get 403.
     #[arg(long, value_name = "RULE")]
-    pub deny_dest: Vec<crate::upstream::DenyRule>,
+    pub deny_dest: Vec<crate::upstream::DestRule>,
+
+    /// Re-opens, for clients outside `--local-clients`, destinations the safe defaults deny
+    /// (repeatable, the same forms as `--deny-dest`): e.g. `127.0.0.1`, `intranet.example`,
+    /// `:8443`. `--deny-dest` still wins.
+    #[arg(long, value_name = "RULE")]
+    pub allow_dest: Vec<crate::upstream::DestRule>,
+
+    /// Clients that may reach this host's own services, link-local addresses and any port
+    /// through hoard (CIDR, repeatable). Everyone else is held to the safe defaults (see
+    /// docs/security.md). Default: loopback only.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub local_clients: Vec<IpNet>,
 
     /// Ports that CONNECT tunnels may reach (comma-separated).
     #[arg(
@@ -107,6 +135,20 @@ pub struct Args {
         default_value = "443"
     )]
     pub connect_ports: Vec<u16>,
+
+    /// Close a CONNECT tunnel after this long with no bytes either way.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+
+    /// Answer GET and HEAD requests that carry a body with 400 instead of passing them
+    /// through uncached.
+    #[arg(long)]
+    pub reject_get_body: bool,
+
+    /// Serve the admin interface (`/_hoard/`, purge) on this address of its own, e.g.
+    /// `127.0.0.1:8081`; the proxy port then serves no admin pages.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin_listen: Option<SocketAddr>,
 
     /// Extra CA certificate(s) to trust for https origins, in PEM (added to the system roots).
     #[arg(long, value_name = "PEM")]
@@ -314,8 +356,16 @@ pub struct Config {
     pub admin_allow: Vec<IpNet>,
     pub auth_file: Option<PathBuf>,
     pub mode: Mode,
+    /// Reverse mode: the Host names answered for (empty: any).
+    pub server_names: Vec<ServerName>,
+    pub trust_forwarded: Vec<IpNet>,
     pub connect_ports: Vec<u16>,
-    pub deny_dest: Vec<crate::upstream::DenyRule>,
+    pub deny_dest: Vec<crate::upstream::DestRule>,
+    pub allow_dest: Vec<crate::upstream::DestRule>,
+    pub local_clients: Vec<IpNet>,
+    pub tunnel_idle_timeout: Duration,
+    pub reject_get_body: bool,
+    pub admin_listen: Option<SocketAddr>,
     /// PEM bytes of extra trusted CAs, read once at start-up.
     pub extra_ca_pem: Option<Vec<u8>>,
     pub connect_timeout: Duration,
@@ -349,6 +399,9 @@ impl Config {
         check(self.mode != other.mode, "upstream/upstream-host");
         check(self.extra_ca_pem != other.extra_ca_pem, "ca-file");
         check(self.deny_dest != other.deny_dest, "deny-dest");
+        check(self.allow_dest != other.allow_dest, "allow-dest");
+        check(self.local_clients != other.local_clients, "local-clients");
+        check(self.admin_listen != other.admin_listen, "admin-listen");
         check(
             self.connect_timeout != other.connect_timeout,
             "connect-timeout",
@@ -385,7 +438,7 @@ impl Config {
                 self.listen
             ));
         }
-        if self.allow == loopback() {
+        if self.allow == loopback() && self.admin_listen.is_none() {
             return Some(format!(
                 "listening on {} but only loopback clients are allowed; pass --allow CIDR for the clients that \
                  should use this proxy (--allow 0.0.0.0/0 would make it an open proxy)",
@@ -399,13 +452,28 @@ impl Config {
 impl Args {
     /// Checks every value and builds the typed configuration.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        if !self.server_name.is_empty() && self.upstream.is_none() {
+            return Err(ConfigError::ServerNameWithoutUpstream);
+        }
+        let server_names = self
+            .server_name
+            .iter()
+            .map(|name| name.parse())
+            .collect::<Result<Vec<ServerName>, _>>()?;
         let mode = match (self.upstream, self.upstream_host) {
             (None, None) => Mode::Forward,
             (None, Some(_)) => return Err(ConfigError::UpstreamHostWithoutUpstream),
             (Some(raw), host) => {
                 let upstream = parse_upstream(&raw)?;
+                // It becomes the authority of the URL the cache keys by, so it must be one.
                 let upstream_host = host
-                    .map(|h| HeaderValue::from_str(&h).map_err(|_| ConfigError::UpstreamHost(h)))
+                    .map(|h| match http::uri::Authority::try_from(h.as_str()) {
+                        Ok(authority) if !h.contains('@') => {
+                            HeaderValue::from_str(authority.as_str())
+                                .map_err(|_| ConfigError::UpstreamHost(h))
+                        }
+                        _ => Err(ConfigError::UpstreamHost(h)),
+                    })
                     .transpose()?;
                 Mode::Reverse {
                     upstream,
@@ -454,8 +522,15 @@ impl Args {
             admin_allow: or_loopback(self.admin_allow),
             auth_file: self.auth_file,
             mode,
+            server_names,
+            trust_forwarded: self.trust_forwarded,
             connect_ports: self.connect_ports,
             deny_dest: self.deny_dest,
+            allow_dest: self.allow_dest,
+            local_clients: or_loopback(self.local_clients),
+            tunnel_idle_timeout: self.tunnel_idle_timeout,
+            reject_get_body: self.reject_get_body,
+            admin_listen: self.admin_listen,
             extra_ca_pem,
             connect_timeout: self.connect_timeout,
             first_byte_timeout: self.first_byte_timeout,
@@ -471,6 +546,50 @@ impl Args {
             log_format: self.log_format,
             verbose: self.verbose,
         })
+    }
+}
+
+/// One `--server-name`: a host name, or `*.` and a domain for its subdomains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerName {
+    Exact(String),
+    /// `*.example.org`: any name ending in `.example.org`.
+    Subdomains(String),
+}
+
+impl std::str::FromStr for ServerName {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let name = s.trim_end_matches('.').to_ascii_lowercase();
+        let (wildcard, domain) = match name.strip_prefix("*.") {
+            Some(domain) => (true, domain.to_owned()),
+            None => (false, name),
+        };
+        let valid = !domain.is_empty()
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
+        if !valid {
+            return Err(ConfigError::ServerName(s.to_owned()));
+        }
+        Ok(if wildcard {
+            ServerName::Subdomains(domain)
+        } else {
+            ServerName::Exact(domain)
+        })
+    }
+}
+
+impl ServerName {
+    /// Whether a Host's name (lowercase, without its port) is this one.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            ServerName::Exact(name) => host == name,
+            ServerName::Subdomains(domain) => host
+                .strip_suffix(domain.as_str())
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        }
     }
 }
 

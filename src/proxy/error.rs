@@ -50,6 +50,16 @@ pub enum ProxyError {
     ConnectPortDenied { port: u16, allowed: String },
     #[error("request loops back to this proxy (its Via already names this hoard)")]
     Loop,
+    #[error("this server does not answer for host {0:?}")]
+    MisdirectedRequest(String),
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
+    #[error("{0}")]
+    CrossSite(&'static str),
+    #[error("the admin interface is served on {0}, not on the proxy port")]
+    AdminElsewhere(std::net::SocketAddr),
+    #[error("request framing: {0}")]
+    Framing(#[from] crate::body::FramingError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -71,7 +81,20 @@ impl ProxyError {
             ProxyError::Loop | ProxyError::RedirectLoop(_) | ProxyError::TooManyRedirects(_) => {
                 StatusCode::LOOP_DETECTED
             }
+            ProxyError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::CrossSite(_) => StatusCode::FORBIDDEN,
+            ProxyError::AdminElsewhere(_) => StatusCode::NOT_FOUND,
+            ProxyError::Framing(crate::body::FramingError::UnsupportedCoding(_)) => {
+                StatusCode::NOT_IMPLEMENTED
+            }
+            ProxyError::Framing(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Upstream(UpstreamError::RequestBody {
+                too_large: true, ..
+            }) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Upstream(UpstreamError::RequestBody { .. }) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(UpstreamError::Denied(_)) => StatusCode::FORBIDDEN,
+            ProxyError::Upstream(UpstreamError::Loop(_)) => StatusCode::LOOP_DETECTED,
             ProxyError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -80,6 +103,7 @@ impl ProxyError {
 
     pub fn source(&self) -> ErrorSource {
         match self {
+            ProxyError::Upstream(UpstreamError::RequestBody { .. }) => ErrorSource::Client,
             ProxyError::Upstream(_)
             | ProxyError::RedirectLoop(_)
             | ProxyError::TooManyRedirects(_) => ErrorSource::Origin,
@@ -106,6 +130,23 @@ impl ProxyError {
             _ => None,
         };
         let mut response = body::generated(status, "text/plain; charset=utf-8", text);
+        let headers = response.headers_mut();
+        match self {
+            ProxyError::MethodNotAllowed(_) => {
+                headers.insert(
+                    http::header::ALLOW,
+                    http::HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+                );
+            }
+            // The rest of the connection cannot be trusted to be framed as hyper read it.
+            ProxyError::Framing(_) | ProxyError::Upstream(UpstreamError::RequestBody { .. }) => {
+                headers.insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            _ => {}
+        }
         if let Some(name) = challenge {
             response.headers_mut().insert(
                 name,

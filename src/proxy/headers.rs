@@ -85,8 +85,45 @@ impl ViaEntry {
     }
 }
 
-/// Reverse mode: tells the origin who the client was (`X-Forwarded-For`, the de-facto field,
-/// and RFC 7239 `Forwarded`), appending to what earlier proxies wrote.
+/// Request fields that tell an application where the request came from or what it "really"
+/// was. Many applications build URLs, redirects or even routing from them, yet no cache keys
+/// on them, so one client's value would land in an entry served to everyone: they are taken
+/// only from `--trust-forwarded` clients.
+const FORWARDING: [&str; 16] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Removes every field in `FORWARDING` (the client is not a proxy hoard trusts).
+pub fn remove_untrusted_forwarding(headers: &mut HeaderMap) {
+    if !headers
+        .keys()
+        .any(|name| FORWARDING.contains(&name.as_str()))
+    {
+        return;
+    }
+    for name in FORWARDING {
+        headers.remove(name);
+    }
+}
+
+/// Reverse mode: tells the origin who the client was and what it asked for
+/// (`X-Forwarded-For`, `-Proto`, `-Host`, and RFC 7239 `Forwarded`), appending to what a
+/// trusted proxy in front wrote (untrusted values are already gone).
 pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
     let client_text = client.to_string();
     let xff = match headers.get(HeaderName::from_static("x-forwarded-for")) {
@@ -96,6 +133,16 @@ pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&H
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    if !headers.contains_key(&xfp) {
+        headers.insert(xfp, HeaderValue::from_static("http"));
+    }
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    if let Some(host) = host
+        && !headers.contains_key(&xfh)
+    {
+        headers.insert(xfh, host.clone());
+    }
     // RFC 7239 §6: an IPv6 node is a quoted, bracketed string.
     let node = match client {
         IpAddr::V4(_) => client_text,
@@ -103,13 +150,58 @@ pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&H
     };
     let mut forwarded = format!("for={node};proto=http");
     if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        forwarded.push_str(";host=\"");
-        forwarded.push_str(host);
-        forwarded.push('"');
+        forwarded.push_str(";host=");
+        push_quoted(&mut forwarded, host);
     }
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         headers.append(header::FORWARDED, v);
     }
+}
+
+/// An RFC 7230 quoted-string: `"` and `\` escaped, so a value cannot end the string early
+/// and add elements of its own.
+fn push_quoted(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// RFC 9110 §7.2 / RFC 3986 §3.2: `Host` is `uri-host [ ":" port ]`, where the host is an IP
+/// literal in brackets or a reg-name (unreserved, percent-encoded and sub-delimiter
+/// characters). Anything else (quotes, spaces, `@`, `/`, a second colon) is refused.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(close) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..close];
+        let ok = std::str::from_utf8(literal)
+            .is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok());
+        if !ok {
+            return false;
+        }
+        (&value[..=close], &value[close + 1..])
+    } else {
+        let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+        let host = &value[..end];
+        let reg_name = host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+        if !reg_name {
+            return false;
+        }
+        (host, &value[end..])
+    };
+    let port_ok = match port.strip_prefix(b":") {
+        None => port.is_empty(),
+        Some(digits) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+    };
+    !host.is_empty() && port_ok
 }
 
 #[cfg(test)]
@@ -169,5 +261,53 @@ mod tests {
             headers[header::FORWARDED],
             "for=\"[::1]\";proto=http;host=\"a.example\""
         );
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "a.example");
+    }
+
+    #[test]
+    fn forwarded_values_are_quoted() {
+        let mut headers = HeaderMap::new();
+        append_forwarded(
+            &mut headers,
+            "192.0.2.1".parse().unwrap(),
+            Some(&HeaderValue::from_static(
+                "a.example\", for=6.6.6.6;host=\"b",
+            )),
+        );
+        assert_eq!(
+            headers[header::FORWARDED],
+            "for=192.0.2.1;proto=http;host=\"a.example\\\", for=6.6.6.6;host=\\\"b\""
+        );
+    }
+
+    #[test]
+    fn host_grammar() {
+        for good in [
+            "a.example",
+            "a.example:8080",
+            "127.0.0.1:80",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]",
+            "xn--bcher-kva.example",
+            "a_b.example",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            "a.example\", for=6.6.6.6",
+            "a b",
+            "user@a.example",
+            "a.example/x",
+            "a.example:80:80",
+            "a.example:x",
+            "[::1",
+            "[nonsense]",
+            ":80",
+            "a.example:123456",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
     }
 }

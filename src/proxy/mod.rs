@@ -14,6 +14,7 @@ mod rewrite;
 mod tunnel;
 
 pub use error::{ErrorSource, ProxyError};
+pub use tunnel::{ConnectionSlot, TunnelClosed, TunnelEnd, TunnelSummary};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,10 +27,10 @@ use hyper::body::Incoming;
 use crate::admin;
 use crate::body::{self, ProxyBody};
 use crate::cache::{self, Cache};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, ServerName};
 use crate::logging;
 use crate::metrics::{Metrics, RequestMode};
-use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::upstream::{DestinationPolicy, UpstreamClient, UpstreamError, canonical};
 use gateway::{GatewayRequest, RecentSites};
 use headers::ViaEntry;
 
@@ -48,6 +49,9 @@ pub struct ForwardRequest {
 pub struct OriginClient {
     upstream: UpstreamClient,
     via: ViaEntry,
+    /// Reverse mode: where every request goes. The request's own URI names the host the
+    /// upstream is asked for (and so what the cache keys by); the connection is made here.
+    connect_to: Option<(Scheme, Authority)>,
 }
 
 impl cache::Origin for OriginClient {
@@ -64,6 +68,12 @@ impl cache::Origin for OriginClient {
         request.headers_mut().remove(header::EXPECT);
         self.via.append(request.headers_mut(), received);
         *request.version_mut() = Version::HTTP_11;
+        if let Some((scheme, authority)) = &self.connect_to {
+            let mut parts = std::mem::take(request.uri_mut()).into_parts();
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority.clone());
+            *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+        }
         logging::trace_request("request to origin", &request);
         let response = self.upstream.send(request).await?;
         logging::trace_response("response from origin", &response);
@@ -85,6 +95,12 @@ pub struct Rules {
     pub connect_ports: Vec<u16>,
     pub max_request_body: u64,
     pub follow_redirects: bool,
+    /// Reverse mode: the Host names answered for (empty: any).
+    pub server_names: Vec<ServerName>,
+    /// Clients whose forwarding headers are believed.
+    pub trust_forwarded: Vec<ipnet::IpNet>,
+    pub reject_get_body: bool,
+    pub tunnel_idle_timeout: std::time::Duration,
 }
 
 impl Rules {
@@ -101,8 +117,28 @@ impl Rules {
             connect_ports: config.connect_ports.clone(),
             max_request_body: config.max_request_body,
             follow_redirects: config.follow_redirects,
+            server_names: config.server_names.clone(),
+            trust_forwarded: config.trust_forwarded.clone(),
+            reject_get_body: config.reject_get_body,
+            tunnel_idle_timeout: config.tunnel_idle_timeout,
         })
     }
+}
+
+/// Which of hoard's listeners a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Proxy,
+    /// `--admin-listen`: the admin interface only.
+    Admin,
+}
+
+/// The client connection a request came on, made once per connection by `server`.
+pub struct ClientConnection {
+    pub peer: SocketAddr,
+    pub listener: Listener,
+    /// Its `--max-connections` permit, which a CONNECT tunnel takes over.
+    pub slot: Arc<ConnectionSlot>,
 }
 
 /// Everything the request path needs, shared by all connections.
@@ -110,7 +146,17 @@ pub struct Proxy {
     mode: Mode,
     connect_timeout: std::time::Duration,
     via: ViaEntry,
-    origin: Arc<OriginClient>,
+    /// For clients in `--local-clients` (and every reverse-mode request, which goes to the
+    /// operator's upstream): the `--deny-dest` rules only.
+    local_origin: Arc<OriginClient>,
+    /// For everyone else: the safe defaults too. A separate client, so their pooled
+    /// connections are never shared.
+    restricted_origin: Arc<OriginClient>,
+    local_clients: Vec<ipnet::IpNet>,
+    /// hoard's own listening addresses (an absolute-form target naming one is "us").
+    listening: Vec<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    tunnels: tunnel::Tunnels,
     cache: Arc<Cache>,
     recent_sites: RecentSites,
     /// The settings SIGHUP can change, swapped whole.
@@ -119,11 +165,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// `listening`: the addresses hoard actually listens on (the configured port may be 0).
     pub fn new(
         config: &Config,
         cache: Arc<Cache>,
         metrics: Arc<Metrics>,
         rules: Rules,
+        listening: Vec<SocketAddr>,
     ) -> Result<Self, UpstreamError> {
         let mut id = [0u8; 8];
         // A collision only matters between two hoards in one request chain; on the rare
@@ -132,14 +180,45 @@ impl Proxy {
             id = u64::from(std::process::id()).to_le_bytes();
         }
         let via = ViaEntry::new(u64::from_le_bytes(id));
+        let connect_to = match &config.mode {
+            Mode::Reverse { upstream, .. } => Some((
+                upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
+                upstream
+                    .authority()
+                    .cloned()
+                    .ok_or_else(|| UpstreamError::Tls("upstream has no host".into()))?,
+            )),
+            Mode::Forward => None,
+        };
+        let origin = |restricted: bool| -> Result<Arc<OriginClient>, UpstreamError> {
+            let policy = DestinationPolicy::new(
+                config.deny_dest.clone(),
+                config.allow_dest.clone(),
+                restricted,
+                listening.clone(),
+            );
+            Ok(Arc::new(OriginClient {
+                upstream: UpstreamClient::new(config, Arc::new(policy))?,
+                via: via.clone(),
+                connect_to: connect_to.clone(),
+            }))
+        };
+        let local_origin = origin(false)?;
+        // Reverse mode reaches only the operator's upstream, wherever it is.
+        let restricted_origin = match config.mode {
+            Mode::Reverse { .. } => local_origin.clone(),
+            Mode::Forward => origin(true)?,
+        };
         Ok(Proxy {
             mode: config.mode.clone(),
             connect_timeout: config.connect_timeout,
             via: via.clone(),
-            origin: Arc::new(OriginClient {
-                upstream: UpstreamClient::new(config)?,
-                via,
-            }),
+            local_origin,
+            restricted_origin,
+            local_clients: config.local_clients.clone(),
+            listening,
+            admin_listen: config.admin_listen,
+            tunnels: tunnel::Tunnels::default(),
             cache,
             recent_sites: RecentSites::default(),
             rules: arc_swap::ArcSwap::from_pointee(rules),
@@ -156,23 +235,51 @@ impl Proxy {
         &self.cache
     }
 
+    /// Ends every CONNECT tunnel (at shutdown) and waits until they have reported.
+    pub async fn close_tunnels(&self) {
+        self.tunnels.close().await;
+    }
+
+    /// What clients outside `--local-clients` cannot reach, for the start-up warning.
+    pub fn restrictions(&self) -> String {
+        self.restricted_origin
+            .upstream
+            .policy()
+            .describe_restrictions()
+    }
+
+    /// The origin client for `client`: local clients are held to `--deny-dest` only.
+    fn origin_for(&self, client: std::net::IpAddr) -> &Arc<OriginClient> {
+        if self.local_clients.iter().any(|net| net.contains(&client)) {
+            &self.local_origin
+        } else {
+            &self.restricted_origin
+        }
+    }
+
     /// Answers one client request, of the mode `mode_of` gave it. Never fails: errors become
     /// responses here.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         mode: RequestMode,
-        client: SocketAddr,
+        connection: &ClientConnection,
     ) -> Response<ProxyBody> {
         logging::trace_request("request from client", &request);
-        let response = match self.route(request, mode, client).await {
+        // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`; the access rules
+        // are written for `a.b.c.d`.
+        let client = connection.peer;
+        let client = SocketAddr::new(canonical(client.ip()), client.port());
+        let response = match self.route(request, mode, client, connection).await {
             Ok(response) => response,
             Err(e) => {
                 match e.source() {
                     ErrorSource::Client => tracing::info!("{client}: {e}"),
                     ErrorSource::Origin => tracing::warn!("{client}: {e}"),
                 }
-                if let ProxyError::Upstream(upstream) = &e {
+                if let ProxyError::Upstream(upstream) = &e
+                    && e.source() == ErrorSource::Origin
+                {
                     self.metrics.upstream_error(upstream.kind());
                 }
                 e.into_response()
@@ -184,18 +291,21 @@ impl Proxy {
 
     /// How a request reached hoard (forward, reverse, gateway, tunnel, admin), for routing
     /// and for the access log and metrics.
-    pub fn mode_of<B>(&self, request: &Request<B>) -> RequestMode {
+    /// The mode comes from the configuration and the listener, never from the request
+    /// alone: in reverse mode every request goes to the upstream, absolute-form or not.
+    pub fn mode_of<B>(&self, request: &Request<B>, listener: Listener) -> RequestMode {
         let origin_form = request.uri().scheme().is_none();
-        if request.method().as_str() == "PURGE"
+        if listener == Listener::Admin
+            || request.method().as_str() == "PURGE"
             || (origin_form && request.uri().path().starts_with(admin::PREFIX))
         {
             RequestMode::Admin
         } else if request.method() == Method::CONNECT {
             RequestMode::Connect
-        } else if !origin_form {
-            RequestMode::Forward
         } else if matches!(self.mode, Mode::Reverse { .. }) {
             RequestMode::Reverse
+        } else if !origin_form {
+            RequestMode::Forward
         } else {
             RequestMode::Gateway
         }
@@ -206,16 +316,20 @@ impl Proxy {
         request: Request<Incoming>,
         mode: RequestMode,
         client: SocketAddr,
+        connection: &ClientConnection,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // One snapshot per request: a SIGHUP reload in the middle cannot mix two rule sets.
         let rules = self.rules.load_full();
         let allowed = |list: &[ipnet::IpNet]| list.iter().any(|net| net.contains(&client.ip()));
-        if !allowed(&rules.allow) {
+        // The admin listener is for `--admin-allow` clients, checked below.
+        let admin_listener = connection.listener == Listener::Admin;
+        if !admin_listener && !allowed(&rules.allow) {
             self.metrics.denied();
             return Err(ProxyError::Forbidden(
                 "this client is not allowed to use this proxy",
             ));
         }
+        check_head(&request)?;
         if self.via.seen_in(request.headers()) {
             return Err(ProxyError::Loop);
         }
@@ -223,32 +337,49 @@ impl Proxy {
         self.authenticate(&rules, &mut request, mode).await?;
         match mode {
             RequestMode::Admin => {
+                if let Some(admin) = self.admin_listen
+                    && !admin_listener
+                {
+                    return Err(ProxyError::AdminElsewhere(admin));
+                }
                 if !allowed(&rules.admin_allow) {
                     self.metrics.denied();
                     return Err(ProxyError::Forbidden(
                         "this client may not use the admin interface",
                     ));
                 }
-                let purge_target = self.purge_target(request.uri());
+                if !matches!(*request.method(), Method::GET | Method::HEAD) {
+                    same_origin(request.headers())?;
+                }
+                let purge_target = self.purge_target(request.uri(), request.headers());
                 let admin_request = admin::parse(request.method(), request.uri(), purge_target)?;
                 Ok(admin::answer(admin_request, &self.cache, &self.metrics))
             }
             // Boxed: each of these futures is several KiB, and every request's future is as
             // large as its largest branch and gets moved (copied) on its way into hyper.
             // Cache hits, the fast path, should not pay for tunnels and HTML rewriting.
+            RequestMode::Connect if matches!(self.mode, Mode::Reverse { .. }) => Err(
+                ProxyError::MethodNotAllowed("a reverse proxy does not open CONNECT tunnels"),
+            ),
             RequestMode::Connect => {
+                let settings = tunnel::TunnelSettings {
+                    allowed_ports: &rules.connect_ports,
+                    policy: self.origin_for(client.ip()).upstream.policy(),
+                    connect_timeout: self.connect_timeout,
+                    idle_timeout: rules.tunnel_idle_timeout,
+                };
                 Box::pin(tunnel::open(
                     request,
-                    &rules.connect_ports,
-                    &self.origin.upstream.deny_list(),
-                    self.connect_timeout,
+                    settings,
+                    &connection.slot,
+                    &self.tunnels,
                 ))
                 .await
             }
             RequestMode::Gateway => Box::pin(self.gateway(&rules, request, client)).await,
             RequestMode::Forward | RequestMode::Reverse => {
                 let forward = self.forward_request(&rules, request, client)?;
-                self.fetch(forward).await
+                self.fetch(forward, self.origin_for(client.ip())).await
             }
         }
     }
@@ -291,23 +422,27 @@ impl Proxy {
     }
 
     /// The absolute URL a `PURGE` names: its absolute-form target, or in reverse mode the
-    /// upstream's URL for its path.
-    fn purge_target(&self, uri: &Uri) -> Option<Uri> {
+    /// URL the cache keys that path by (the Host the upstream sees, then the path).
+    fn purge_target(&self, uri: &Uri, headers: &http::HeaderMap) -> Option<Uri> {
         if uri.scheme().is_some() {
             return Some(uri.clone());
         }
-        let Mode::Reverse { upstream, .. } = &self.mode else {
+        let Mode::Reverse {
+            upstream,
+            upstream_host,
+        } = &self.mode
+        else {
             return None;
         };
+        let host = upstream_host
+            .as_ref()
+            .or_else(|| headers.get(header::HOST))
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| upstream.authority().map(Authority::as_str))?;
         let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        format!(
-            "{}://{}{}",
-            upstream.scheme_str()?,
-            upstream.authority()?,
-            path
-        )
-        .parse()
-        .ok()
+        format!("{}://{host}{path}", upstream.scheme_str()?)
+            .parse()
+            .ok()
     }
 
     /// The path-prefix gateway: work out the origin URL, fetch it like a forward request
@@ -350,8 +485,9 @@ impl Proxy {
         }
         *request.uri_mut() = uri;
         let forward = self.forward_request(rules, request, client)?;
+        let origin = self.origin_for(client.ip());
         let (response, final_url) = self
-            .fetch_following(forward, page_url, rules.follow_redirects)
+            .fetch_following(forward, page_url, rules.follow_redirects, origin)
             .await?;
         Ok(rewrite::gateway_response(response, &final_url))
     }
@@ -363,13 +499,14 @@ impl Proxy {
         forward: ForwardRequest,
         mut url: url::Url,
         follow_redirects: bool,
+        origin: &Arc<OriginClient>,
     ) -> Result<(Response<ProxyBody>, url::Url), ProxyError> {
         let method = forward.request.method().clone();
         if !follow_redirects || !(method == Method::GET || method == Method::HEAD) {
-            return Ok((self.fetch(forward).await?, url));
+            return Ok((self.fetch(forward, origin).await?, url));
         }
         let headers = forward.request.headers().clone();
-        let mut response = self.fetch(forward).await?;
+        let mut response = self.fetch(forward, origin).await?;
         let mut visited = vec![url.clone()];
         while response.status().is_redirection()
             && response.status() != http::StatusCode::NOT_MODIFIED
@@ -401,7 +538,7 @@ impl Proxy {
             *request.headers_mut() = headers.clone();
             request.headers_mut().insert(header::HOST, host);
             *request.uri_mut() = uri;
-            response = self.fetch(ForwardRequest { request }).await?;
+            response = self.fetch(ForwardRequest { request }, origin).await?;
         }
         Ok((response, url))
     }
@@ -425,75 +562,223 @@ impl Proxy {
             ));
         }
         headers::remove_hop_by_hop(&mut parts.headers);
+        if !rules
+            .trust_forwarded
+            .iter()
+            .any(|net| net.contains(&client.ip()))
+        {
+            headers::remove_untrusted_forwarding(&mut parts.headers);
+        }
+        // GET and HEAD bodies have no meaning, so an origin may ignore one and read it as
+        // the next request on the connection: that connection is closed after this
+        // exchange, and the cache neither stores nor serves such a request.
+        if matches!(parts.method, Method::GET | Method::HEAD)
+            && !hyper::body::Body::is_end_stream(&incoming)
+        {
+            if rules.reject_get_body {
+                return Err(ProxyError::BadRequest(
+                    "GET and HEAD requests must not carry a body",
+                ));
+            }
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
 
-        if parts.uri.scheme().is_some() {
-            let authority = absolute_authority(&parts.uri)?;
-            // Usually the client's Host already says the same: then no new value is made.
-            if parts.headers.get(header::HOST).map(HeaderValue::as_bytes)
-                != Some(authority.as_str().as_bytes())
-            {
-                let host = host_value(authority)?;
-                parts.headers.insert(header::HOST, host);
-            }
-        } else {
-            match &self.mode {
-                Mode::Reverse {
-                    upstream,
-                    upstream_host,
-                } => {
-                    let client_host = parts.headers.get(header::HOST).cloned();
-                    headers::append_forwarded(
-                        &mut parts.headers,
-                        client.ip(),
-                        client_host.as_ref(),
-                    );
-                    let upstream_authority = upstream
-                        .authority()
-                        .cloned()
-                        .ok_or(ProxyError::BadRequest("upstream has no host"))?;
-                    match (upstream_host, client_host) {
-                        (Some(host), _) => {
-                            parts.headers.insert(header::HOST, host.clone());
-                        }
-                        (None, Some(_)) => {}
-                        (None, None) => {
-                            parts
-                                .headers
-                                .insert(header::HOST, host_value(&upstream_authority)?);
-                        }
-                    }
-                    let path = parts
-                        .uri
-                        .path_and_query()
-                        .cloned()
-                        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-                    parts.uri = Uri::builder()
-                        .scheme(upstream.scheme().cloned().unwrap_or(Scheme::HTTP))
-                        .authority(upstream_authority)
-                        .path_and_query(path)
-                        .build()
-                        .map_err(|_| {
-                            ProxyError::BadRequest("request target is not a valid path")
-                        })?;
+        match &self.mode {
+            Mode::Reverse {
+                upstream,
+                upstream_host,
+            } => self.to_upstream(rules, &mut parts, client, upstream, upstream_host.as_ref())?,
+            Mode::Forward if parts.uri.scheme().is_some() => {
+                let authority = absolute_authority(&parts.uri)?;
+                // Usually the client's Host already says the same: then no new value is made.
+                if parts.headers.get(header::HOST).map(HeaderValue::as_bytes)
+                    != Some(authority.as_str().as_bytes())
+                {
+                    let host = host_value(authority)?;
+                    parts.headers.insert(header::HOST, host);
                 }
-                // Gateway requests arrive here with absolute URIs; anything else names no site.
-                Mode::Forward => return Err(ProxyError::GatewayUsage),
             }
+            // Gateway requests arrive here with absolute URIs; anything else names no site.
+            Mode::Forward => return Err(ProxyError::GatewayUsage),
         }
         Ok(ForwardRequest {
             request: Request::from_parts(parts, limited(incoming, max_request_body)),
         })
     }
 
+    /// Reverse mode: the request for the upstream. Its URI names the Host the upstream sees
+    /// (the client's, or `--upstream-host`), so the cache keys every site apart; the
+    /// `OriginClient` connects to the upstream itself.
+    fn to_upstream(
+        &self,
+        rules: &Rules,
+        parts: &mut http::request::Parts,
+        client: SocketAddr,
+        upstream: &Uri,
+        upstream_host: Option<&HeaderValue>,
+    ) -> Result<(), ProxyError> {
+        // The host the client asked for: an absolute-form target replaces Host (RFC 9112
+        // §3.2.2), and must name this accelerator rather than somewhere else to go.
+        let asked: Option<HeaderValue> = if parts.uri.scheme().is_some() {
+            let authority = absolute_authority(&parts.uri)?;
+            if !self.is_ours(rules, authority, upstream, upstream_host) {
+                return Err(ProxyError::BadRequest(
+                    "absolute-form target names a host this reverse proxy does not serve",
+                ));
+            }
+            Some(host_value(authority)?)
+        } else {
+            parts
+                .headers
+                .get(header::HOST)
+                .filter(|h| !h.is_empty())
+                .cloned()
+        };
+        if !rules.server_names.is_empty() {
+            let name = asked
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .map(host_name)
+                .unwrap_or_default();
+            if !rules.server_names.iter().any(|s| s.matches(&name)) {
+                return Err(ProxyError::MisdirectedRequest(name));
+            }
+        }
+        let seen = match (upstream_host, &asked) {
+            (Some(host), _) => host.clone(),
+            (None, Some(asked)) => asked.clone(),
+            (None, None) => host_value(
+                upstream
+                    .authority()
+                    .ok_or(ProxyError::BadRequest("upstream has no host"))?,
+            )?,
+        };
+        let authority = Authority::try_from(seen.as_bytes())
+            .map_err(|_| ProxyError::BadRequest("invalid Host"))?;
+        // The forwarding fields name the same host as `Host`: nothing the upstream sees may
+        // depend on a client's Host unless the cache keys by it.
+        headers::append_forwarded(&mut parts.headers, client.ip(), Some(&seen));
+        parts.headers.insert(header::HOST, seen);
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(upstream.scheme().cloned().unwrap_or(Scheme::HTTP))
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("request target is not a valid path"))?;
+        Ok(())
+    }
+
+    /// Whether an absolute-form target in reverse mode names this accelerator: one of the
+    /// `--server-name`s, or without those the upstream's own name, `--upstream-host`, or an
+    /// address hoard listens on.
+    fn is_ours(
+        &self,
+        rules: &Rules,
+        authority: &Authority,
+        upstream: &Uri,
+        upstream_host: Option<&HeaderValue>,
+    ) -> bool {
+        let text = authority.as_str().to_ascii_lowercase();
+        if !rules.server_names.is_empty() {
+            return rules
+                .server_names
+                .iter()
+                .any(|s| s.matches(&host_name(&text)));
+        }
+        let same = |other: &str| other.eq_ignore_ascii_case(&text);
+        upstream.authority().is_some_and(|a| same(a.as_str()))
+            || upstream_host
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(same)
+            || self.listening.iter().any(|addr| same(&addr.to_string()))
+    }
+
     /// The seam: every forward request goes through the cache, which decides whether the
     /// origin is asked.
-    async fn fetch(&self, forward: ForwardRequest) -> Result<Response<ProxyBody>, ProxyError> {
-        let mut response = self.cache.serve(forward.request, &self.origin).await?;
+    async fn fetch(
+        &self,
+        forward: ForwardRequest,
+        origin: &Arc<OriginClient>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut response = self.cache.serve(forward.request, origin).await?;
         self.via.append(response.headers_mut(), Version::HTTP_11);
         // The client hears hoard's own HTTP version.
         *response.version_mut() = Version::HTTP_11;
         Ok(response)
     }
+}
+
+/// The name part of a `Host` value, lowercase, without port or trailing dot.
+fn host_name(host: &str) -> String {
+    let name = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// What RFC 9112 requires of every request head before it is acted on: one valid `Host`
+/// (§3.2; an HTTP/1.1 origin-form request must have one) and framing hyper really decoded
+/// (§6.1).
+fn check_head<B>(request: &Request<B>) -> Result<(), ProxyError> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(ProxyError::BadRequest("more than one Host header")),
+        (Some(host), None) if !host.is_empty() && !headers::valid_host(host.as_bytes()) => {
+            return Err(ProxyError::BadRequest("Host is not a valid host[:port]"));
+        }
+        (None, _)
+            if request.version() == Version::HTTP_11
+                && request.uri().scheme().is_none()
+                && request.method() != Method::CONNECT =>
+        {
+            return Err(ProxyError::BadRequest(
+                "HTTP/1.1 request without a Host header",
+            ));
+        }
+        _ => {}
+    }
+    body::check_transfer_encoding(request.headers())?;
+    Ok(())
+}
+
+/// Refuses a state-changing admin request a browser sent on another site's behalf: a
+/// cross-site form or script (`Sec-Fetch-Site`), or an `Origin` that is not this admin's
+/// own (a sandboxed gateway page sends `null`). Tools like curl send neither.
+fn same_origin(headers: &http::HeaderMap) -> Result<(), ProxyError> {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(ProxyError::CrossSite(
+            "cross-site requests may not change the admin interface",
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let own = headers.get(header::HOST).map(HeaderValue::as_bytes);
+        let authority = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.parse::<Uri>().ok())
+            .and_then(|uri| uri.authority().map(|a| a.as_str().to_ascii_lowercase()));
+        let same = match (authority, own) {
+            (Some(authority), Some(own)) => authority.as_bytes().eq_ignore_ascii_case(own),
+            _ => false,
+        };
+        if !same {
+            return Err(ProxyError::CrossSite(
+                "requests from another origin may not change the admin interface",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The client's body, cut off with an error past `--max-request-body` (0: no limit).

@@ -21,10 +21,22 @@ use super::gateway::to_gateway_path;
 use crate::body::{self, BoxError, ProxyBody};
 
 /// Rewrites a gateway response for a page fetched from `page_url`.
+/// Everything a page normally does, except keep hoard's origin (no `allow-same-origin`).
+pub const GATEWAY_SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups \
+     allow-popups-to-escape-sandbox allow-modals allow-downloads \
+     allow-top-navigation-by-user-activation allow-pointer-lock allow-presentation";
+
 pub fn gateway_response(response: Response<ProxyBody>, page_url: &url::Url) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     rewrite_location(&mut parts.headers, page_url);
     rewrite_cookies(&mut parts.headers, page_url);
+    // Every site browsed through the gateway shares hoard's origin (and with it the admin
+    // interface's): sandboxed, a page gets an opaque origin of its own, so its scripts can
+    // neither read another site's pages nor `/_hoard/`, and what they send says `Origin: null`.
+    parts.headers.append(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(GATEWAY_SANDBOX),
+    );
     let is_html = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -22,10 +22,11 @@ use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport, UpstreamStatus};
 use crate::config::Config;
 use crate::logging::{self, AccessLog, AccessRecord, LoggedBody};
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, ProxyError, Rules};
+use crate::proxy::{
+    ClientConnection, ConnectionSlot, Listener, Proxy, ProxyError, Rules, TunnelClosed,
+};
 use crate::upstream::UpstreamError;
 
-/// Reopens the access-log file whenever SIGUSR1 arrives (logrotate's postrotate).
 /// The listening socket, as `TcpListener::bind` makes it (address reuse, a backlog of 1024),
 /// with TCP_NODELAY set once for every connection it accepts: each response is written
 /// whole, so Nagle's algorithm would only delay the next one.
@@ -51,6 +52,7 @@ async fn flush_every(log: Arc<AccessLog>) {
     }
 }
 
+/// Reopens the access-log file whenever SIGUSR1 arrives (logrotate's postrotate).
 async fn reopen_on_sigusr1(log: Arc<AccessLog>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut signals) = signal(SignalKind::user_defined1()) else {
@@ -137,6 +139,8 @@ pub enum ServerError {
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// `--admin-listen`: the admin interface's own listener.
+    admin_listener: Option<TcpListener>,
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     access_log: Arc<AccessLog>,
@@ -156,8 +160,19 @@ impl Server {
             addr: config.listen,
             source,
         };
+        raise_fd_limit(config.max_connections);
         let listener = listen(config.listen).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        let mut listening = vec![local_addr];
+        let admin_listener = match config.admin_listen {
+            Some(addr) => {
+                let admin_error = |source| ServerError::Bind { addr, source };
+                let admin = listen(addr).map_err(admin_error)?;
+                listening.push(admin.local_addr().map_err(admin_error)?);
+                Some(admin)
+            }
+            None => None,
+        };
         let settings = config.cache.clone();
         let opened = tokio::task::spawn_blocking(move || Cache::open(settings))
             .await
@@ -176,7 +191,22 @@ impl Server {
         let access_log = Arc::new(access_log);
         let rules = Rules::from_config(config)?;
         let metrics = Arc::new(Metrics::default());
-        let proxy = Arc::new(Proxy::new(config, Arc::new(cache), metrics.clone(), rules)?);
+        let proxy = Arc::new(Proxy::new(
+            config,
+            Arc::new(cache),
+            metrics.clone(),
+            rules,
+            listening,
+        )?);
+        let reaches_restricted = config.allow.iter().any(|allowed| {
+            !config
+                .local_clients
+                .iter()
+                .any(|local| local.contains(allowed))
+        });
+        if matches!(config.mode, crate::config::Mode::Forward) && reaches_restricted {
+            tracing::warn!("{}", proxy.restrictions());
+        }
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(config.client_header_timeout)
@@ -187,6 +217,7 @@ impl Server {
         Ok(Server {
             listener,
             local_addr,
+            admin_listener,
             proxy,
             metrics,
             access_log,
@@ -215,6 +246,13 @@ impl Server {
         self.local_addr
     }
 
+    /// Where the admin interface listens with `--admin-listen`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
     /// finish for up to a grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -240,10 +278,26 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
+            let admin_accept = async {
+                match &self.admin_listener {
+                    Some(admin) => admin.accept().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(self.serve(stream, peer, stop_rx.clone(), slot));
+                        connections.spawn(self.serve(stream, peer, Listener::Proxy, stop_rx.clone(), slot));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends are transient: back off instead of spinning or dying.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                accepted = admin_accept => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(self.serve(stream, peer, Listener::Admin, stop_rx.clone(), slot));
                     }
                     Err(e) => {
                         // EMFILE and friends are transient: back off instead of spinning or dying.
@@ -255,6 +309,9 @@ impl Server {
             }
         }
         drop(self.listener);
+        drop(self.admin_listener);
+        // Tunnels carry no request to finish: they end now, and log as they do.
+        self.proxy.close_tunnels().await;
         tracing::info!(
             "shutting down: waiting for {} connection(s)",
             connections.len()
@@ -282,6 +339,7 @@ impl Server {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
+        listener: Listener,
         mut stop: watch::Receiver<bool>,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) -> impl Future<Output = ()> + use<> {
@@ -293,16 +351,22 @@ impl Server {
         let metrics = self.metrics.clone();
         let log = self.access_log.clone();
         let request_timeout = self.request_timeout;
+        let client = Arc::new(ClientConnection {
+            peer,
+            listener,
+            slot: ConnectionSlot::new(Some(slot)),
+        });
         let service = service_fn(move |request: Request<Incoming>| {
             let proxy = proxy.clone();
             let metrics = metrics.clone();
             let log = log.clone();
+            let client = client.clone();
             // Boxed: hyper keeps room for the service's future in every connection, busy or
             // idle, and a request's future is several KiB; boxed, an idle keep-alive
             // connection holds a pointer instead.
             Box::pin(async move {
                 Ok::<_, Infallible>(
-                    handle(&proxy, metrics, log, request_timeout, request, peer).await,
+                    handle(&proxy, metrics, log, request_timeout, request, &client).await,
                 )
             })
         });
@@ -312,7 +376,6 @@ impl Server {
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         async move {
-            let _slot = slot;
             metrics.connection_opened();
             tokio::pin!(connection);
             let result = tokio::select! {
@@ -336,7 +399,7 @@ async fn handle(
     log: Arc<AccessLog>,
     request_timeout: Option<Duration>,
     request: Request<Incoming>,
-    client: SocketAddr,
+    client: &ClientConnection,
 ) -> Response<LoggedBody> {
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
@@ -345,8 +408,8 @@ async fn handle(
     let method = request.method().clone();
     let uri = request.uri().clone();
     let version = request.version();
-    let mode = proxy.mode_of(&request);
-    let response = match request_timeout {
+    let mode = proxy.mode_of(&request, client.listener);
+    let mut response = match request_timeout {
         None => proxy.handle(request, mode, client).await,
         Some(limit) => {
             let deadline = tokio::time::Instant::now() + limit;
@@ -357,8 +420,9 @@ async fn handle(
             }
         }
     };
+    let tunnel = response.extensions_mut().remove::<TunnelClosed>();
     let record = AccessRecord {
-        client,
+        client: client.peer,
         method,
         uri,
         version,
@@ -372,6 +436,44 @@ async fn handle(
         mode,
         started,
         metrics,
+        tunnel: None,
     };
-    response.map(|body| LoggedBody::new(body, record))
+    match tunnel {
+        // A tunnel's line is written when it closes, with what it carried (as Squid does).
+        Some(closed) => {
+            tokio::spawn(async move {
+                let summary = closed.wait().await;
+                let complete = summary.is_some_and(|s| s.end != crate::proxy::TunnelEnd::Error);
+                record.tunnel_closed(summary.map(|s| (s.up, s.down)), complete);
+            });
+            response.map(LoggedBody::unlogged)
+        }
+        None => response.map(|body| LoggedBody::new(body, record)),
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, as nginx's `worker_rlimit_nofile` and
+/// Squid's `max_filedescriptors` do: each client connection needs a descriptor, and one more
+/// for its origin connection or tunnel. Warns when `--max-connections` cannot fit.
+fn raise_fd_limit(max_connections: usize) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            match rlimit::Resource::NOFILE.get() {
+                Ok((soft, _)) => soft,
+                Err(_) => return,
+            }
+        }
+    };
+    // A few dozen for the index, the log, listeners and the runtime.
+    let needed = (max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(64);
+    if needed > limit {
+        tracing::warn!(
+            "--max-connections {max_connections} needs about {needed} open files but the limit is              {limit}: clients beyond about {} at once will fail (raise `ulimit -n` or              LimitNOFILE=)",
+            limit.saturating_sub(64) / 2
+        );
+    }
 }

@@ -21,6 +21,23 @@ pub enum UpstreamError {
     Tls(String),
     #[error("{0}")]
     Denied(String),
+    /// The destination is this hoard itself.
+    #[error("{0}")]
+    Loop(String),
+    /// The client's request body failed while it was being sent: malformed chunked framing,
+    /// a body cut short, or one past `--max-request-body`. The client's fault, not the origin's.
+    #[error("the request body could not be read: {reason}")]
+    RequestBody { reason: String, too_large: bool },
+}
+
+impl From<super::Denied> for UpstreamError {
+    fn from(denied: super::Denied) -> Self {
+        if denied.reason == super::DenyReason::Itself {
+            UpstreamError::Loop(denied.to_string())
+        } else {
+            UpstreamError::Denied(denied.to_string())
+        }
+    }
 }
 
 impl UpstreamError {
@@ -34,6 +51,20 @@ impl UpstreamError {
             UpstreamError::Protocol { .. } => "protocol",
             UpstreamError::Tls(_) => "tls",
             UpstreamError::Denied(_) => "denied",
+            UpstreamError::Loop(_) => "loop",
+            UpstreamError::RequestBody { .. } => "request_body",
+        }
+    }
+
+    /// A refusal by the destination policy, carried in an `io::Error` (from the resolver
+    /// or the connector); any other error as it is.
+    pub(crate) fn from_io(io: &io::Error, otherwise: impl FnOnce() -> Self) -> Self {
+        match io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<super::Denied>())
+        {
+            Some(denied) => UpstreamError::from(denied.clone()),
+            None => otherwise(),
         }
     }
 
@@ -52,12 +83,19 @@ impl UpstreamError {
         error: &hyper_util::client::legacy::Error,
     ) -> Self {
         let reason = source_chain(error);
+        if let Some(body_error) = request_body_error(error) {
+            let too_large = body_error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return UpstreamError::RequestBody {
+                reason: body_error.to_string(),
+                too_large,
+            };
+        }
         if error.is_connect() {
             // A resolved address on the deny list (see `destinations`).
-            if let Some(io) = find_io_error(error)
-                && io.kind() == io::ErrorKind::PermissionDenied
-            {
-                return UpstreamError::Denied(io.to_string());
+            if let Some(denied) = find_denied(error) {
+                return UpstreamError::from(denied.clone());
             }
             if let Some(io) = find_io_error(error)
                 && io.kind() == io::ErrorKind::TimedOut
@@ -92,6 +130,40 @@ fn source_chain(error: &hyper_util::client::legacy::Error) -> String {
         parts.push(error.to_string());
     }
     parts.join(": ")
+}
+
+/// hyper reports a request body that yielded an error as a "user" error whose source is
+/// that body error; the body is the client's, so this is where client faults are told apart.
+fn request_body_error(
+    error: &hyper_util::client::legacy::Error,
+) -> Option<&(dyn std::error::Error + 'static)> {
+    let mut next = error.source();
+    while let Some(e) = next {
+        if let Some(hyper_error) = e.downcast_ref::<hyper::Error>()
+            && hyper_error.is_user()
+        {
+            return hyper_error.source();
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The destination policy's refusal, wherever hyper-util and the TLS connector wrapped it.
+fn find_denied(error: &hyper_util::client::legacy::Error) -> Option<&super::Denied> {
+    let mut next = error.source();
+    while let Some(e) = next {
+        if let Some(denied) = e.downcast_ref::<super::Denied>() {
+            return Some(denied);
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && let Some(denied) = io.get_ref().and_then(|i| i.downcast_ref::<super::Denied>())
+        {
+            return Some(denied);
+        }
+        next = e.source();
+    }
+    None
 }
 
 fn find_io_error(error: &hyper_util::client::legacy::Error) -> Option<&io::Error> {

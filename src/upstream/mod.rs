@@ -4,10 +4,13 @@
 //! It sends exactly the request it is given; deciding what to send (headers, target, caching)
 //! belongs to `proxy/`. It must not build client-facing responses.
 
+mod connector;
 mod destinations;
 mod error;
 
-pub use destinations::{DenyList, DenyRule, resolve};
+pub use destinations::{
+    Denied, DenyReason, DestRule, DestinationPolicy, SAFE_PORTS, canonical, resolve,
+};
 pub use error::UpstreamError;
 
 use std::sync::Arc;
@@ -27,19 +30,20 @@ use crate::config::Config;
 /// Sends requests to origins.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector<destinations::DenyingResolver>>, ProxyBody>,
-    deny: Arc<DenyList>,
+    client: Client<HttpsConnector<connector::GuardedConnector>, ProxyBody>,
+    policy: Arc<DestinationPolicy>,
     connect_timeout: Duration,
     first_byte_timeout: Duration,
     read_timeout: Duration,
 }
 
 impl UpstreamClient {
-    pub fn new(config: &Config) -> Result<Self, UpstreamError> {
+    /// A client whose every connection obeys `policy`. Each policy gets its own client, so a
+    /// pooled connection opened for one kind of client is never reused by another.
+    pub fn new(config: &Config, policy: Arc<DestinationPolicy>) -> Result<Self, UpstreamError> {
         let tls = tls_config(config.extra_ca_pem.as_deref())?;
-        let deny = Arc::new(DenyList::new(config.deny_dest.clone()));
         let mut http =
-            HttpConnector::new_with_resolver(destinations::DenyingResolver::new(deny.clone()));
+            HttpConnector::new_with_resolver(destinations::DenyingResolver::new(policy.clone()));
         // The URI scheme decides plain or TLS; the https connector below wraps this one.
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -48,7 +52,7 @@ impl UpstreamClient {
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(connector::GuardedConnector::new(http, policy.clone()));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -61,7 +65,7 @@ impl UpstreamClient {
             .build(connector);
         Ok(UpstreamClient {
             client,
-            deny,
+            policy,
             connect_timeout: config.connect_timeout,
             first_byte_timeout: config.first_byte_timeout,
             read_timeout: config.read_timeout,
@@ -69,8 +73,8 @@ impl UpstreamClient {
     }
 
     /// The destination rules, for CONNECT tunnels, which dial on their own.
-    pub fn deny_list(&self) -> Arc<DenyList> {
-        Arc::clone(&self.deny)
+    pub fn policy(&self) -> &Arc<DestinationPolicy> {
+        &self.policy
     }
 
     /// Sends `request` (absolute URI) and waits for the response head, at most the
@@ -92,9 +96,7 @@ impl UpstreamClient {
                 80
             };
             let port = authority.port_u16().unwrap_or(default_port);
-            self.deny
-                .check_target(authority.host(), port)
-                .map_err(|denied| UpstreamError::Denied(denied.to_string()))?;
+            self.policy.check_target(authority.host(), port)?;
         }
         let conditional = is_conditional(&request);
         let pending = self.client.request(request);
@@ -109,7 +111,23 @@ impl UpstreamClient {
                         .into(),
                 })
             }
+            // hoard never asks for an upgrade (`Upgrade` is hop-by-hop and removed), so a
+            // 101 would switch the client's connection to a protocol nobody agreed on.
+            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                Err(UpstreamError::Protocol {
+                    host,
+                    reason: "101 Switching Protocols without an upgrade request".into(),
+                })
+            }
             Ok(Ok(response)) => {
+                // hyper decodes only `chunked`; a body still in another transfer coding would
+                // be passed on (and stored) with no word of it once the field is removed.
+                if let Err(framing) = body::check_transfer_encoding(response.headers()) {
+                    return Err(UpstreamError::Protocol {
+                        host,
+                        reason: framing.to_string(),
+                    });
+                }
                 let idle = TimeLimit::Idle(self.read_timeout);
                 Ok(response.map(|incoming| body::time_limited(incoming, idle)))
             }

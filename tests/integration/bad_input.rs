@@ -276,8 +276,18 @@ async fn malformed_and_hostile_requests_get_clear_answers_and_hoard_keeps_servin
         ),
         case(
             "absolute URI and Host disagree: the URI wins (RFC 9112 §3.2.2)",
-            get(&format!("http://{o}/h"), "Host: evil.example\r\n"),
+            format!("GET http://{o}/h HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"),
             Status(200),
+        ),
+        case(
+            "two Host headers (RFC 9112 §3.2)",
+            get(&format!("http://{o}/h"), "Host: evil.example\r\n"),
+            Status(400),
+        ),
+        case(
+            "a Host that is not host[:port] (it would be copied into Forwarded)",
+            "GET /x HTTP/1.1\r\nHost: a.example\", for=6.6.6.6;host=\"b.example\r\nConnection: close\r\n\r\n",
+            Status(400),
         ),
         case(
             "traversal inside a site's path is the origin's business",

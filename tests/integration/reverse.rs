@@ -36,6 +36,9 @@ async fn upstream_host_replaces_the_host_header() {
         &upstream,
         "--upstream-host",
         "backend.internal",
+        // A load balancer on this host: its X-Forwarded-For is believed and extended.
+        "--trust-forwarded",
+        "127.0.0.1",
     ])
     .await;
     let response = raw::exchange(

@@ -46,8 +46,18 @@ impl Origin {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
+        Origin::start_on("127.0.0.1", handler).await
+    }
+
+    /// Like `start`, listening on another loopback address (`127.0.0.2`, ...): a second
+    /// host, for destination rules that must tell hosts apart.
+    pub async fn start_on<F, Fut>(ip: &str, handler: F) -> Origin
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(format!("{ip}:0")).await.unwrap();
         let origin = Origin {
             addr: listener.local_addr().unwrap(),
             seen: Arc::default(),

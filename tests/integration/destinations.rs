@@ -1,0 +1,253 @@
+//! Where a client may make hoard connect (issue 11, classes 3, 5 and 6): `--deny-dest` holds
+//! for every spelling of an address on every path that connects, clients outside
+//! `--local-clients` cannot reach the proxy host or unsafe ports, and nothing reaches hoard
+//! itself. Targets are other loopback addresses (127.0.0.2 is "another host").
+
+use hoard::body;
+use http::Response;
+
+use crate::support::{Hoard, Origin, raw};
+
+fn get(target: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+}
+
+fn connect(target: &str) -> String {
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
+}
+
+fn status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"))
+}
+
+#[tokio::test]
+async fn deny_dest_holds_for_every_spelling_and_every_path() {
+    let secret = Origin::start_on("127.0.0.2", |_| async {
+        Response::new(body::full("secret"))
+    })
+    .await;
+    let port = secret.addr.port();
+    let redirector = Origin::start(move |_| async move {
+        Response::builder()
+            .status(302)
+            .header("location", format!("http://[::ffff:127.0.0.2]:{port}/"))
+            .body(body::empty())
+            .unwrap()
+    })
+    .await;
+    let hoard = Hoard::start(&[
+        "--deny-dest",
+        "127.0.0.2",
+        "--connect-ports",
+        &port.to_string(),
+        "--follow-redirects",
+    ])
+    .await;
+    for host in [
+        "127.0.0.2",
+        "[::ffff:127.0.0.2]",
+        "[::ffff:7f00:2]",
+        "[::127.0.0.2]",
+        "[0:0:0:0:0:ffff:7f00:0002]",
+    ] {
+        let forward = raw::exchange(
+            hoard.addr,
+            get(&format!("http://{host}:{port}/")).as_bytes(),
+        )
+        .await;
+        assert_eq!(status(&forward), 403, "forward to {host}: {forward}");
+        let tunnel = raw::exchange(hoard.addr, connect(&format!("{host}:{port}")).as_bytes()).await;
+        assert_eq!(status(&tunnel), 403, "CONNECT {host}: {tunnel}");
+    }
+    let followed = raw::exchange(
+        hoard.addr,
+        get(&format!("/{}/go", redirector.addr)).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&followed), 403, "followed redirect: {followed}");
+    assert_eq!(secret.connections(), 0, "nothing reached the denied host");
+}
+
+#[tokio::test]
+async fn unspecified_addresses_and_names_are_the_host_itself() {
+    let local = Origin::fixed("local service").await;
+    let port = local.addr.port();
+    let hoard = Hoard::start(&[
+        "--deny-dest",
+        "127.0.0.1",
+        "--deny-dest",
+        "::1",
+        "--deny-dest",
+        "::1/128",
+    ])
+    .await;
+    for host in ["0.0.0.0", "[::]", "[::ffff:0.0.0.0]", "localhost", "[::1]"] {
+        let answer = raw::exchange(
+            hoard.addr,
+            get(&format!("http://{host}:{port}/")).as_bytes(),
+        )
+        .await;
+        assert_eq!(status(&answer), 403, "{host}: {answer}");
+    }
+    let gateway = raw::exchange(hoard.addr, get(&format!("/0.0.0.0:{port}/")).as_bytes()).await;
+    assert_eq!(status(&gateway), 403, "gateway: {gateway}");
+    assert_eq!(local.connections(), 0);
+}
+
+#[tokio::test]
+async fn clients_outside_local_clients_cannot_reach_the_proxy_host() {
+    let local = Origin::fixed("local service").await;
+    let port = local.addr.port();
+    // 127.0.0.2 plays a LAN client: allowed to use the proxy, not a local client.
+    let hoard = Hoard::start(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--local-clients",
+        "127.0.0.1/32",
+        "--connect-ports",
+        &port.to_string(),
+    ])
+    .await;
+    for target in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://0.0.0.0:{port}/"),
+        format!("http://localhost:{port}/"),
+        format!("http://127.9.9.9:{port}/"),
+    ] {
+        let answer = raw::exchange_from("127.0.0.2", hoard.addr, get(&target).as_bytes()).await;
+        assert_eq!(status(&answer), 403, "{target}: {answer}");
+        assert!(answer.contains("proxy host itself"), "{answer}");
+    }
+    let tunnel = raw::exchange_from(
+        "127.0.0.2",
+        hoard.addr,
+        connect(&format!("127.0.0.1:{port}")).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&tunnel), 403, "{tunnel}");
+    assert_eq!(local.connections(), 0);
+
+    // A local client still may.
+    let own = raw::exchange(
+        hoard.addr,
+        get(&format!("http://127.0.0.1:{port}/")).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&own), 200, "{own}");
+}
+
+#[tokio::test]
+async fn allow_dest_reopens_hosts_and_ports_for_lan_clients() {
+    let local = Origin::fixed("local service").await;
+    let port = local.addr.port();
+    let closed = raw::closed_port().await;
+    let hoard = Hoard::start(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--local-clients",
+        "127.0.0.1/32",
+        "--allow-dest",
+        "127.0.0.1",
+    ])
+    .await;
+    let reopened = raw::exchange_from(
+        "127.0.0.2",
+        hoard.addr,
+        get(&format!("http://127.0.0.1:{port}/")).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&reopened), 200, "{reopened}");
+    for unsafe_port in [22, 25, 111, 631] {
+        let answer = raw::exchange_from(
+            "127.0.0.2",
+            hoard.addr,
+            get(&format!("http://127.0.0.1:{unsafe_port}/")).as_bytes(),
+        )
+        .await;
+        assert_eq!(status(&answer), 403, "port {unsafe_port}: {answer}");
+        assert!(answer.contains("port below 1024"), "{answer}");
+    }
+    // Ports above 1023 are not restricted: nothing listens here, so the answer is 502.
+    let high = raw::exchange_from(
+        "127.0.0.2",
+        hoard.addr,
+        get(&format!("http://127.0.0.1:{closed}/")).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&high), 502, "{high}");
+
+    let ports = Hoard::start(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--local-clients",
+        "127.0.0.1/32",
+        "--allow-dest",
+        "127.0.0.1",
+        "--allow-dest",
+        ":25",
+    ])
+    .await;
+    let smtp = raw::exchange_from(
+        "127.0.0.2",
+        ports.addr,
+        get("http://127.0.0.1:25/").as_bytes(),
+    )
+    .await;
+    assert_ne!(
+        status(&smtp),
+        403,
+        "--allow-dest :25 reopens the port: {smtp}"
+    );
+}
+
+#[tokio::test]
+async fn nothing_reaches_hoard_itself_however_spelled() {
+    let admin_port = raw::closed_port().await;
+    let admin = format!("127.0.0.1:{admin_port}");
+    // Everyone on loopback may use the proxy and is local; only 127.0.0.1 may use the admin.
+    let hoard = Hoard::start(&[
+        "--allow",
+        "127.0.0.0/8",
+        "--local-clients",
+        "127.0.0.0/8",
+        "--admin-allow",
+        "127.0.0.1/32",
+        "--admin-listen",
+        &admin,
+        "--connect-ports",
+        &admin_port.to_string(),
+    ])
+    .await;
+    let port = hoard.addr.port();
+    for host in [
+        "127.0.0.1",
+        "[::ffff:127.0.0.1]",
+        "0.0.0.0",
+        "[::]",
+        "localhost",
+    ] {
+        let tunnel = raw::exchange_from(
+            "127.0.0.2",
+            hoard.addr,
+            connect(&format!("{host}:{admin_port}")).as_bytes(),
+        )
+        .await;
+        assert_eq!(status(&tunnel), 508, "CONNECT {host}: {tunnel}");
+        let absolute = raw::exchange_from(
+            "127.0.0.2",
+            hoard.addr,
+            get(&format!("http://{host}:{port}/_hoard/stats")).as_bytes(),
+        )
+        .await;
+        assert_eq!(status(&absolute), 508, "GET via {host}: {absolute}");
+        assert!(!absolute.contains("\"requests\""), "{absolute}");
+    }
+    let admin_addr: std::net::SocketAddr = admin.parse().unwrap();
+    let denied = raw::exchange_from("127.0.0.2", admin_addr, get("/_hoard/stats").as_bytes()).await;
+    assert_eq!(status(&denied), 403, "{denied}");
+}
