@@ -1,6 +1,9 @@
-//! The request path: classify what the client asked for (forward, CONNECT, reverse), rewrite
-//! the heads between hops, and hand the request to the cache, which answers it from storage or
-//! through `OriginClient` from the origin.
+//! The request path: decide the mode from the configuration and the listener (forward,
+//! CONNECT, reverse, gateway, admin), check the head (`guard.rs`), apply the access `Rules`
+//! (`rules.rs`), rewrite the heads between hops (`headers.rs`, `reverse.rs`), and hand the
+//! request to the cache, which answers it from storage or through `OriginClient`
+//! (`origin.rs`) from the origin. Clients outside `--local-clients` get an origin client
+//! held to the safe destination defaults.
 //!
 //! This module owns client-facing responses, including every error response (`error.rs`).
 //! It must not open origin connections itself except for CONNECT tunnels, which carry opaque
@@ -9,25 +12,31 @@
 pub mod auth;
 mod error;
 pub mod gateway;
+mod guard;
 pub mod headers;
+mod origin;
+mod reverse;
 mod rewrite;
+mod rules;
 mod tunnel;
 
 pub use error::{ErrorSource, ProxyError};
+pub use origin::OriginClient;
+pub use rules::Rules;
 pub use tunnel::{ConnectionSlot, TunnelClosed, TunnelEnd, TunnelSummary};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::admin;
 use crate::body::{self, ProxyBody};
-use crate::cache::{self, Cache};
-use crate::config::{Config, Mode, ServerName};
+use crate::cache::Cache;
+use crate::config::{Config, Mode};
 use crate::logging;
 use crate::metrics::{Metrics, RequestMode};
 use crate::upstream::{DestinationPolicy, UpstreamClient, UpstreamError, canonical};
@@ -41,88 +50,6 @@ const MAX_REDIRECTS: usize = 10;
 /// This is what the cache keys and stores by.
 pub struct ForwardRequest {
     pub request: Request<ProxyBody>,
-}
-
-/// The cache's way to the origin: the upstream client. Requests get what only the origin
-/// needs (this hop's `Via`, no `Expect`, HTTP/1.1) here rather than before the cache, so a
-/// hit does not pay for them; responses lose their hop-by-hop fields.
-pub struct OriginClient {
-    upstream: UpstreamClient,
-    via: ViaEntry,
-    /// Reverse mode: where every request goes. The request's own URI names the host the
-    /// upstream is asked for (and so what the cache keys by); the connection is made here.
-    connect_to: Option<(Scheme, Authority)>,
-}
-
-impl cache::Origin for OriginClient {
-    type Error = UpstreamError;
-
-    async fn fetch(
-        &self,
-        request: Request<ProxyBody>,
-    ) -> Result<Response<ProxyBody>, UpstreamError> {
-        let mut request = request;
-        let received = request.version();
-        // hyper already answered `100 Continue` to the client when the body was first read;
-        // the origin gets the body straight away (RFC 9110 §10.1.1 lets a proxy do so).
-        request.headers_mut().remove(header::EXPECT);
-        self.via.append(request.headers_mut(), received);
-        *request.version_mut() = Version::HTTP_11;
-        if let Some((scheme, authority)) = &self.connect_to {
-            let mut parts = std::mem::take(request.uri_mut()).into_parts();
-            parts.scheme = Some(scheme.clone());
-            parts.authority = Some(authority.clone());
-            *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
-        }
-        logging::trace_request("request to origin", &request);
-        let response = self.upstream.send(request).await?;
-        logging::trace_response("response from origin", &response);
-        let (mut parts, body) = response.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers);
-        parts
-            .extensions
-            .insert(cache::UpstreamStatus(parts.status.as_u16()));
-        Ok(Response::from_parts(parts, body))
-    }
-}
-
-/// Who may do what: the settings a SIGHUP reload replaces while hoard runs.
-pub struct Rules {
-    pub allow: Vec<ipnet::IpNet>,
-    pub admin_allow: Vec<ipnet::IpNet>,
-    /// `--auth-file` users; `None`: no authentication.
-    pub users: Option<Arc<auth::Users>>,
-    pub connect_ports: Vec<u16>,
-    pub max_request_body: u64,
-    pub follow_redirects: bool,
-    /// Reverse mode: the Host names answered for (empty: any).
-    pub server_names: Vec<ServerName>,
-    /// Clients whose forwarding headers are believed.
-    pub trust_forwarded: Vec<ipnet::IpNet>,
-    pub reject_get_body: bool,
-    pub tunnel_idle_timeout: std::time::Duration,
-}
-
-impl Rules {
-    /// Reads the rules from a configuration (loading the auth file, if any).
-    pub fn from_config(config: &Config) -> Result<Rules, auth::AuthFileError> {
-        let users = match &config.auth_file {
-            Some(path) => Some(Arc::new(auth::Users::load(path)?)),
-            None => None,
-        };
-        Ok(Rules {
-            allow: config.allow.clone(),
-            admin_allow: config.admin_allow.clone(),
-            users,
-            connect_ports: config.connect_ports.clone(),
-            max_request_body: config.max_request_body,
-            follow_redirects: config.follow_redirects,
-            server_names: config.server_names.clone(),
-            trust_forwarded: config.trust_forwarded.clone(),
-            reject_get_body: config.reject_get_body,
-            tunnel_idle_timeout: config.tunnel_idle_timeout,
-        })
-    }
 }
 
 /// Which of hoard's listeners a request arrived on.
@@ -329,7 +256,7 @@ impl Proxy {
                 "this client is not allowed to use this proxy",
             ));
         }
-        check_head(&request)?;
+        guard::check_head(&request)?;
         if self.via.seen_in(request.headers()) {
             return Err(ProxyError::Loop);
         }
@@ -349,7 +276,7 @@ impl Proxy {
                     ));
                 }
                 if !matches!(*request.method(), Method::GET | Method::HEAD) {
-                    same_origin(request.headers())?;
+                    guard::same_origin(request.headers())?;
                 }
                 let purge_target = self.purge_target(request.uri(), request.headers());
                 let admin_request = admin::parse(request.method(), request.uri(), purge_target)?;
@@ -419,30 +346,6 @@ impl Proxy {
             self.metrics.denied();
             Err(missing)
         }
-    }
-
-    /// The absolute URL a `PURGE` names: its absolute-form target, or in reverse mode the
-    /// URL the cache keys that path by (the Host the upstream sees, then the path).
-    fn purge_target(&self, uri: &Uri, headers: &http::HeaderMap) -> Option<Uri> {
-        if uri.scheme().is_some() {
-            return Some(uri.clone());
-        }
-        let Mode::Reverse {
-            upstream,
-            upstream_host,
-        } = &self.mode
-        else {
-            return None;
-        };
-        let host = upstream_host
-            .as_ref()
-            .or_else(|| headers.get(header::HOST))
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| upstream.authority().map(Authority::as_str))?;
-        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        format!("{}://{host}{path}", upstream.scheme_str()?)
-            .parse()
-            .ok()
     }
 
     /// The path-prefix gateway: work out the origin URL, fetch it like a forward request
@@ -608,98 +511,6 @@ impl Proxy {
         })
     }
 
-    /// Reverse mode: the request for the upstream. Its URI names the Host the upstream sees
-    /// (the client's, or `--upstream-host`), so the cache keys every site apart; the
-    /// `OriginClient` connects to the upstream itself.
-    fn to_upstream(
-        &self,
-        rules: &Rules,
-        parts: &mut http::request::Parts,
-        client: SocketAddr,
-        upstream: &Uri,
-        upstream_host: Option<&HeaderValue>,
-    ) -> Result<(), ProxyError> {
-        // The host the client asked for: an absolute-form target replaces Host (RFC 9112
-        // §3.2.2), and must name this accelerator rather than somewhere else to go.
-        let asked: Option<HeaderValue> = if parts.uri.scheme().is_some() {
-            let authority = absolute_authority(&parts.uri)?;
-            if !self.is_ours(rules, authority, upstream, upstream_host) {
-                return Err(ProxyError::BadRequest(
-                    "absolute-form target names a host this reverse proxy does not serve",
-                ));
-            }
-            Some(host_value(authority)?)
-        } else {
-            parts
-                .headers
-                .get(header::HOST)
-                .filter(|h| !h.is_empty())
-                .cloned()
-        };
-        if !rules.server_names.is_empty() {
-            let name = asked
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .map(host_name)
-                .unwrap_or_default();
-            if !rules.server_names.iter().any(|s| s.matches(&name)) {
-                return Err(ProxyError::MisdirectedRequest(name));
-            }
-        }
-        let seen = match (upstream_host, &asked) {
-            (Some(host), _) => host.clone(),
-            (None, Some(asked)) => asked.clone(),
-            (None, None) => host_value(
-                upstream
-                    .authority()
-                    .ok_or(ProxyError::BadRequest("upstream has no host"))?,
-            )?,
-        };
-        let authority = Authority::try_from(seen.as_bytes())
-            .map_err(|_| ProxyError::BadRequest("invalid Host"))?;
-        // The forwarding fields name the same host as `Host`: nothing the upstream sees may
-        // depend on a client's Host unless the cache keys by it.
-        headers::append_forwarded(&mut parts.headers, client.ip(), Some(&seen));
-        parts.headers.insert(header::HOST, seen);
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme(upstream.scheme().cloned().unwrap_or(Scheme::HTTP))
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|_| ProxyError::BadRequest("request target is not a valid path"))?;
-        Ok(())
-    }
-
-    /// Whether an absolute-form target in reverse mode names this accelerator: one of the
-    /// `--server-name`s, or without those the upstream's own name, `--upstream-host`, or an
-    /// address hoard listens on.
-    fn is_ours(
-        &self,
-        rules: &Rules,
-        authority: &Authority,
-        upstream: &Uri,
-        upstream_host: Option<&HeaderValue>,
-    ) -> bool {
-        let text = authority.as_str().to_ascii_lowercase();
-        if !rules.server_names.is_empty() {
-            return rules
-                .server_names
-                .iter()
-                .any(|s| s.matches(&host_name(&text)));
-        }
-        let same = |other: &str| other.eq_ignore_ascii_case(&text);
-        upstream.authority().is_some_and(|a| same(a.as_str()))
-            || upstream_host
-                .and_then(|h| h.to_str().ok())
-                .is_some_and(same)
-            || self.listening.iter().any(|addr| same(&addr.to_string()))
-    }
-
     /// The seam: every forward request goes through the cache, which decides whether the
     /// origin is asked.
     async fn fetch(
@@ -713,72 +524,6 @@ impl Proxy {
         *response.version_mut() = Version::HTTP_11;
         Ok(response)
     }
-}
-
-/// The name part of a `Host` value, lowercase, without port or trailing dot.
-fn host_name(host: &str) -> String {
-    let name = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(host)
-    } else {
-        host.rsplit_once(':').map_or(host, |(name, _)| name)
-    };
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// What RFC 9112 requires of every request head before it is acted on: one valid `Host`
-/// (§3.2; an HTTP/1.1 origin-form request must have one) and framing hyper really decoded
-/// (§6.1).
-fn check_head<B>(request: &Request<B>) -> Result<(), ProxyError> {
-    let mut hosts = request.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => return Err(ProxyError::BadRequest("more than one Host header")),
-        (Some(host), None) if !host.is_empty() && !headers::valid_host(host.as_bytes()) => {
-            return Err(ProxyError::BadRequest("Host is not a valid host[:port]"));
-        }
-        (None, _)
-            if request.version() == Version::HTTP_11
-                && request.uri().scheme().is_none()
-                && request.method() != Method::CONNECT =>
-        {
-            return Err(ProxyError::BadRequest(
-                "HTTP/1.1 request without a Host header",
-            ));
-        }
-        _ => {}
-    }
-    body::check_transfer_encoding(request.headers())?;
-    Ok(())
-}
-
-/// Refuses a state-changing admin request a browser sent on another site's behalf: a
-/// cross-site form or script (`Sec-Fetch-Site`), or an `Origin` that is not this admin's
-/// own (a sandboxed gateway page sends `null`). Tools like curl send neither.
-fn same_origin(headers: &http::HeaderMap) -> Result<(), ProxyError> {
-    if let Some(site) = headers.get("sec-fetch-site")
-        && !matches!(site.as_bytes(), b"same-origin" | b"none")
-    {
-        return Err(ProxyError::CrossSite(
-            "cross-site requests may not change the admin interface",
-        ));
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let own = headers.get(header::HOST).map(HeaderValue::as_bytes);
-        let authority = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.parse::<Uri>().ok())
-            .and_then(|uri| uri.authority().map(|a| a.as_str().to_ascii_lowercase()));
-        let same = match (authority, own) {
-            (Some(authority), Some(own)) => authority.as_bytes().eq_ignore_ascii_case(own),
-            _ => false,
-        };
-        if !same {
-            return Err(ProxyError::CrossSite(
-                "requests from another origin may not change the admin interface",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The client's body, cut off with an error past `--max-request-body` (0: no limit).
