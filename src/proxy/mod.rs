@@ -113,7 +113,10 @@ impl Proxy {
                 upstream
                     .authority()
                     .cloned()
-                    .ok_or_else(|| UpstreamError::Tls("upstream has no host".into()))?,
+                    .ok_or_else(|| UpstreamError::Connect {
+                        host: upstream.to_string(),
+                        reason: "the upstream URL has no host".into(),
+                    })?,
             )),
             Mode::Forward => None,
         };
@@ -128,6 +131,7 @@ impl Proxy {
                 upstream: UpstreamClient::new(config, Arc::new(policy))?,
                 via: via.clone(),
                 connect_to: connect_to.clone(),
+                check_before_cache: restricted,
             }))
         };
         let local_origin = origin(false)?;
@@ -518,6 +522,7 @@ impl Proxy {
         forward: ForwardRequest,
         origin: &Arc<OriginClient>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        origin.check_before_cache(forward.request.uri())?;
         let mut response = self.cache.serve(forward.request, origin).await?;
         self.via.append(response.headers_mut(), Version::HTTP_11);
         // The client hears hoard's own HTTP version.

@@ -20,6 +20,32 @@ pub struct OriginClient {
     /// Reverse mode: where every request goes. The request's own URI names the host the
     /// upstream is asked for (and so what the cache keys by); the connection is made here.
     pub(super) connect_to: Option<(Scheme, Authority)>,
+    /// Whether the destination is checked before the cache too: a client held to the safe
+    /// defaults must not read, from storage, what a local client fetched from this host.
+    pub(super) check_before_cache: bool,
+}
+
+impl OriginClient {
+    /// Refuses, before the cache is asked, a target this client may not reach (as far as
+    /// the target's name or literal address tells; resolved names are checked on connect).
+    pub(super) fn check_before_cache(&self, uri: &Uri) -> Result<(), UpstreamError> {
+        if !self.check_before_cache {
+            return Ok(());
+        }
+        let Some(authority) = uri.authority() else {
+            return Ok(());
+        };
+        let default_port = if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
+        Ok(self
+            .upstream
+            .policy()
+            .check_target(authority.host(), port)?)
+    }
 }
 
 impl cache::Origin for OriginClient {

@@ -208,7 +208,12 @@ impl DestinationPolicy {
     /// Checks what is known before resolving: the host name (or literal address) and port.
     pub fn check_target(&self, host: &str, port: u16) -> Result<(), Denied> {
         let host = normalise_host(host);
-        let addr = host.parse::<IpAddr>().ok();
+        // RFC 6761 §6.3: `localhost` and its subdomains are always the loopback address.
+        let localhost = host == "localhost" || host.ends_with(".localhost");
+        let addr = host
+            .parse::<IpAddr>()
+            .ok()
+            .or(localhost.then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         self.check(&Dest {
             host: &host,
             port: Some(port),

@@ -65,6 +65,19 @@ impl DiskStorage {
         started: std::time::SystemTime,
     ) -> Result<Vec<BodyId>, StorageError> {
         let before = started - std::time::Duration::from_secs(2);
+        self.list(|file| {
+            let written = file.metadata().and_then(|m| m.modified());
+            written.is_ok_and(|written| written < before)
+        })
+    }
+
+    /// Ids of every body file there is now. Called before this run stores anything, the
+    /// snapshot needs no file times to leave this run's bodies out.
+    pub fn list_all(&self) -> Result<Vec<BodyId>, StorageError> {
+        self.list(|_| true)
+    }
+
+    fn list(&self, wanted: impl Fn(&fs::DirEntry) -> bool) -> Result<Vec<BodyId>, StorageError> {
         let mut ids = Vec::new();
         for shard in fs::read_dir(&self.objects)? {
             let shard = shard?;
@@ -80,8 +93,7 @@ impl DiskStorage {
                 else {
                     continue;
                 };
-                let written = file.metadata().and_then(|m| m.modified());
-                if written.is_ok_and(|written| written < before) {
+                if wanted(&file) {
                     ids.push(id);
                 }
             }

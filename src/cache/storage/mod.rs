@@ -6,9 +6,11 @@
 //! the async reactor.
 
 mod disk;
+mod lock;
 mod memory;
 
 pub use disk::DiskStorage;
+pub use lock::{DirLock, LockError};
 pub use memory::MemoryStorage;
 
 use bytes::Bytes;
