@@ -62,10 +62,14 @@ pub enum Listener {
 
 /// The client connection a request came on, made once per connection by `server`.
 pub struct ClientConnection {
+    /// The client's address, IPv4-mapped IPv6 as IPv4 (a dual-stack listener reports IPv4
+    /// clients as `::ffff:a.b.c.d`; the access rules are written for `a.b.c.d`).
     pub peer: SocketAddr,
     pub listener: Listener,
+    /// In `--local-clients`: held to `--deny-dest` only, not to the safe defaults.
+    local: bool,
     /// Its `--max-connections` permit, which a CONNECT tunnel takes over.
-    pub slot: Arc<ConnectionSlot>,
+    slot: Arc<ConnectionSlot>,
 }
 
 /// Everything the request path needs, shared by all connections.
@@ -179,9 +183,29 @@ impl Proxy {
             .describe_restrictions()
     }
 
-    /// The origin client for `client`: local clients are held to `--deny-dest` only.
-    fn origin_for(&self, client: std::net::IpAddr) -> &Arc<OriginClient> {
-        if self.local_clients.iter().any(|net| net.contains(&client)) {
+    /// What every request on a new client connection needs to know about it, worked out
+    /// once for the connection.
+    pub fn connection(
+        &self,
+        peer: SocketAddr,
+        listener: Listener,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> ClientConnection {
+        let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
+        ClientConnection {
+            peer,
+            listener,
+            local: self
+                .local_clients
+                .iter()
+                .any(|net| net.contains(&peer.ip())),
+            slot: ConnectionSlot::new(Some(permit)),
+        }
+    }
+
+    /// The origin client for a connection: local clients are held to `--deny-dest` only.
+    fn origin_for(&self, connection: &ClientConnection) -> &Arc<OriginClient> {
+        if connection.local {
             &self.local_origin
         } else {
             &self.restricted_origin
@@ -197,10 +221,7 @@ impl Proxy {
         connection: &ClientConnection,
     ) -> Response<ProxyBody> {
         logging::trace_request("request from client", &request);
-        // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`; the access rules
-        // are written for `a.b.c.d`.
         let client = connection.peer;
-        let client = SocketAddr::new(canonical(client.ip()), client.port());
         let response = match self.route(request, mode, client, connection).await {
             Ok(response) => response,
             Err(e) => {
@@ -295,7 +316,7 @@ impl Proxy {
             RequestMode::Connect => {
                 let settings = tunnel::TunnelSettings {
                     allowed_ports: &rules.connect_ports,
-                    policy: self.origin_for(client.ip()).upstream.policy(),
+                    policy: self.origin_for(connection).upstream.policy(),
                     connect_timeout: self.connect_timeout,
                     idle_timeout: rules.tunnel_idle_timeout,
                 };
@@ -307,10 +328,13 @@ impl Proxy {
                 ))
                 .await
             }
-            RequestMode::Gateway => Box::pin(self.gateway(&rules, request, client)).await,
+            RequestMode::Gateway => {
+                let origin = self.origin_for(connection);
+                Box::pin(self.gateway(&rules, request, client, origin)).await
+            }
             RequestMode::Forward | RequestMode::Reverse => {
                 let forward = self.forward_request(&rules, request, client)?;
-                self.fetch(forward, self.origin_for(client.ip())).await
+                self.fetch(forward, self.origin_for(connection)).await
             }
         }
     }
@@ -359,6 +383,7 @@ impl Proxy {
         rules: &Rules,
         mut request: Request<Incoming>,
         client: SocketAddr,
+        origin: &Arc<OriginClient>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let classified = gateway::classify(
             request.uri(),
@@ -392,7 +417,6 @@ impl Proxy {
         }
         *request.uri_mut() = uri;
         let forward = self.forward_request(rules, request, client)?;
-        let origin = self.origin_for(client.ip());
         let (response, final_url) = self
             .fetch_following(forward, page_url, rules.follow_redirects, origin)
             .await?;

@@ -22,9 +22,7 @@ use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport, UpstreamStatus};
 use crate::config::Config;
 use crate::logging::{self, AccessLog, AccessRecord, LoggedBody};
 use crate::metrics::Metrics;
-use crate::proxy::{
-    ClientConnection, ConnectionSlot, Listener, Proxy, ProxyError, Rules, TunnelClosed,
-};
+use crate::proxy::{ClientConnection, Listener, Proxy, ProxyError, Rules, TunnelClosed};
 use crate::upstream::UpstreamError;
 
 /// The listening socket, as `TcpListener::bind` makes it (address reuse, a backlog of 1024),
@@ -351,11 +349,7 @@ impl Server {
         let metrics = self.metrics.clone();
         let log = self.access_log.clone();
         let request_timeout = self.request_timeout;
-        let client = Arc::new(ClientConnection {
-            peer,
-            listener,
-            slot: ConnectionSlot::new(Some(slot)),
-        });
+        let client = Arc::new(self.proxy.connection(peer, listener, slot));
         let service = service_fn(move |request: Request<Incoming>| {
             let proxy = proxy.clone();
             let metrics = metrics.clone();
