@@ -1,7 +1,8 @@
 //! `hoard cache stats|ls|purge|verify`: offline maintenance of a cache directory while hoard
-//! is stopped. It opens the same index and storage as the server (the index database refuses
+//! is stopped. It opens the same index and storage as the server (the directory's lock refuses
 //! a second opener, so it cannot run beside a live hoard) and never evicts: it loads the index
-//! with unbounded capacity.
+//! with unbounded capacity. A damaged index is moved aside and replaced here just as at
+//! server start-up; `verify` reports that as a failure.
 
 use std::io::Write;
 
@@ -12,7 +13,8 @@ use crate::config::CacheCommand;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheToolError {
-    #[error("{0} (is hoard running on this cache directory?)")]
+    /// The message says when another hoard holds the directory: only then is that the cause.
+    #[error(transparent)]
     Open(#[from] CacheError),
     #[error("{0:?} is not an absolute URL")]
     Url(String),
@@ -30,10 +32,22 @@ pub fn run(
         disk_size: u64::MAX >> 2,
         ..settings.clone()
     };
-    let (cache, _) = Cache::open(settings)?;
+    let (cache, report) = Cache::open(settings.clone())?;
     let result = run_on(&cache, command, out);
     cache.close();
-    result
+    let healthy = match report.rebuilt {
+        Some(rebuilt) if matches!(command, CacheCommand::Verify) => {
+            writeln!(
+                out,
+                "index: {}; moved to {} and replaced by an empty one",
+                rebuilt.damage,
+                rebuilt.moved_to(&settings.dir).display()
+            )?;
+            false
+        }
+        _ => true,
+    };
+    Ok(result? && healthy)
 }
 
 fn run_on(

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Action::Cache(command) => {
+            // The cache logs what it repairs (a damaged index moved aside, orphaned bodies
+            // removed); the tool would otherwise do it silently.
+            hoard::logging::init(config.verbose);
             return match hoard::cache_tool::run(&config.cache, &command, &mut std::io::stdout()) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,

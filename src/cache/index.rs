@@ -3,21 +3,29 @@
 //!
 //! In memory it is a size-bounded S3-FIFO map (quick_cache, sharded, no global lock) from the
 //! primary key's hash to that URL's variants; its eviction order is the disk tier's eviction
-//! order. A background thread applies changes to the database in batches and deletes evicted
-//! bodies, so no request waits for an fsync of the index.
+//! order. A background thread (`writer.rs`) applies changes to the database in batches and
+//! deletes evicted bodies, so no request waits for an fsync of the index. Start-up, including
+//! what happens to a damaged database file, is in `load.rs`.
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+mod load;
+mod writer;
+
+pub use load::{IndexDamage, IndexRebuilt, LoadReport};
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::TableDefinition;
 
 use super::entry::{BodyId, StoredResponse};
 use super::key::CacheKey;
-use super::storage::{DiskStorage, MemoryStorage, Storage};
+use super::storage::{DirLock, DiskStorage, MemoryStorage};
+use load::Sweep;
+use writer::Writer;
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 
@@ -33,6 +41,12 @@ pub enum IndexError {
     Database(#[from] redb::Error),
     #[error("cache storage: {0}")]
     Storage(#[from] super::storage::StorageError),
+    #[error("the cache index {} is damaged ({reason}) and cannot be moved aside: {source}", .path.display())]
+    MoveAside {
+        path: PathBuf,
+        reason: String,
+        source: std::io::Error,
+    },
 }
 
 macro_rules! from_redb {
@@ -109,18 +123,13 @@ pub struct Index {
     evictions: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// What start-up found.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LoadReport {
-    pub entries: u64,
-    pub bytes: u64,
-    pub dropped: u64,
-}
-
 impl Index {
-    /// Opens the database at `path`, loads every entry, and starts the writer thread.
+    /// Opens the database in cache directory `dir` (replacing a damaged one by an empty
+    /// one), loads every entry, and starts the writer thread, which keeps `lock` until the
+    /// database is closed.
     pub fn open(
-        path: &Path,
+        dir: &Path,
+        lock: DirLock,
         capacity: u64,
         max_object: u64,
         disk: Arc<DiskStorage>,
@@ -128,15 +137,17 @@ impl Index {
     ) -> Result<(Index, LoadReport), IndexError> {
         // Body files written from now on belong to this run and are never orphans.
         let opened_at = std::time::SystemTime::now();
-        // redb caches up to 1 GiB of pages by default; the map above is the cache that
-        // serves lookups, so redb needs only enough for the writer's batches (a million
-        // entries make a 300 MB file, which would otherwise stay resident after loading).
-        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
-        {
-            let txn = db.begin_write()?;
-            txn.open_table(ENTRIES)?;
-            txn.commit()?;
-        }
+        let loaded = load::load(dir)?;
+        let sweep = if loaded.report.rebuilt.is_some() {
+            // No row names any body now, and none has been stored by this run yet: every
+            // file there is goes (listed now, deleted in the background).
+            Sweep::Listed(disk.list_all().unwrap_or_else(|e| {
+                tracing::warn!("cache: cannot list body files: {e}");
+                Vec::new()
+            }))
+        } else {
+            Sweep::WrittenBefore(opened_at)
+        };
         let (ops, receiver) = mpsc::channel();
         let evictions: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let lifecycle = ReleaseToWriter { ops: ops.clone() };
@@ -155,38 +166,20 @@ impl Index {
             evictions: Arc::clone(&evictions),
         };
 
-        let mut report = LoadReport::default();
-        let mut known = HashSet::new();
-        let mut by_url: HashMap<u128, Vec<Arc<StoredResponse>>> = HashMap::new();
-        {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(ENTRIES)?;
-            for row in table.iter()? {
-                let (id, bytes) = row?;
-                match StoredResponse::decode(bytes.value()) {
-                    Ok(entry) if entry.body == id.value() => {
-                        known.insert(entry.body);
-                        disk.adopt(entry.body_len);
-                        report.entries += 1;
-                        report.bytes += entry.body_len;
-                        by_url
-                            .entry(entry.key.hash())
-                            .or_default()
-                            .push(Arc::new(entry));
-                    }
-                    _ => {
-                        report.dropped += 1;
-                        let _ = index.ops.send(Op::Change(Change::Delete(id.value())));
-                    }
-                }
-            }
+        for id in loaded.undecodable {
+            let _ = index.ops.send(Op::Change(Change::Delete(id)));
         }
-        for (hash, variants) in by_url {
+        for (hash, variants) in loaded.by_url {
+            for entry in &variants {
+                disk.adopt(entry.body_len);
+            }
             index.map.insert(hash, Arc::new(variants));
         }
 
+        let known = loaded.known;
         let writer = Writer {
-            db,
+            db: loaded.db,
+            lock,
             ops: receiver,
             // Weak: the map's lifecycle holds the sender, so a strong reference here would
             // keep both alive forever.
@@ -198,11 +191,11 @@ impl Index {
         std::thread::Builder::new()
             .name("hoard-index".into())
             .spawn(move || {
-                remove_orphans(&writer.disk, &known, opened_at);
+                load::remove_orphans(&writer.disk, &known, sweep);
                 writer.run();
             })
             .map_err(|e| IndexError::Storage(e.into()))?;
-        Ok((index, report))
+        Ok((index, loaded.report))
     }
 
     /// The variants stored for `key`, if any.
@@ -336,135 +329,11 @@ impl Index {
     }
 }
 
-/// Deletes body files from earlier runs that no index row names (a crash between rename and
-/// commit). Runs in the background while hoard already serves, so it only looks at files
-/// written before start-up.
-fn remove_orphans(disk: &DiskStorage, known: &HashSet<BodyId>, opened_at: std::time::SystemTime) {
-    match disk.list_written_before(opened_at) {
-        Ok(ids) => {
-            let orphans: Vec<_> = ids.into_iter().filter(|id| !known.contains(id)).collect();
-            if !orphans.is_empty() {
-                tracing::info!(
-                    "cache: removing {} body file(s) the index does not know",
-                    orphans.len()
-                );
-            }
-            for id in orphans {
-                if let Err(e) = disk.remove_orphan(id) {
-                    tracing::warn!("cache: cannot remove orphan body {id:016x}: {e}");
-                }
-            }
-        }
-        Err(e) => tracing::warn!("cache: cannot list body files: {e}"),
-    }
-}
-
-/// The thread that owns the database: it applies index changes in batches, one transaction
-/// (and fsync) for everything queued, and deletes bodies once their rows are gone.
-struct Writer {
-    db: Database,
-    ops: mpsc::Receiver<Op>,
-    map: std::sync::Weak<EntryMap>,
-    disk: Arc<DiskStorage>,
-    memory: Arc<MemoryStorage>,
-    evictions: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Writer {
-    fn run(self) {
-        while let Ok(first) = self.ops.recv() {
-            let mut batch = vec![first];
-            while batch.len() < 1024 {
-                match self.ops.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
-            let mut replies = Vec::new();
-            let mut closing = false;
-            let mut changes = Vec::with_capacity(batch.len());
-            for op in batch {
-                match op {
-                    Op::Flush(done) => replies.push(done),
-                    Op::Close(done) => {
-                        replies.push(done);
-                        closing = true;
-                    }
-                    Op::Change(change) => changes.push(change),
-                }
-            }
-            let mut deleted = Vec::new();
-            let committed = match self.apply(changes, &mut deleted) {
-                Ok(()) => true,
-                Err(e) => {
-                    // A full or read-only disk: the rows stay as they were. Bodies of deleted
-                    // rows go anyway; a row left naming a missing body reads as a miss.
-                    tracing::error!("cache: index update failed: {e}");
-                    false
-                }
-            };
-            // Bodies go only after their rows are gone, so the index never points at a
-            // missing file because of us.
-            for body in deleted {
-                let _ = self.memory.remove(body);
-                if let Err(e) = self.disk.remove(body) {
-                    tracing::warn!("cache: cannot delete body {body:016x}: {e}");
-                }
-            }
-            if closing {
-                drop(self.db);
-                for done in replies {
-                    let _ = done.send(committed);
-                }
-                return;
-            }
-            for done in replies {
-                let _ = done.send(committed);
-            }
-        }
-    }
-
-    fn apply(&self, changes: Vec<Change>, deleted: &mut Vec<BodyId>) -> Result<(), IndexError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(ENTRIES)?;
-            for op in changes {
-                match op {
-                    Change::Put(entry) => {
-                        table.insert(entry.body, entry.encode().as_slice())?;
-                    }
-                    Change::Delete(body) => {
-                        table.remove(body)?;
-                        deleted.push(body);
-                    }
-                    Change::Released { hash, bodies } => {
-                        let current: Vec<BodyId> = self
-                            .map
-                            .upgrade()
-                            .and_then(|map| map.peek(&hash))
-                            .map(|variants| variants.iter().map(|v| v.body).collect())
-                            .unwrap_or_default();
-                        for body in bodies.into_iter().filter(|body| !current.contains(body)) {
-                            if current.is_empty() {
-                                self.evictions
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            table.remove(body)?;
-                            deleted.push(body);
-                        }
-                    }
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cache::policy::Freshness;
+    use crate::cache::storage::Storage;
     use http::{HeaderMap, HeaderValue, StatusCode};
 
     fn entry(i: u64) -> Arc<StoredResponse> {
@@ -497,17 +366,11 @@ mod tests {
     }
 
     fn open_with_disk(dir: &Path) -> ((Index, LoadReport), Arc<DiskStorage>) {
-        let disk = Arc::new(DiskStorage::open(dir).unwrap());
+        let lock = DirLock::acquire(dir).unwrap();
+        let disk = Arc::new(DiskStorage::open(dir, &lock).unwrap());
         let memory = Arc::new(MemoryStorage::new(1 << 20, 1 << 16));
         (
-            Index::open(
-                &dir.join("index.redb"),
-                1 << 40,
-                1 << 20,
-                disk.clone(),
-                memory,
-            )
-            .unwrap(),
+            Index::open(dir, lock, 1 << 40, 1 << 20, disk.clone(), memory).unwrap(),
             disk,
         )
     }
@@ -565,6 +428,38 @@ mod tests {
         assert_eq!(report.entries, 9);
         assert!(index.get(&entry(0).key).is_some());
         assert!(index.get(&entry(3).key).is_none());
+    }
+
+    #[test]
+    fn a_damaged_database_is_moved_aside_and_its_bodies_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ((index, _), disk) = open_with_disk(dir.path());
+        let stored = entry(0);
+        store_body(&disk, stored.body);
+        assert!(index.insert_durable(stored.clone()));
+        index.close();
+        drop((index, disk));
+        std::fs::write(dir.path().join("index.redb"), b"garbage".repeat(100)).unwrap();
+
+        let ((index, report), disk) = open_with_disk(dir.path());
+        let rebuilt = report.rebuilt.expect("the index was rebuilt");
+        assert_eq!(rebuilt.damage, IndexDamage::NotADatabase);
+        let aside = rebuilt.moved_to(dir.path());
+        assert_eq!(std::fs::read(&aside).unwrap(), b"garbage".repeat(100));
+        assert_eq!((report.entries, index.len()), (0, 0));
+        // The writer sweeps before it handles anything sent after.
+        assert!(index.flush());
+        assert!(
+            disk.list_all().unwrap().is_empty(),
+            "the orphaned body is gone"
+        );
+        // The fresh database works, and a reopen finds it healthy.
+        index.insert(entry(1));
+        index.close();
+        drop((index, disk));
+        let (index, report) = open(dir.path());
+        assert!(report.rebuilt.is_none());
+        assert!(index.get(&entry(1).key).is_some());
     }
 
     /// Not a test: fills the cache directory `HOARD_FILL_DIR` with `HOARD_FILL_ENTRIES`

@@ -18,7 +18,7 @@ mod read;
 pub mod storage;
 
 pub use entry::StoredResponse;
-pub use index::LoadReport;
+pub use index::{IndexDamage, IndexRebuilt, LoadReport};
 pub use key::CacheKey;
 pub use outcome::{CacheOutcome, CacheStatus, UpstreamStatus};
 pub use policy::PolicySettings;
@@ -75,6 +75,9 @@ pub trait Origin: Send + Sync + 'static {
 pub enum CacheError {
     #[error("cache directory {0}: {1}")]
     Directory(PathBuf, storage::StorageError),
+    /// Another hoard or `hoard cache` holds the directory's lock (or it cannot be taken).
+    #[error(transparent)]
+    Locked(#[from] storage::LockError),
     #[error(transparent)]
     Index(#[from] IndexError),
 }
@@ -127,8 +130,11 @@ impl Cache {
     pub fn open(settings: CacheSettings) -> Result<(Cache, LoadReport), CacheError> {
         std::fs::create_dir_all(&settings.dir)
             .map_err(|e| CacheError::Directory(settings.dir.clone(), e.into()))?;
+        // Before anything else touches the directory: a second hoard must not empty the
+        // first one's tmp/ (its fills in flight) before finding out it cannot run.
+        let lock = storage::DirLock::acquire(&settings.dir)?;
         let disk = Arc::new(
-            DiskStorage::open(&settings.dir)
+            DiskStorage::open(&settings.dir, &lock)
                 .map_err(|e| CacheError::Directory(settings.dir.clone(), e))?,
         );
         // One object may take at most an eighth of the memory tier, so a few large bodies
@@ -138,7 +144,8 @@ impl Cache {
             settings.memory_size / 8,
         ));
         let (index, report) = Index::open(
-            &settings.dir.join("index.redb"),
+            &settings.dir,
+            lock,
             settings.disk_size,
             settings.max_object_size,
             disk.clone(),

@@ -1,10 +1,7 @@
 //! The real `hoard` binary: its command line, its console output, and its memory while
 //! streaming large bodies.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -13,121 +10,9 @@ use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 
+use crate::support::process::{Process, cache_tool};
 use crate::support::small_disk::SmallDisk;
-use crate::support::{Origin, fetch};
-
-/// A running `hoard` process; killed when dropped.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    cache_dir: Option<tempfile::TempDir>,
-}
-
-impl Process {
-    fn start(flags: &[&str]) -> Process {
-        Process::start_in(tempfile::tempdir().unwrap(), flags)
-    }
-
-    /// A hoard whose cache directory lives (and is deleted) with it.
-    fn start_in(cache_dir: tempfile::TempDir, flags: &[&str]) -> Process {
-        let mut process = Process::start_at(cache_dir.path(), flags);
-        process.cache_dir = Some(cache_dir);
-        process
-    }
-
-    /// A hoard using `cache_dir`, which the caller owns.
-    fn start_at(cache_dir: &Path, flags: &[&str]) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
-            .arg("0")
-            .arg("--cache-dir")
-            .arg(cache_dir)
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "hoard listening on http://127.0.0.1:PORT (forward proxy), cache directory DIR"
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("start line: {line:?}"))
-            .parse()
-            .unwrap();
-        assert!(
-            line.contains("forward proxy") && line.contains(cache_dir.to_str().unwrap()),
-            "{line}"
-        );
-        Process {
-            child,
-            addr,
-            cache_dir: None,
-        }
-    }
-
-    fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .proxy(reqwest::Proxy::http(format!("http://{}", self.addr)).unwrap())
-            .build()
-            .unwrap()
-    }
-
-    /// Peak resident memory so far, from /proc (VmHWM), in bytes.
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib * 1024
-    }
-
-    /// `kill -9`: no shutdown, no flush; hands back the cache directory.
-    fn kill_hard(mut self) -> tempfile::TempDir {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.cache_dir.take().expect("started with start_in")
-    }
-
-    /// Like `stop`, but hands back the cache directory so it outlives the process.
-    fn stop_keeping_dir(mut self) -> (String, tempfile::TempDir) {
-        let dir = self.cache_dir.take().expect("started with start_in");
-        (self.stop(), dir)
-    }
-
-    async fn metric(&self, name: &str) -> u64 {
-        crate::support::metric(self.addr, name).await
-    }
-
-    /// Sends `signal` ("HUP", "USR1", ...) with kill(1).
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal}");
-    }
-
-    /// Sends SIGTERM and returns what hoard wrote to stderr; asserts a clean exit.
-    fn stop(mut self) -> String {
-        self.signal("TERM");
-        let output = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
-            .wait_with_output()
-            .unwrap();
-        assert!(output.status.success(), "exit status {:?}", output.status);
-        String::from_utf8_lossy(&output.stderr).into_owned()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{Origin, fetch, stored_bodies};
 
 #[test]
 fn help_documents_every_flag() {
@@ -511,21 +396,6 @@ async fn access_log_file_in_json_is_reopened_on_sigusr1() {
     assert_eq!(second["url"], origin.url("/second"));
 }
 
-/// Runs `hoard cache ...` on `dir`; returns (success, stdout).
-fn cache_tool(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_hoard"))
-        .arg("cache")
-        .args(args)
-        .arg("--cache-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn the_cache_tool_lists_verifies_and_purges_a_stopped_cache() {
     let origin = Origin::with_headers(&[("cache-control", "max-age=600")]).await;
@@ -561,12 +431,7 @@ async fn the_cache_tool_lists_verifies_and_purges_a_stopped_cache() {
     );
 
     // Damage one body (same length): verify finds it and removes it.
-    let mut bodies = Vec::new();
-    for shard in std::fs::read_dir(dir.join("objects")).unwrap() {
-        for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
-            bodies.push(file.unwrap().path());
-        }
-    }
+    let bodies = stored_bodies(dir);
     let victim = &bodies[0];
     let damaged: Vec<u8> = std::fs::read(victim)
         .unwrap()

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::{BodyWriter, Storage, StorageError, StoredBody, Usage};
+use super::{BodyWriter, DirLock, Storage, StorageError, StoredBody, Usage};
 use crate::cache::entry::BodyId;
 
 pub struct DiskStorage {
@@ -29,8 +29,9 @@ struct Counters {
 }
 
 impl DiskStorage {
-    /// Opens (creating) the tier under `root`, discarding unfinished temporary files.
-    pub fn open(root: &Path) -> Result<DiskStorage, StorageError> {
+    /// Opens (creating) the tier under `root`, discarding unfinished temporary files. The
+    /// lock on `root` proves no other process is filling `tmp/` at the same time.
+    pub fn open(root: &Path, _locked: &DirLock) -> Result<DiskStorage, StorageError> {
         let objects = root.join("objects");
         let tmp = root.join("tmp");
         fs::create_dir_all(&objects)?;
@@ -217,7 +218,8 @@ mod tests {
     #[test]
     fn bodies_written_after_start_up_are_never_orphan_candidates() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = DiskStorage::open(dir.path()).unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let disk = DiskStorage::open(dir.path(), &lock).unwrap();
         let mut old = disk.writer(1, None).unwrap().unwrap();
         old.write(&Bytes::from_static(b"from an earlier run"))
             .unwrap();

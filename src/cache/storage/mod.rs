@@ -134,6 +134,7 @@ mod contract {
     #[test]
     fn disk_tier_keeps_the_contract() {
         let dir = tempfile::tempdir().unwrap();
-        check(&DiskStorage::open(dir.path()).unwrap());
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        check(&DiskStorage::open(dir.path(), &lock).unwrap());
     }
 }

@@ -2,6 +2,7 @@
 //! 127.0.0.1 with ephemeral ports and a temporary cache directory.
 
 pub mod origin;
+pub mod process;
 pub mod proxy;
 pub mod raw;
 pub mod small_disk;
@@ -28,4 +29,20 @@ pub async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
 /// GETs `url` with `client` and returns the body (any status).
 pub async fn fetch(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
     client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The body files stored in cache directory `dir`, sorted (the disk tier's layout,
+/// `objects/XX/ID`, known only here).
+pub fn stored_bodies(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut bodies = Vec::new();
+    for shard in std::fs::read_dir(dir.join("objects")).unwrap() {
+        let shard = shard.unwrap().path();
+        if shard.is_dir() {
+            for file in std::fs::read_dir(shard).unwrap() {
+                bodies.push(file.unwrap().path());
+            }
+        }
+    }
+    bodies.sort();
+    bodies
 }

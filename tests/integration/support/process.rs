@@ -1,0 +1,161 @@
+//! The real `hoard` binary as a child process: started on a cache directory, used through its
+//! port, signalled and stopped, its console output read back; and `hoard cache ...` runs.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `hoard` process; killed when dropped.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+    cache_dir: Option<tempfile::TempDir>,
+}
+
+impl Process {
+    pub fn start(flags: &[&str]) -> Process {
+        Process::start_in(tempfile::tempdir().unwrap(), flags)
+    }
+
+    /// A hoard whose cache directory lives (and is deleted) with it.
+    pub fn start_in(cache_dir: tempfile::TempDir, flags: &[&str]) -> Process {
+        let mut process = Process::start_at(cache_dir.path(), flags);
+        process.cache_dir = Some(cache_dir);
+        process
+    }
+
+    /// A hoard using `cache_dir`, which the caller owns.
+    pub fn start_at(cache_dir: &Path, flags: &[&str]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
+            .arg("0")
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "hoard listening on http://127.0.0.1:PORT (forward proxy), cache directory DIR"
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("start line: {line:?}"))
+            .parse()
+            .unwrap();
+        assert!(
+            line.contains("forward proxy") && line.contains(cache_dir.to_str().unwrap()),
+            "{line}"
+        );
+        Process {
+            child,
+            addr,
+            cache_dir: None,
+        }
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(format!("http://{}", self.addr)).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// Peak resident memory so far, from /proc (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
+    /// `kill -9`: no shutdown, no flush; hands back the cache directory.
+    pub fn kill_hard(mut self) -> tempfile::TempDir {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.cache_dir.take().expect("started with start_in")
+    }
+
+    /// Like `stop`, but hands back the cache directory so it outlives the process.
+    pub fn stop_keeping_dir(mut self) -> (String, tempfile::TempDir) {
+        let dir = self.cache_dir.take().expect("started with start_in");
+        (self.stop(), dir)
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        crate::support::metric(self.addr, name).await
+    }
+
+    /// Sends `signal` ("HUP", "USR1", ...) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Sends SIGTERM and returns what hoard wrote to stderr; asserts a clean exit.
+    pub fn stop(mut self) -> String {
+        self.signal("TERM");
+        let output = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        assert!(output.status.success(), "exit status {:?}", output.status);
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a `hoard` on `cache_dir` that is expected not to start, and returns how it ended; one
+/// still running after `within` is killed (its output then shows how far it got).
+pub fn run_to_exit(cache_dir: &Path, flags: &[&str], within: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .arg("0")
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `hoard cache ...` on `dir`.
+pub fn cache_tool_output(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .arg("cache")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+/// Runs `hoard cache ...` on `dir`; returns (success, stdout).
+pub fn cache_tool(dir: &Path, args: &[&str]) -> (bool, String) {
+    let output = cache_tool_output(dir, args);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
