@@ -4,13 +4,12 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use hoard::body;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::support::{Hoard, Origin};
+use crate::support::{Hoard, Origin, chromium};
 
 /// A 1×1 PNG.
 const PNG: &[u8] = &[
@@ -18,8 +17,6 @@ const PNG: &[u8] = &[
     0, 0, 181, 28, 12, 2, 0, 0, 0, 11, 73, 68, 65, 84, 120, 218, 99, 100, 96, 0, 0, 0, 6, 0, 2, 48,
     129, 208, 47, 0, 0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
 ];
-
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn png() -> Response<hoard::body::ProxyBody> {
     Response::builder()
@@ -63,10 +60,6 @@ window.addEventListener('load', () => {{
 
 #[tokio::test]
 async fn chromium_browses_a_site_through_the_gateway() {
-    assert!(
-        std::path::Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)"
-    );
     let site2 = Origin::start(|_| async { png() }).await;
     let site1_addr = Arc::new(OnceLock::<SocketAddr>::new());
     let site1 = {
@@ -103,36 +96,13 @@ async fn chromium_browses_a_site_through_the_gateway() {
     site1_addr.set(site1.addr).unwrap();
     let hoard = Hoard::start(&[]).await;
 
-    let profile = tempfile::tempdir().unwrap();
     let start = format!("http://{}/{}/start", hoard.addr, site1.addr);
-    let run = tokio::process::Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        // Chromium runs the page until it has loaded and is idle (virtual time), then
-        // prints the DOM: the load event has fired and the script has written its result.
-        .args(["--virtual-time-budget=10000", "--dump-dom", &start])
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("chromium finished")
-        .unwrap();
-    let dom = String::from_utf8_lossy(&output.stdout);
+    let (dom, stderr) = chromium::dump_dom(&start).await;
     let link = format!("/{}/elsewhere.html", site2.addr);
     let expected = format!("images=6 broken=[] link={link}");
     assert!(
         dom.contains(&expected),
-        "want {expected:?} in the DOM:\n{dom}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        "want {expected:?} in the DOM:\n{dom}\nstderr:\n{stderr}"
     );
 
     eprintln!(

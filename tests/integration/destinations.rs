@@ -16,6 +16,19 @@ fn connect(target: &str) -> String {
     format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
 }
 
+/// Sends `request` from 127.0.0.2, which these tests make a LAN client: allowed to use the
+/// proxy, but outside `--local-clients`.
+async fn from_lan(hoard: std::net::SocketAddr, request: String) -> String {
+    raw::exchange_from("127.0.0.2", hoard, request.as_bytes()).await
+}
+
+/// A hoard that 127.0.0.0/8 may use, where only 127.0.0.1 is a local client.
+async fn lan_hoard(extra: &[&str]) -> Hoard {
+    let mut flags = vec!["--allow", "127.0.0.0/8", "--local-clients", "127.0.0.1/32"];
+    flags.extend_from_slice(extra);
+    Hoard::start(&flags).await
+}
+
 fn status(response: &str) -> u16 {
     response
         .split_whitespace()
@@ -103,15 +116,7 @@ async fn clients_outside_local_clients_cannot_reach_the_proxy_host() {
     let local = Origin::with_headers(&[("cache-control", "max-age=60")]).await;
     let port = local.addr.port();
     // 127.0.0.2 plays a LAN client: allowed to use the proxy, not a local client.
-    let hoard = Hoard::start(&[
-        "--allow",
-        "127.0.0.0/8",
-        "--local-clients",
-        "127.0.0.1/32",
-        "--connect-ports",
-        &port.to_string(),
-    ])
-    .await;
+    let hoard = lan_hoard(&["--connect-ports", &port.to_string()]).await;
     // A local client may, and what it fetched is stored...
     let own = raw::exchange(
         hoard.addr,
@@ -127,16 +132,11 @@ async fn clients_outside_local_clients_cannot_reach_the_proxy_host() {
         format!("http://localhost:{port}/"),
         format!("http://127.9.9.9:{port}/"),
     ] {
-        let answer = raw::exchange_from("127.0.0.2", hoard.addr, get(&target).as_bytes()).await;
+        let answer = from_lan(hoard.addr, get(&target)).await;
         assert_eq!(status(&answer), 403, "{target}: {answer}");
         assert!(answer.contains("proxy host itself"), "{answer}");
     }
-    let tunnel = raw::exchange_from(
-        "127.0.0.2",
-        hoard.addr,
-        connect(&format!("127.0.0.1:{port}")).as_bytes(),
-    )
-    .await;
+    let tunnel = from_lan(hoard.addr, connect(&format!("127.0.0.1:{port}"))).await;
     assert_eq!(status(&tunnel), 403, "{tunnel}");
     assert_eq!(
         local.seen().len(),
@@ -150,58 +150,20 @@ async fn allow_dest_reopens_hosts_and_ports_for_lan_clients() {
     let local = Origin::fixed("local service").await;
     let port = local.addr.port();
     let closed = raw::closed_port().await;
-    let hoard = Hoard::start(&[
-        "--allow",
-        "127.0.0.0/8",
-        "--local-clients",
-        "127.0.0.1/32",
-        "--allow-dest",
-        "127.0.0.1",
-    ])
-    .await;
-    let reopened = raw::exchange_from(
-        "127.0.0.2",
-        hoard.addr,
-        get(&format!("http://127.0.0.1:{port}/")).as_bytes(),
-    )
-    .await;
+    let hoard = lan_hoard(&["--allow-dest", "127.0.0.1"]).await;
+    let reopened = from_lan(hoard.addr, get(&format!("http://127.0.0.1:{port}/"))).await;
     assert_eq!(status(&reopened), 200, "{reopened}");
     for unsafe_port in [22, 25, 111, 631] {
-        let answer = raw::exchange_from(
-            "127.0.0.2",
-            hoard.addr,
-            get(&format!("http://127.0.0.1:{unsafe_port}/")).as_bytes(),
-        )
-        .await;
+        let answer = from_lan(hoard.addr, get(&format!("http://127.0.0.1:{unsafe_port}/"))).await;
         assert_eq!(status(&answer), 403, "port {unsafe_port}: {answer}");
         assert!(answer.contains("port below 1024"), "{answer}");
     }
     // Ports above 1023 are not restricted: nothing listens here, so the answer is 502.
-    let high = raw::exchange_from(
-        "127.0.0.2",
-        hoard.addr,
-        get(&format!("http://127.0.0.1:{closed}/")).as_bytes(),
-    )
-    .await;
+    let high = from_lan(hoard.addr, get(&format!("http://127.0.0.1:{closed}/"))).await;
     assert_eq!(status(&high), 502, "{high}");
 
-    let ports = Hoard::start(&[
-        "--allow",
-        "127.0.0.0/8",
-        "--local-clients",
-        "127.0.0.1/32",
-        "--allow-dest",
-        "127.0.0.1",
-        "--allow-dest",
-        ":25",
-    ])
-    .await;
-    let smtp = raw::exchange_from(
-        "127.0.0.2",
-        ports.addr,
-        get("http://127.0.0.1:25/").as_bytes(),
-    )
-    .await;
+    let ports = lan_hoard(&["--allow-dest", "127.0.0.1", "--allow-dest", ":25"]).await;
+    let smtp = from_lan(ports.addr, get("http://127.0.0.1:25/")).await;
     assert_ne!(
         status(&smtp),
         403,
@@ -235,23 +197,17 @@ async fn nothing_reaches_hoard_itself_however_spelled() {
         "[::]",
         "localhost",
     ] {
-        let tunnel = raw::exchange_from(
-            "127.0.0.2",
-            hoard.addr,
-            connect(&format!("{host}:{admin_port}")).as_bytes(),
-        )
-        .await;
+        let tunnel = from_lan(hoard.addr, connect(&format!("{host}:{admin_port}"))).await;
         assert_eq!(status(&tunnel), 508, "CONNECT {host}: {tunnel}");
-        let absolute = raw::exchange_from(
-            "127.0.0.2",
+        let absolute = from_lan(
             hoard.addr,
-            get(&format!("http://{host}:{port}/_hoard/stats")).as_bytes(),
+            get(&format!("http://{host}:{port}/_hoard/stats")),
         )
         .await;
         assert_eq!(status(&absolute), 508, "GET via {host}: {absolute}");
         assert!(!absolute.contains("\"requests\""), "{absolute}");
     }
     let admin_addr: std::net::SocketAddr = admin.parse().unwrap();
-    let denied = raw::exchange_from("127.0.0.2", admin_addr, get("/_hoard/stats").as_bytes()).await;
+    let denied = from_lan(admin_addr, get("/_hoard/stats")).await;
     assert_eq!(status(&denied), 403, "{denied}");
 }

@@ -12,7 +12,7 @@ use http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Hoard, Origin, raw};
+use crate::support::{Hoard, Origin, chromium, raw};
 
 fn cache_status(response: &reqwest::Response) -> String {
     response.headers()["cache-status"]
@@ -136,32 +136,8 @@ fetch('/_hoard/stats').then(r => r.text())
     })
     .await;
     let url = stored(&hoard, &site, "/cached").await;
-    let profile = tempfile::tempdir().unwrap();
-    let chromium = |page: String| {
-        let profile = profile.path().to_owned();
-        async move {
-            let run = tokio::process::Command::new("/usr/bin/chromium")
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                ])
-                .arg(format!("--user-data-dir={}", profile.display()))
-                .args(["--virtual-time-budget=10000", "--dump-dom", &page])
-                .kill_on_drop(true)
-                .output();
-            let output = tokio::time::timeout(Duration::from_secs(90), run)
-                .await
-                .expect("chromium finished")
-                .unwrap();
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        }
-    };
-    let dom = chromium(format!("http://{}/{}/evil.html", hoard.addr, site.addr)).await;
+    let (dom, _) =
+        chromium::dump_dom(&format!("http://{}/{}/evil.html", hoard.addr, site.addr)).await;
     let result = dom
         .split("<pre id=\"result\">")
         .nth(1)
@@ -170,7 +146,7 @@ fetch('/_hoard/stats').then(r => r.text())
     assert!(result.starts_with("done "), "the script ran: {dom}");
     assert!(!result.contains("LEAKED"), "{result}");
     assert!(!result.contains("purge:200"), "{result}");
-    chromium(site.url("/form.html")).await;
+    chromium::dump_dom(&site.url("/form.html")).await;
     let hit = hoard.client().get(&url).send().await.unwrap();
     assert!(cache_status(&hit).contains("hit"), "nothing was purged");
     assert_eq!(hoard.client().get(&url).send().await.unwrap().status(), 200);

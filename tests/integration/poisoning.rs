@@ -42,6 +42,14 @@ async fn reflecting_app() -> Origin {
     .await
 }
 
+/// A reverse-mode hoard in front of `app`, with `extra` flags.
+async fn accelerator(app: &Origin, extra: &[&str]) -> Hoard {
+    let upstream = app.url("");
+    let mut flags = vec!["--upstream", upstream.as_str()];
+    flags.extend_from_slice(extra);
+    Hoard::start(&flags).await
+}
+
 fn get(path: &str, host: &str, extra: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
 }
@@ -54,7 +62,7 @@ fn body_of(response: &str) -> &str {
 #[tokio::test]
 async fn reverse_mode_keys_the_cache_by_the_host_the_upstream_sees() {
     let app = reflecting_app().await;
-    let hoard = Hoard::start(&["--upstream", &app.url("")]).await;
+    let hoard = accelerator(&app, &[]).await;
 
     let evil = raw::exchange(hoard.addr, get("/p", "evil.example", "").as_bytes()).await;
     assert_eq!(body_of(&evil), "page /p for evil.example token ");
@@ -83,13 +91,7 @@ async fn reverse_mode_keys_the_cache_by_the_host_the_upstream_sees() {
 #[tokio::test]
 async fn a_fixed_upstream_host_is_one_key_for_every_client_host() {
     let app = reflecting_app().await;
-    let hoard = Hoard::start(&[
-        "--upstream",
-        &app.url(""),
-        "--upstream-host",
-        "app.internal",
-    ])
-    .await;
+    let hoard = accelerator(&app, &["--upstream-host", "app.internal"]).await;
     let first = raw::exchange(hoard.addr, get("/p", "a.example", "").as_bytes()).await;
     assert_eq!(body_of(&first), "page /p for app.internal token ");
     let second = raw::exchange(hoard.addr, get("/p", "b.example", "").as_bytes()).await;
@@ -100,14 +102,15 @@ async fn a_fixed_upstream_host_is_one_key_for_every_client_host() {
 #[tokio::test]
 async fn server_names_answer_their_hosts_and_421_the_rest() {
     let app = reflecting_app().await;
-    let hoard = Hoard::start(&[
-        "--upstream",
-        &app.url(""),
-        "--server-name",
-        "www.good.example",
-        "--server-name",
-        "*.static.example",
-    ])
+    let hoard = accelerator(
+        &app,
+        &[
+            "--server-name",
+            "www.good.example",
+            "--server-name",
+            "*.static.example",
+        ],
+    )
     .await;
     for host in [
         "www.good.example",
@@ -128,14 +131,15 @@ async fn server_names_answer_their_hosts_and_421_the_rest() {
 async fn reverse_mode_is_never_a_forward_proxy_or_a_tunnel() {
     let app = reflecting_app().await;
     let internal = Origin::fixed("internal secret").await;
-    let hoard = Hoard::start(&[
-        "--upstream",
-        &app.url(""),
-        "--allow",
-        "0.0.0.0/0",
-        "--connect-ports",
-        &internal.addr.port().to_string(),
-    ])
+    let hoard = accelerator(
+        &app,
+        &[
+            "--allow",
+            "0.0.0.0/0",
+            "--connect-ports",
+            &internal.addr.port().to_string(),
+        ],
+    )
     .await;
     let absolute = raw::exchange(
         hoard.addr,
@@ -159,7 +163,7 @@ async fn reverse_mode_is_never_a_forward_proxy_or_a_tunnel() {
 #[tokio::test]
 async fn a_host_that_is_not_an_authority_is_400_and_forwarded_values_are_quoted() {
     let app = reflecting_app().await;
-    let hoard = Hoard::start(&["--upstream", &app.url("")]).await;
+    let hoard = accelerator(&app, &[]).await;
     let injected = raw::exchange(
         hoard.addr,
         get("/p", "a.example\", for=6.6.6.6;host=\"b.example", "").as_bytes(),
@@ -180,7 +184,7 @@ async fn a_host_that_is_not_an_authority_is_400_and_forwarded_values_are_quoted(
 #[tokio::test]
 async fn unkeyed_forwarding_fields_from_clients_never_reach_the_app() {
     let app = reflecting_app().await;
-    let hoard = Hoard::start(&["--upstream", &app.url("")]).await;
+    let hoard = accelerator(&app, &[]).await;
     let attack = "X-Forwarded-Host: evil.example\r\nX-Original-URL: /admin\r\n\
                   X-Rewrite-URL: /admin\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Scheme: https\r\n\
                   X-HTTP-Method-Override: DELETE\r\nX-Forwarded-For: 6.6.6.6\r\n";
@@ -207,13 +211,7 @@ async fn unkeyed_forwarding_fields_from_clients_never_reach_the_app() {
 #[tokio::test]
 async fn forwarding_fields_from_a_trusted_balancer_are_kept() {
     let app = reflecting_app().await;
-    let hoard = Hoard::start(&[
-        "--upstream",
-        &app.url(""),
-        "--trust-forwarded",
-        "127.0.0.0/8",
-    ])
-    .await;
+    let hoard = accelerator(&app, &["--trust-forwarded", "127.0.0.0/8"]).await;
     let extra = "X-Forwarded-Host: public.example\r\nX-Forwarded-Proto: https\r\n\
                  X-Forwarded-For: 192.0.2.4\r\n";
     let answer = raw::exchange(hoard.addr, get("/p", "lb.internal", extra).as_bytes()).await;
@@ -262,16 +260,22 @@ async fn revalidating_origin(not_modified: &'static [(&'static str, &'static str
     .await
 }
 
-#[tokio::test]
-async fn a_cookie_in_a_304_goes_to_its_client_and_never_into_the_entry() {
-    let origin = revalidating_origin(&[("cache-control", "public, max-age=60")]).await;
-    let hoard = Hoard::start(&[]).await;
+/// Stores `/r`, lets alice revalidate it (she gets the 304's cookie and the stored body), and
+/// returns what bob gets next.
+async fn alice_then_bob(hoard: &Hoard, origin: &Origin) -> reqwest::Response {
     let client = hoard.client();
     client.get(origin.url("/r")).send().await.unwrap();
     let alice = client.get(origin.url("/r")).send().await.unwrap();
     assert_eq!(alice.headers()["set-cookie"], "sess=alice-secret");
     assert_eq!(alice.text().await.unwrap(), "the page");
-    let bob = client.get(origin.url("/r")).send().await.unwrap();
+    client.get(origin.url("/r")).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_cookie_in_a_304_goes_to_its_client_and_never_into_the_entry() {
+    let origin = revalidating_origin(&[("cache-control", "public, max-age=60")]).await;
+    let hoard = Hoard::start(&[]).await;
+    let bob = alice_then_bob(&hoard, &origin).await;
     assert!(
         bob.headers()["cache-status"]
             .to_str()
@@ -294,12 +298,7 @@ async fn a_304_that_makes_the_response_private_refreshes_nothing_for_others() {
     ] {
         let origin = revalidating_origin(fields).await;
         let hoard = Hoard::start(&[]).await;
-        let client = hoard.client();
-        client.get(origin.url("/r")).send().await.unwrap();
-        let alice = client.get(origin.url("/r")).send().await.unwrap();
-        assert_eq!(alice.headers()["set-cookie"], "sess=alice-secret");
-        assert_eq!(alice.text().await.unwrap(), "the page");
-        let bob = client.get(origin.url("/r")).send().await.unwrap();
+        let bob = alice_then_bob(&hoard, &origin).await;
         assert!(bob.headers().get("set-cookie").is_none(), "{fields:?}");
         let status = bob.headers()["cache-status"].to_str().unwrap().to_owned();
         assert!(!status.contains("hit"), "{fields:?}: {status}");

@@ -1,6 +1,7 @@
 //! Test harness: real origins (hyper, or raw TCP for misbehaving ones) and a real hoard, all on
 //! 127.0.0.1 with ephemeral ports and a temporary cache directory.
 
+pub mod chromium;
 pub mod origin;
 pub mod process;
 pub mod proxy;

@@ -28,15 +28,7 @@ impl Process {
 
     /// A hoard using `cache_dir`, which the caller owns.
     pub fn start_at(cache_dir: &Path, flags: &[&str]) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
-            .arg("0")
-            .arg("--cache-dir")
-            .arg(cache_dir)
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(cache_dir, flags);
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -123,15 +115,7 @@ impl Drop for Process {
 /// Runs a `hoard` on `cache_dir` that is expected not to start, and returns how it ended; one
 /// still running after `within` is killed (its output then shows how far it got).
 pub fn run_to_exit(cache_dir: &Path, flags: &[&str], within: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hoard"))
-        .arg("0")
-        .arg("--cache-dir")
-        .arg(cache_dir)
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(cache_dir, flags);
     let deadline = Instant::now() + within;
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -158,4 +142,17 @@ pub fn cache_tool(dir: &Path, args: &[&str]) -> (bool, String) {
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
     )
+}
+
+/// `hoard 0 --cache-dir DIR FLAGS...` with its output piped.
+fn spawn(cache_dir: &Path, flags: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_hoard"))
+        .arg("0")
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
