@@ -7,6 +7,7 @@ use http::{Method, Request, Uri, Version};
 
 use super::{ProxyError, headers};
 use crate::body;
+use crate::config::ServerName;
 
 /// What RFC 9112 requires of every request head before it is acted on: one valid `Host`
 /// (§3.2; an HTTP/1.1 origin-form request must have one) and framing hyper really decoded
@@ -31,6 +32,44 @@ pub(super) fn check_head<B>(request: &Request<B>) -> Result<(), ProxyError> {
     }
     body::check_transfer_encoding(request.headers())?;
     Ok(())
+}
+
+/// Refuses an admin request whose `Host` is a name only someone else's DNS could point here
+/// (DNS rebinding): a page served under that name would be same-origin with the admin, so
+/// neither the browser nor `same_origin` could tell it apart. Accepted: IP literals,
+/// `localhost` names, this machine's own name (and names under it), and the reverse
+/// proxy's `--server-name`s. A request without `Host` (HTTP/1.0, not a browser) passes.
+pub(super) fn admin_host(
+    headers: &http::HeaderMap,
+    machine: Option<&str>,
+    server_names: &[ServerName],
+) -> Result<(), ProxyError> {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return Ok(());
+    };
+    let name = super::reverse::host_name(host);
+    let literal = name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    let ours = literal
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || machine.is_some_and(|machine| {
+            name == machine
+                || name
+                    .strip_prefix(machine)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+        || server_names.iter().any(|s| s.matches(&name));
+    if ours {
+        Ok(())
+    } else {
+        Err(ProxyError::CrossSite(
+            "the admin interface answers only to an address, localhost or this machine's name",
+        ))
+    }
 }
 
 /// Refuses a state-changing admin request a browser sent on another site's behalf: a

@@ -87,6 +87,8 @@ pub struct Proxy {
     /// hoard's own listening addresses (an absolute-form target naming one is "us").
     listening: Vec<SocketAddr>,
     admin_listen: Option<SocketAddr>,
+    /// This machine's host name, lowercase: a name the admin may be reached by.
+    machine_name: Option<String>,
     tunnels: tunnel::Tunnels,
     cache: Arc<Cache>,
     recent_sites: RecentSites,
@@ -153,6 +155,10 @@ impl Proxy {
             local_clients: config.local_clients.clone(),
             listening,
             admin_listen: config.admin_listen,
+            machine_name: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_ascii_lowercase())
+                .filter(|name| !name.is_empty()),
             tunnels: tunnel::Tunnels::default(),
             cache,
             recent_sites: RecentSites::default(),
@@ -299,6 +305,16 @@ impl Proxy {
                     return Err(ProxyError::Forbidden(
                         "this client may not use the admin interface",
                     ));
+                }
+                // In reverse mode a PURGE's Host names the site to purge.
+                let names_a_site = request.method().as_str() == "PURGE"
+                    && matches!(self.mode, Mode::Reverse { .. });
+                if !names_a_site {
+                    guard::admin_host(
+                        request.headers(),
+                        self.machine_name.as_deref(),
+                        &rules.server_names,
+                    )?;
                 }
                 if !matches!(*request.method(), Method::GET | Method::HEAD) {
                     guard::same_origin(request.headers())?;

@@ -129,7 +129,7 @@ impl Proxy {
 }
 
 /// The name part of a `Host` value, lowercase, without port or trailing dot.
-fn host_name(host: &str) -> String {
+pub(super) fn host_name(host: &str) -> String {
     let name = if host.starts_with('[') {
         host.split_inclusive(']').next().unwrap_or(host)
     } else {

@@ -61,6 +61,23 @@ async fn cross_site_admin_requests_change_nothing() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 403);
+    // DNS rebinding: a page at evil.example, resolved to this host, is same-origin with
+    // whatever answers there; the admin answers only to its own names.
+    for request in [
+        "POST /_hoard/purge?prefix=http:// HTTP/1.1\r\nHost: evil.example:8080\r\n\
+         Origin: http://evil.example:8080\r\nSec-Fetch-Site: same-origin\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n",
+        "GET /_hoard/stats HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw::exchange(hoard.addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    }
+    let by_name = raw::exchange(
+        hoard.addr,
+        b"GET /_hoard/stats HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(by_name.starts_with("HTTP/1.1 200"), "{by_name}");
     let hit = hoard.client().get(&url).send().await.unwrap();
     assert!(cache_status(&hit).contains("hit"), "nothing was purged");
 
