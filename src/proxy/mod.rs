@@ -23,7 +23,7 @@ mod tunnel;
 pub use error::{ErrorSource, ProxyError};
 pub use origin::OriginClient;
 pub use rules::Rules;
-pub use tunnel::{ConnectionSlot, TunnelClosed, TunnelEnd, TunnelSummary};
+pub use tunnel::{ConnectionSlot, TunnelClosed, TunnelEnd};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,7 +9,7 @@ mod destinations;
 mod error;
 
 pub use destinations::{
-    Denied, DenyReason, DestRule, DestinationPolicy, SAFE_PORTS, canonical, resolve,
+    Denied, DenyReason, DestRule, DestinationPolicy, canonical, resolve,
 };
 pub use error::UpstreamError;
 
