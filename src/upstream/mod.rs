@@ -8,9 +8,7 @@ mod connector;
 mod destinations;
 mod error;
 
-pub use destinations::{
-    Denied, DenyReason, DestRule, DestinationPolicy, canonical, resolve,
-};
+pub use destinations::{Denied, DenyReason, DestRule, DestinationPolicy, canonical, resolve};
 pub use error::UpstreamError;
 
 use std::sync::Arc;
