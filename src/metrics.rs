@@ -349,7 +349,7 @@ impl DurationHistogram {
 }
 
 impl EncodeMetric for DurationHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         let inner = &*self.inner;
         // Per-bucket counts: the encoder accumulates them itself.
         let buckets: Vec<(f64, u64)> = inner

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 /// How a leader's fetch ended, as its followers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FillResult {
+pub(super) enum FillResult {
     Pending,
     Stored,
     NotStored,
@@ -20,25 +20,25 @@ pub enum FillResult {
 }
 
 #[derive(Default)]
-pub struct Collapser {
+pub(super) struct Collapser {
     inflight: Mutex<HashMap<u128, watch::Receiver<FillResult>>>,
 }
 
-pub enum Role {
+pub(super) enum Role {
     Leader(FillLock),
     Follower(watch::Receiver<FillResult>),
 }
 
 /// Held by the leader until the response is stored or known not to be; dropping it without
 /// `finish` tells followers the fetch was abandoned.
-pub struct FillLock {
+pub(super) struct FillLock {
     key: u128,
     collapser: Arc<Collapser>,
     result: watch::Sender<FillResult>,
 }
 
 impl Collapser {
-    pub fn join(self: &Arc<Self>, key: u128) -> Role {
+    pub(super) fn join(self: &Arc<Self>, key: u128) -> Role {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(receiver) = inflight.get(&key) {
             return Role::Follower(receiver.clone());
@@ -55,7 +55,7 @@ impl Collapser {
 
 impl Collapser {
     /// The fetch in flight for `key`, if any, without joining as a leader.
-    pub fn in_flight(&self, key: u128) -> Option<watch::Receiver<FillResult>> {
+    pub(super) fn in_flight(&self, key: u128) -> Option<watch::Receiver<FillResult>> {
         self.inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -65,7 +65,7 @@ impl Collapser {
 }
 
 impl FillLock {
-    pub fn finish(self, result: FillResult) {
+    pub(super) fn finish(self, result: FillResult) {
         // Free the key first, so a woken follower that needs the origin again (e.g. to
         // refresh in the background) can lead instead of following a finished fetch.
         self.release();
@@ -104,7 +104,7 @@ impl Drop for FillLock {
 }
 
 /// Waits for the leader's decision, at most `limit`.
-pub async fn wait(mut receiver: watch::Receiver<FillResult>, limit: Duration) -> FillResult {
+pub(super) async fn wait(mut receiver: watch::Receiver<FillResult>, limit: Duration) -> FillResult {
     let decided =
         tokio::time::timeout(limit, receiver.wait_for(|r| *r != FillResult::Pending)).await;
     match decided {

@@ -11,7 +11,7 @@ use super::key::CacheKey;
 use super::policy::Freshness;
 
 /// Identifies a stored body in every tier; random, so it says nothing about the URL.
-pub type BodyId = u64;
+pub(super) type BodyId = u64;
 
 /// A cached response without its body.
 #[derive(Debug, Clone)]
@@ -119,7 +119,7 @@ impl StoredResponse {
 /// buffer its response was parsed from alive: hyper reads a head into an 8 KiB buffer, and a
 /// value pointing into it pins all of it (measured: 9 KB per entry filled live, against 2.8
 /// after a restart). One allocation per entry is also cheaper than one per value.
-pub fn compact_headers(headers: &HeaderMap) -> HeaderMap {
+pub(super) fn compact_headers(headers: &HeaderMap) -> HeaderMap {
     let values = in_one_buffer(|| headers.values().map(HeaderValue::as_bytes));
     let mut compact = HeaderMap::with_capacity(headers.len());
     for ((name, value), copy) in headers.iter().zip(values) {

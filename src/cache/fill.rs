@@ -19,10 +19,10 @@ use super::storage::{BodyWriter, Storage};
 use crate::body::{BoxError, ProxyBody};
 
 /// Called with a stored body's length and checksum, or `None` when the fill was discarded.
-pub type OnFilled = Box<dyn FnOnce(Option<(u64, [u8; 32])>) + Send>;
+pub(super) type OnFilled = Box<dyn FnOnce(Option<(u64, [u8; 32])>) + Send>;
 
 /// Where the chunks go, and what to do once they are all stored.
-pub struct FillJob {
+pub(super) struct FillJob {
     /// Tiers to write to, most durable first: the entry is stored only if the first one
     /// finishes.
     pub tiers: Vec<Arc<dyn Storage>>,
@@ -38,7 +38,7 @@ pub struct FillJob {
 }
 
 /// Starts the writer for `job` on the blocking pool and returns the body to give the client.
-pub fn tee(tasks: &TaskTracker, body: ProxyBody, job: FillJob) -> ProxyBody {
+pub(super) fn tee(tasks: &TaskTracker, body: ProxyBody, job: FillJob) -> ProxyBody {
     // A few chunks of slack; beyond that, a slow disk slows the client rather than growing memory.
     let (sender, receiver) = mpsc::channel(8);
     let ended = Arc::new(AtomicBool::new(false));

@@ -27,13 +27,13 @@ use super::storage::{DirLock, DiskStorage, MemoryStorage};
 use load::Sweep;
 use writer::Writer;
 
-const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+const ENTRIES: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("entries");
 
 /// At most this many variants of one URL are kept (the oldest goes first).
 const MAX_VARIANTS: usize = 16;
 
 /// All cached variants of one URL; replaced as a whole on change, so readers never lock.
-pub type Variants = Arc<Vec<Arc<StoredResponse>>>;
+pub(super) type Variants = Arc<Vec<Arc<StoredResponse>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -115,7 +115,7 @@ impl Lifecycle<u128, Variants> for ReleaseToWriter {
 
 type EntryMap = Cache<u128, Variants, VariantsWeight, DefaultHashBuilder, ReleaseToWriter>;
 
-pub struct Index {
+pub(super) struct Index {
     map: Arc<EntryMap>,
     ops: mpsc::Sender<Op>,
     /// Serialises read-modify-write of one URL's variant list; hits never take it.
@@ -127,7 +127,7 @@ impl Index {
     /// Opens the database in cache directory `dir` (replacing a damaged one by an empty
     /// one), loads every entry, and starts the writer thread, which keeps `lock` until the
     /// database is closed.
-    pub fn open(
+    pub(super) fn open(
         dir: &Path,
         lock: DirLock,
         capacity: u64,
@@ -199,7 +199,7 @@ impl Index {
     }
 
     /// The variants stored for `key`, if any.
-    pub fn get(&self, key: &CacheKey) -> Option<Variants> {
+    pub(super) fn get(&self, key: &CacheKey) -> Option<Variants> {
         let variants = self.map.get(&key.hash())?;
         // 128-bit hashes do not collide in practice; comparing the URL makes sure.
         (variants.first()?.key == *key).then_some(variants)
@@ -208,7 +208,7 @@ impl Index {
     /// Adds or replaces the variant with the same `Vary` values and persists it in the
     /// background (a 304 refresh, whose loss in a crash only means older headers); a replaced
     /// body is deleted unless the new entry keeps it.
-    pub fn insert(&self, entry: Arc<StoredResponse>) {
+    pub(super) fn insert(&self, entry: Arc<StoredResponse>) {
         let _ = self.ops.send(Op::Change(Change::Put(entry.clone())));
         self.publish(entry);
     }
@@ -216,7 +216,7 @@ impl Index {
     /// Like `insert`, but returns only once the entry is committed to the database, and
     /// publishes it only then: an entry anyone has seen survives a crash. `false` when the
     /// commit failed (the entry is not published). Blocks; call it off the async reactor.
-    pub fn insert_durable(&self, entry: Arc<StoredResponse>) -> bool {
+    pub(super) fn insert_durable(&self, entry: Arc<StoredResponse>) -> bool {
         let _ = self.ops.send(Op::Change(Change::Put(entry.clone())));
         if !self.flush() {
             return false;
@@ -244,7 +244,7 @@ impl Index {
     }
 
     /// Forgets one variant (a corrupt or vanished body).
-    pub fn remove_variant(&self, entry: &StoredResponse) {
+    pub(super) fn remove_variant(&self, entry: &StoredResponse) {
         let hash = entry.key.hash();
         let _guard = self.lock(hash);
         if let Some(variants) = self.map.peek(&hash) {
@@ -263,7 +263,7 @@ impl Index {
     }
 
     /// Forgets every variant of `key` (invalidation, purge). Returns how many there were.
-    pub fn remove(&self, key: &CacheKey) -> usize {
+    pub(super) fn remove(&self, key: &CacheKey) -> usize {
         let _guard = self.lock(key.hash());
         match self.map.remove(&key.hash()) {
             Some((_, variants)) if variants.first().is_some_and(|v| v.key == *key) => {
@@ -281,7 +281,7 @@ impl Index {
     }
 
     /// Keys of the stored URLs that start with `prefix`.
-    pub fn urls_with_prefix(&self, prefix: &str) -> Vec<CacheKey> {
+    pub(super) fn urls_with_prefix(&self, prefix: &str) -> Vec<CacheKey> {
         self.entries_with_prefix(prefix)
             .into_iter()
             .map(|entry| entry.key.clone())
@@ -291,7 +291,7 @@ impl Index {
     }
 
     /// Every stored variant whose URL starts with `prefix`.
-    pub fn entries_with_prefix(&self, prefix: &str) -> Vec<Arc<StoredResponse>> {
+    pub(super) fn entries_with_prefix(&self, prefix: &str) -> Vec<Arc<StoredResponse>> {
         self.map
             .iter()
             .flat_map(|(_, variants)| variants.iter().cloned().collect::<Vec<_>>())
@@ -301,12 +301,12 @@ impl Index {
 
     /// Waits until every change made so far is committed to the database; `false` if the
     /// commit failed.
-    pub fn flush(&self) -> bool {
+    pub(super) fn flush(&self) -> bool {
         self.request(Op::Flush)
     }
 
     /// Commits everything and closes the database (shutdown); later changes are not saved.
-    pub fn close(&self) -> bool {
+    pub(super) fn close(&self) -> bool {
         self.request(Op::Close)
     }
 
@@ -315,11 +315,11 @@ impl Index {
         self.ops.send(op(done)).is_ok() && wait.recv().unwrap_or(false)
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.map.len()
     }
 
-    pub fn evictions(&self) -> u64 {
+    pub(super) fn evictions(&self) -> u64 {
         self.evictions.load(std::sync::atomic::Ordering::Relaxed)
     }
 

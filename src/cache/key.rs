@@ -85,7 +85,7 @@ impl CacheKey {
 }
 
 /// The field names a response varies on, lowercase; `None` for `Vary: *` (never matches).
-pub fn vary_fields(response: &HeaderMap) -> Option<Vec<HeaderName>> {
+pub(super) fn vary_fields(response: &HeaderMap) -> Option<Vec<HeaderName>> {
     let mut fields = Vec::new();
     for value in response.get_all(header::VARY) {
         for name in value.to_str().unwrap_or("").split(',') {
@@ -118,7 +118,10 @@ const CASE_INSENSITIVE_LISTS: [HeaderName; 4] = [
 /// items removed; any other field keeps its exact bytes (a token, a cookie or an
 /// authorization differs by case), its lines joined with `, `. An absent field is `None`,
 /// which only matches absence.
-pub fn vary_values(request: &HeaderMap, fields: &[HeaderName]) -> Vec<(String, Option<String>)> {
+pub(super) fn vary_values(
+    request: &HeaderMap,
+    fields: &[HeaderName],
+) -> Vec<(String, Option<String>)> {
     fields
         .iter()
         .map(|name| {

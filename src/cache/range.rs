@@ -5,7 +5,7 @@ use http::header::{self, HeaderMap};
 
 /// How to answer a request from a stored body of `len` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RangeAnswer {
+pub(super) enum RangeAnswer {
     /// No usable `Range` (absent, invalid, several ranges, or `If-Range` failed): the whole body.
     Full,
     /// Bytes `start..=end`.
@@ -14,7 +14,7 @@ pub enum RangeAnswer {
     Unsatisfiable,
 }
 
-pub fn answer(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswer {
+pub(super) fn answer(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswer {
     let Some(range) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return RangeAnswer::Full;
     };

@@ -23,7 +23,7 @@ use crate::body::{BoxError, ProxyBody};
 const BLOCK: usize = 64 * 1024;
 
 /// How a streamed body is checked.
-pub enum Check {
+pub(super) enum Check {
     /// Hash the whole file; hold the last block back until the checksum matches. One of the
     /// callbacks runs: `verified` when it matches, `corrupt` when it does not.
     Checksum {
@@ -37,10 +37,10 @@ pub enum Check {
 
 #[derive(Debug, thiserror::Error)]
 #[error("cached body failed its integrity check ({0})")]
-pub struct Corrupt(&'static str);
+pub(super) struct Corrupt(&'static str);
 
 /// Reads the whole file and checks length and checksum.
-pub fn read_verified(
+pub(super) fn read_verified(
     mut file: File,
     len: u64,
     checksum: &[u8; 32],
@@ -64,7 +64,12 @@ pub fn read_verified(
 
 /// Streams bytes `start..=end` of a stored body of `len` bytes, checked as `check` says; a
 /// body that fails its check ends with an error instead of ending.
-pub fn stream_checked(file: File, len: u64, (start, end): (u64, u64), check: Check) -> ProxyBody {
+pub(super) fn stream_checked(
+    file: File,
+    len: u64,
+    (start, end): (u64, u64),
+    check: Check,
+) -> ProxyBody {
     let (sender, receiver) = mpsc::channel(1);
     tokio::task::spawn_blocking(move || {
         let result = match check {

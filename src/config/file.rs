@@ -13,7 +13,7 @@ use super::{Args, ConfigError, parse_cidr, parse_duration, parse_size};
 /// A size written as a number of bytes or with a unit (`"64MiB"`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum Size {
+pub(super) enum Size {
     Bytes(u64),
     Text(String),
 }
@@ -29,7 +29,7 @@ impl Size {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
+pub(super) struct FileConfig {
     port: Option<u16>,
     bind: Option<String>,
     allow: Option<Vec<String>>,
@@ -68,12 +68,12 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
-    pub fn parse(text: &str) -> Result<FileConfig, String> {
+    pub(super) fn parse(text: &str) -> Result<FileConfig, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
     /// Fills in `args` from the file wherever the command line did not set a value.
-    pub fn apply(self, args: &mut Args, matches: &ArgMatches) -> Result<(), ConfigError> {
+    pub(super) fn apply(self, args: &mut Args, matches: &ArgMatches) -> Result<(), ConfigError> {
         let from_command_line =
             |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
         macro_rules! take {

@@ -22,11 +22,14 @@ use crate::body::{self, BoxError, ProxyBody};
 
 /// Rewrites a gateway response for a page fetched from `page_url`.
 /// Everything a page normally does, except keep hoard's origin (no `allow-same-origin`).
-pub const GATEWAY_SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups \
+pub(super) const GATEWAY_SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups \
      allow-popups-to-escape-sandbox allow-modals allow-downloads \
      allow-top-navigation-by-user-activation allow-pointer-lock allow-presentation";
 
-pub fn gateway_response(response: Response<ProxyBody>, page_url: &url::Url) -> Response<ProxyBody> {
+pub(super) fn gateway_response(
+    response: Response<ProxyBody>,
+    page_url: &url::Url,
+) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     rewrite_location(&mut parts.headers, page_url);
     rewrite_cookies(&mut parts.headers, page_url);

@@ -42,14 +42,14 @@ impl ConnectionSlot {
 
 /// Every open tunnel, so shutdown can end them and wait until they have.
 #[derive(Default)]
-pub struct Tunnels {
+pub(super) struct Tunnels {
     tracker: TaskTracker,
     closing: CancellationToken,
 }
 
 impl Tunnels {
     /// Ends every tunnel and waits until each has reported.
-    pub async fn close(&self) {
+    pub(super) async fn close(&self) {
         self.closing.cancel();
         self.tracker.close();
         self.tracker.wait().await;
@@ -90,14 +90,14 @@ impl TunnelClosed {
 }
 
 /// What `open` needs besides the request.
-pub struct TunnelSettings<'a> {
+pub(super) struct TunnelSettings<'a> {
     pub allowed_ports: &'a [u16],
     pub policy: &'a DestinationPolicy,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
 }
 
-pub async fn open(
+pub(super) async fn open(
     request: Request<Incoming>,
     settings: TunnelSettings<'_>,
     slot: &ConnectionSlot,

@@ -16,13 +16,16 @@ use tokio::net::TcpStream;
 use super::destinations::{DenyingResolver, DestinationPolicy};
 
 #[derive(Clone)]
-pub struct GuardedConnector {
+pub(super) struct GuardedConnector {
     inner: HttpConnector<DenyingResolver>,
     policy: Arc<DestinationPolicy>,
 }
 
 impl GuardedConnector {
-    pub fn new(inner: HttpConnector<DenyingResolver>, policy: Arc<DestinationPolicy>) -> Self {
+    pub(super) fn new(
+        inner: HttpConnector<DenyingResolver>,
+        policy: Arc<DestinationPolicy>,
+    ) -> Self {
         GuardedConnector { inner, policy }
     }
 }

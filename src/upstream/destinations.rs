@@ -109,7 +109,7 @@ pub struct Denied {
 }
 
 /// Ports below 1024 a client outside `--local-clients` may reach (Squid's `Safe_ports`).
-pub const SAFE_PORTS: [u16; 9] = [80, 443, 21, 70, 210, 280, 488, 591, 777];
+pub(super) const SAFE_PORTS: [u16; 9] = [80, 443, 21, 70, 210, 280, 488, 591, 777];
 
 /// Link-local and metadata blocks denied by default.
 const LINK_LOCAL: [&str; 3] = ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"];
@@ -367,12 +367,12 @@ pub async fn resolve(
 /// with a denied address fails to resolve (an `io::ErrorKind::PermissionDenied` carrying
 /// `Denied`).
 #[derive(Clone)]
-pub struct DenyingResolver {
+pub(super) struct DenyingResolver {
     policy: Arc<DestinationPolicy>,
 }
 
 impl DenyingResolver {
-    pub fn new(policy: Arc<DestinationPolicy>) -> DenyingResolver {
+    pub(super) fn new(policy: Arc<DestinationPolicy>) -> DenyingResolver {
         DenyingResolver { policy }
     }
 }

@@ -22,7 +22,7 @@ use crate::cache::entry::{BodyId, StoredResponse};
 use crate::cache::storage::DiskStorage;
 
 /// The index's file in the cache directory.
-pub const FILE_NAME: &str = "index.redb";
+pub(super) const FILE_NAME: &str = "index.redb";
 
 /// What start-up found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -97,7 +97,7 @@ mod contract {
         }
     }
 
-    pub fn check(store: &dyn Storage) {
+    pub(super) fn check(store: &dyn Storage) {
         let mut writer = store.writer(1, Some(10)).unwrap().unwrap();
         assert!(writer.write(&Bytes::from_static(b"hello ")).unwrap());
         assert!(read_all(store, 1).is_none(), "invisible before finish");

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// What Chromium printed for `url`: the final DOM (stdout) and its log (stderr). Each call
 /// gets a fresh profile.
-pub async fn dump_dom(url: &str) -> (String, String) {
+pub(crate) async fn dump_dom(url: &str) -> (String, String) {
     assert!(
         std::path::Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)"

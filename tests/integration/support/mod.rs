@@ -1,19 +1,19 @@
 //! Test harness: real origins (hyper, or raw TCP for misbehaving ones) and a real hoard, all on
 //! 127.0.0.1 with ephemeral ports and a temporary cache directory.
 
-pub mod chromium;
-pub mod origin;
-pub mod process;
-pub mod proxy;
-pub mod raw;
-pub mod small_disk;
-pub mod tls;
+pub(crate) mod chromium;
+pub(crate) mod origin;
+pub(crate) mod process;
+pub(crate) mod proxy;
+pub(crate) mod raw;
+pub(crate) mod small_disk;
+pub(crate) mod tls;
 
-pub use origin::Origin;
-pub use proxy::Hoard;
+pub(crate) use origin::Origin;
+pub(crate) use proxy::Hoard;
 
 /// The value of a metric without labels, from hoard's `/_hoard/metrics` at `addr`.
-pub async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+pub(crate) async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
     let metrics = reqwest::get(format!("http://{addr}/_hoard/metrics"))
         .await
         .unwrap()
@@ -28,13 +28,13 @@ pub async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
 }
 
 /// GETs `url` with `client` and returns the body (any status).
-pub async fn fetch(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+pub(crate) async fn fetch(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
     client.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// The body files stored in cache directory `dir`, sorted (the disk tier's layout,
 /// `objects/XX/ID`, known only here).
-pub fn stored_bodies(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn stored_bodies(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut bodies = Vec::new();
     for shard in std::fs::read_dir(dir.join("objects")).unwrap() {
         let shard = shard.unwrap().path();

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 
 /// The head of one request as the origin saw it.
 #[derive(Debug, Clone)]
-pub struct SeenRequest {
+pub(crate) struct SeenRequest {
     pub method: Method,
     pub uri: Uri,
     pub headers: HeaderMap,
@@ -32,7 +32,7 @@ type Handler = Arc<
 >;
 
 #[derive(Clone)]
-pub struct Origin {
+pub(crate) struct Origin {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
     connections: Arc<AtomicUsize>,
@@ -41,7 +41,7 @@ pub struct Origin {
 impl Origin {
     /// An origin whose every response is built by `handler` (which may stream or consume the
     /// request body).
-    pub async fn start<F, Fut>(handler: F) -> Origin
+    pub(crate) async fn start<F, Fut>(handler: F) -> Origin
     where
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
@@ -51,7 +51,7 @@ impl Origin {
 
     /// Like `start`, listening on another loopback address (`127.0.0.2`, ...): a second
     /// host, for destination rules that must tell hosts apart.
-    pub async fn start_on<F, Fut>(ip: &str, handler: F) -> Origin
+    pub(crate) async fn start_on<F, Fut>(ip: &str, handler: F) -> Origin
     where
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
@@ -93,7 +93,7 @@ impl Origin {
     }
 
     /// An origin that answers every request with 200 and `body`.
-    pub async fn fixed(body: &'static str) -> Origin {
+    pub(crate) async fn fixed(body: &'static str) -> Origin {
         Origin::start(move |_| async move {
             Response::new(body::full(Bytes::from_static(body.as_bytes())))
         })
@@ -102,7 +102,7 @@ impl Origin {
 
     /// An origin that answers 200 with `headers` and a body naming the path and how many
     /// requests it has served so far (`/a #3`), so a stale or replaced body is recognisable.
-    pub async fn with_headers(headers: &'static [(&'static str, &'static str)]) -> Origin {
+    pub(crate) async fn with_headers(headers: &'static [(&'static str, &'static str)]) -> Origin {
         let served = Arc::new(AtomicUsize::new(0));
         Origin::start(move |request: Request<Incoming>| {
             let n = served.fetch_add(1, Ordering::SeqCst) + 1;
@@ -120,26 +120,26 @@ impl Origin {
     }
 
     /// An origin that answers with the request body it received.
-    pub async fn echo() -> Origin {
+    pub(crate) async fn echo() -> Origin {
         Origin::start(|request: Request<Incoming>| async move {
             Response::new(body::stream(request.into_body()))
         })
         .await
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub fn seen(&self) -> Vec<SeenRequest> {
+    pub(crate) fn seen(&self) -> Vec<SeenRequest> {
         self.seen.lock().unwrap().clone()
     }
 
-    pub fn last(&self) -> SeenRequest {
+    pub(crate) fn last(&self) -> SeenRequest {
         self.seen().pop().expect("the origin saw a request")
     }
 
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 }

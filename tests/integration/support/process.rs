@@ -8,26 +8,26 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `hoard` process; killed when dropped.
-pub struct Process {
+pub(crate) struct Process {
     child: Child,
     pub addr: SocketAddr,
     cache_dir: Option<tempfile::TempDir>,
 }
 
 impl Process {
-    pub fn start(flags: &[&str]) -> Process {
+    pub(crate) fn start(flags: &[&str]) -> Process {
         Process::start_in(tempfile::tempdir().unwrap(), flags)
     }
 
     /// A hoard whose cache directory lives (and is deleted) with it.
-    pub fn start_in(cache_dir: tempfile::TempDir, flags: &[&str]) -> Process {
+    pub(crate) fn start_in(cache_dir: tempfile::TempDir, flags: &[&str]) -> Process {
         let mut process = Process::start_at(cache_dir.path(), flags);
         process.cache_dir = Some(cache_dir);
         process
     }
 
     /// A hoard using `cache_dir`, which the caller owns.
-    pub fn start_at(cache_dir: &Path, flags: &[&str]) -> Process {
+    pub(crate) fn start_at(cache_dir: &Path, flags: &[&str]) -> Process {
         let mut child = spawn(cache_dir, flags);
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -52,7 +52,7 @@ impl Process {
         }
     }
 
-    pub fn client(&self) -> reqwest::Client {
+    pub(crate) fn client(&self) -> reqwest::Client {
         reqwest::Client::builder()
             .proxy(reqwest::Proxy::http(format!("http://{}", self.addr)).unwrap())
             .build()
@@ -60,7 +60,7 @@ impl Process {
     }
 
     /// Peak resident memory so far, from /proc (VmHWM), in bytes.
-    pub fn peak_rss(&self) -> u64 {
+    pub(crate) fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
         let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -68,24 +68,24 @@ impl Process {
     }
 
     /// `kill -9`: no shutdown, no flush; hands back the cache directory.
-    pub fn kill_hard(mut self) -> tempfile::TempDir {
+    pub(crate) fn kill_hard(mut self) -> tempfile::TempDir {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         self.cache_dir.take().expect("started with start_in")
     }
 
     /// Like `stop`, but hands back the cache directory so it outlives the process.
-    pub fn stop_keeping_dir(mut self) -> (String, tempfile::TempDir) {
+    pub(crate) fn stop_keeping_dir(mut self) -> (String, tempfile::TempDir) {
         let dir = self.cache_dir.take().expect("started with start_in");
         (self.stop(), dir)
     }
 
-    pub async fn metric(&self, name: &str) -> u64 {
+    pub(crate) async fn metric(&self, name: &str) -> u64 {
         crate::support::metric(self.addr, name).await
     }
 
     /// Sends `signal` ("HUP", "USR1", ...) with kill(1).
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
@@ -95,7 +95,7 @@ impl Process {
     }
 
     /// Sends SIGTERM and returns what hoard wrote to stderr; asserts a clean exit.
-    pub fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         self.signal("TERM");
         let output = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
             .wait_with_output()
@@ -114,7 +114,7 @@ impl Drop for Process {
 
 /// Runs a `hoard` on `cache_dir` that is expected not to start, and returns how it ended; one
 /// still running after `within` is killed (its output then shows how far it got).
-pub fn run_to_exit(cache_dir: &Path, flags: &[&str], within: Duration) -> Output {
+pub(crate) fn run_to_exit(cache_dir: &Path, flags: &[&str], within: Duration) -> Output {
     let mut child = spawn(cache_dir, flags);
     let deadline = Instant::now() + within;
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -125,7 +125,7 @@ pub fn run_to_exit(cache_dir: &Path, flags: &[&str], within: Duration) -> Output
 }
 
 /// Runs `hoard cache ...` on `dir`.
-pub fn cache_tool_output(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn cache_tool_output(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hoard"))
         .arg("cache")
         .args(args)
@@ -136,7 +136,7 @@ pub fn cache_tool_output(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// Runs `hoard cache ...` on `dir`; returns (success, stdout).
-pub fn cache_tool(dir: &Path, args: &[&str]) -> (bool, String) {
+pub(crate) fn cache_tool(dir: &Path, args: &[&str]) -> (bool, String) {
     let output = cache_tool_output(dir, args);
     (
         output.status.success(),

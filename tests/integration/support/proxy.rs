@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use hoard::server::Server;
 use tokio::sync::oneshot;
 
-pub struct Hoard {
+pub(crate) struct Hoard {
     pub addr: SocketAddr,
     _cache_dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -14,7 +14,7 @@ pub struct Hoard {
 
 impl Hoard {
     /// A hoard with a fresh temporary cache directory.
-    pub async fn start(flags: &[&str]) -> Hoard {
+    pub(crate) async fn start(flags: &[&str]) -> Hoard {
         let cache_dir = tempfile::tempdir().unwrap();
         let mut hoard = Hoard::start_in(cache_dir.path(), flags).await;
         hoard._cache_dir = Some(cache_dir);
@@ -22,7 +22,7 @@ impl Hoard {
     }
 
     /// A hoard using `dir` as its cache directory (to test what survives a restart).
-    pub async fn start_in(dir: &std::path::Path, flags: &[&str]) -> Hoard {
+    pub(crate) async fn start_in(dir: &std::path::Path, flags: &[&str]) -> Hoard {
         let log = dir.join("access.log").to_str().unwrap().to_owned();
         let dir = dir.to_str().unwrap().to_owned();
         // The access log goes to a file: in-process, stderr is the test runner's.
@@ -44,7 +44,7 @@ impl Hoard {
     }
 
     /// A reqwest client that uses this hoard as its HTTP proxy.
-    pub fn client(&self) -> reqwest::Client {
+    pub(crate) fn client(&self) -> reqwest::Client {
         reqwest::Client::builder()
             .proxy(reqwest::Proxy::http(format!("http://{}", self.addr)).unwrap())
             .build()
@@ -52,7 +52,7 @@ impl Hoard {
     }
 
     /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -10,14 +10,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Sends `request` to `addr` and reads until the server closes (or 10 s pass).
-pub async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+pub(crate) async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     read_to_close(&mut stream).await
 }
 
 /// Like `exchange`, from another loopback address (`127.0.0.2`, ...), as a second client would.
-pub async fn exchange_from(source: &str, addr: SocketAddr, request: &[u8]) -> String {
+pub(crate) async fn exchange_from(source: &str, addr: SocketAddr, request: &[u8]) -> String {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let mut stream = socket.connect(addr).await.unwrap();
@@ -25,14 +25,14 @@ pub async fn exchange_from(source: &str, addr: SocketAddr, request: &[u8]) -> St
     read_to_close(&mut stream).await
 }
 
-pub async fn read_to_close(stream: &mut TcpStream) -> String {
+pub(crate) async fn read_to_close(stream: &mut TcpStream) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Reads from `stream` until `needle` has arrived; returns everything read.
-pub async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+pub(crate) async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     let read = async {
@@ -54,14 +54,14 @@ pub async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
 
 /// An origin that reads one request head per connection, then writes `response` verbatim and
 /// closes (or, with `hold_open`, keeps the socket open without writing more).
-pub async fn origin(response: &'static [u8], hold_open: bool) -> SocketAddr {
+pub(crate) async fn origin(response: &'static [u8], hold_open: bool) -> SocketAddr {
     let then = if hold_open { Then::Hang } else { Then::Close };
     scripted_origin(vec![(response, then)]).await.0
 }
 
 /// What a scripted origin does once it has written its bytes.
 #[derive(Debug, Clone, Copy)]
-pub enum Then {
+pub(crate) enum Then {
     Close,
     /// Closes with a TCP reset (SO_LINGER 0) instead of a clean FIN.
     Reset,
@@ -72,7 +72,9 @@ pub enum Then {
 /// An origin whose n-th connection reads one request head, writes `script[n]`'s bytes verbatim
 /// and then does what its `Then` says; the last entry repeats. Also returns how many
 /// connections (requests) it has taken.
-pub async fn scripted_origin(script: Vec<(&'static [u8], Then)>) -> (SocketAddr, Arc<AtomicUsize>) {
+pub(crate) async fn scripted_origin(
+    script: Vec<(&'static [u8], Then)>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let taken = Arc::new(AtomicUsize::new(0));
@@ -108,7 +110,7 @@ pub async fn scripted_origin(script: Vec<(&'static [u8], Then)>) -> (SocketAddr,
 }
 
 /// A port on 127.0.0.1 where nothing listens.
-pub async fn closed_port() -> u16 {
+pub(crate) async fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap().port()
 }

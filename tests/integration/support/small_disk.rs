@@ -5,13 +5,13 @@
 use std::path::Path;
 use std::process::Command;
 
-pub struct SmallDisk {
+pub(crate) struct SmallDisk {
     dir: tempfile::TempDir,
 }
 
 impl SmallDisk {
     /// A `size` tmpfs (`"1m"`), or `None` where this machine does not let tests mount.
-    pub fn mount(size: &str) -> Option<SmallDisk> {
+    pub(crate) fn mount(size: &str) -> Option<SmallDisk> {
         let dir = tempfile::tempdir().unwrap();
         let mounted = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -30,7 +30,7 @@ impl SmallDisk {
         None
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
@@ -39,7 +39,7 @@ impl SmallDisk {
     /// new files cannot be made (bodies). Done with a read-only bind mount over the
     /// directory, because a plain read-only remount is refused while files are open for
     /// writing.
-    pub fn read_only_from_now_on(&self) {
+    pub(crate) fn read_only_from_now_on(&self) {
         let path = self.dir.path();
         for args in [&["--bind"][..], &["-o", "remount,bind,ro"]] {
             let status = Command::new("mount")

@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-pub struct TestCa {
+pub(crate) struct TestCa {
     pub pem_file: tempfile::NamedTempFile,
     ca_der: CertificateDer<'static>,
     server_chain: Vec<CertificateDer<'static>>,
@@ -23,7 +23,7 @@ pub struct TestCa {
 
 impl TestCa {
     /// A CA and a server certificate for `localhost` and `127.0.0.1` signed by it.
-    pub fn new() -> TestCa {
+    pub(crate) fn new() -> TestCa {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -45,12 +45,12 @@ impl TestCa {
         }
     }
 
-    pub fn pem_path(&self) -> PathBuf {
+    pub(crate) fn pem_path(&self) -> PathBuf {
         self.pem_file.path().to_path_buf()
     }
 
     /// An HTTPS origin answering every request with 200 and `body`.
-    pub async fn origin(&self, body: &'static str) -> SocketAddr {
+    pub(crate) async fn origin(&self, body: &'static str) -> SocketAddr {
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -88,7 +88,10 @@ impl TestCa {
     }
 
     /// A TLS client that trusts only this CA, running over an already open stream (a tunnel).
-    pub async fn connect(&self, stream: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
+    pub(crate) async fn connect(
+        &self,
+        stream: TcpStream,
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone()).unwrap();
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
