@@ -48,6 +48,11 @@ struct SourceLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -79,6 +84,7 @@ pub struct Metrics {
     evictions: Gauge,
     corrupt_bodies: Gauge,
     store_failures: Gauge,
+    not_stored: Family<ReasonLabels, Gauge>,
     /// Plain totals for `/_hoard/stats`, kept beside the labelled families.
     totals: Totals,
     timeline: Timeline,
@@ -240,6 +246,12 @@ impl Default for Metrics {
             "Responses that could not be stored because the cache directory failed (full, gone, read-only)",
             store_failures.clone(),
         );
+        let not_stored = Family::default();
+        registry.register(
+            "cache_not_stored",
+            "Responses not stored since start, by reason (the detail of their Cache-Status)",
+            not_stored.clone(),
+        );
         let corrupt_bodies = Gauge::default();
         registry.register(
             "cache_corrupt_bodies",
@@ -264,6 +276,7 @@ impl Default for Metrics {
             evictions,
             corrupt_bodies,
             store_failures,
+            not_stored,
             totals: Totals::default(),
             timeline: Timeline::default(),
         }
@@ -459,6 +472,13 @@ impl Metrics {
         self.evictions.set(cache.evictions() as i64);
         self.corrupt_bodies.set(cache.corrupt_bodies() as i64);
         self.store_failures.set(cache.store_failures() as i64);
+        for (reason, count) in cache.not_stored() {
+            self.not_stored
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
+                })
+                .set(count as i64);
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -485,6 +505,10 @@ impl Metrics {
                 "evictions": cache.evictions(),
                 "corrupt_bodies": cache.corrupt_bodies(),
                 "store_failures": cache.store_failures(),
+                "not_stored": cache
+                    .not_stored()
+                    .map(|(reason, count)| (reason.as_str(), count))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
                 "memory": { "bytes": memory.bytes, "objects": memory.objects },
                 "disk": { "bytes": disk.bytes, "objects": disk.objects },
             },

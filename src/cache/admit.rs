@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 
 use super::collapse::{FillLock, FillResult};
 use super::control::CacheControl;
-use super::policy::{self, Freshness, now_secs};
+use super::policy::{self, Freshness, NotStorable, now_secs};
 use super::respond::with_status;
 use super::storage::Storage;
 use super::{Cache, CacheKey, CacheStatus, RequestHead, StoredResponse, entry, fill, key};
@@ -73,7 +73,7 @@ impl Cache {
             &response_cc,
         )
         .and_then(|()| match content_length {
-            Some(len) if len > self.settings.max_object_size => Err("too-large"),
+            Some(len) if len > self.settings.max_object_size => Err(NotStorable::TooLarge),
             _ => Ok(()),
         });
         let vary = key::vary_fields(response.headers());
@@ -82,7 +82,8 @@ impl Cache {
                 lock.finish(FillResult::NotStored);
             }
             if let Err(reason) = decision {
-                status.detail = Some(reason);
+                self.count_not_stored(reason);
+                status.detail = Some(reason.as_str());
             }
             return with_status(response, &status);
         };

@@ -27,7 +27,7 @@ pub use entry::StoredResponse;
 pub use index::{IndexDamage, IndexRebuilt, LoadReport};
 pub use key::CacheKey;
 pub use outcome::{CacheOutcome, CacheStatus, UpstreamStatus};
-pub use policy::PolicySettings;
+pub use policy::{NotStorable, PolicySettings};
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -123,6 +123,8 @@ pub struct Cache {
     corrupt_bodies: AtomicU64,
     /// Fills that failed on a storage error (disk full, directory gone or read-only).
     store_failures: Arc<AtomicU64>,
+    /// Responses not stored, by `NotStorable as usize`.
+    not_stored: [AtomicU64; NotStorable::ALL.len()],
     /// Fills and background refreshes, awaited at shutdown.
     background: TaskTracker,
     /// Large bodies whose checksum matched once in this process (see `read`); bounded, and
@@ -165,6 +167,7 @@ impl Cache {
                 settings,
                 corrupt_bodies: AtomicU64::new(0),
                 store_failures: Arc::default(),
+                not_stored: Default::default(),
                 background: TaskTracker::new(),
                 verified_bodies: Arc::new(quick_cache::sync::Cache::new(1 << 16)),
             },
@@ -191,6 +194,20 @@ impl Cache {
 
     pub fn store_failures(&self) -> u64 {
         self.store_failures.load(Ordering::Relaxed)
+    }
+
+    /// How many responses were not stored, for each reason.
+    pub fn not_stored(&self) -> impl Iterator<Item = (NotStorable, u64)> + '_ {
+        NotStorable::ALL.into_iter().map(|reason| {
+            (
+                reason,
+                self.not_stored[reason as usize].load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    fn count_not_stored(&self, reason: NotStorable) {
+        self.not_stored[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn evictions(&self) -> u64 {

@@ -43,8 +43,54 @@ pub fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
-/// Why a response is not stored; also the `detail` of `Cache-Status`.
-pub type NotStorable = &'static str;
+/// Why a response is not stored: the `detail` of its `Cache-Status` and the `reason` label
+/// of `hoard_cache_not_stored`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStorable {
+    Method,
+    /// 206, 304 or an interim status.
+    Status,
+    NoStore,
+    Private,
+    /// A response to an authenticated request without `public`, `s-maxage` or
+    /// `must-revalidate`.
+    Authorization,
+    /// A cookie without explicit shared freshness.
+    SetCookie,
+    VaryStar,
+    /// Neither explicit freshness nor a heuristically cacheable status with a validator.
+    NoFreshness,
+    /// Larger than `--max-object-size`.
+    TooLarge,
+}
+
+impl NotStorable {
+    pub const ALL: [NotStorable; 9] = [
+        NotStorable::Method,
+        NotStorable::Status,
+        NotStorable::NoStore,
+        NotStorable::Private,
+        NotStorable::Authorization,
+        NotStorable::SetCookie,
+        NotStorable::VaryStar,
+        NotStorable::NoFreshness,
+        NotStorable::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStorable::Method => "method",
+            NotStorable::Status => "status",
+            NotStorable::NoStore => "no-store",
+            NotStorable::Private => "private",
+            NotStorable::Authorization => "authorization",
+            NotStorable::SetCookie => "set-cookie",
+            NotStorable::VaryStar => "vary-star",
+            NotStorable::NoFreshness => "no-freshness",
+            NotStorable::TooLarge => "too-large",
+        }
+    }
+}
 
 /// RFC 9111 §3: may a shared cache store this response to this request?
 pub fn storable(
@@ -56,26 +102,26 @@ pub fn storable(
     response_cc: &CacheControl,
 ) -> Result<(), NotStorable> {
     if method != Method::GET {
-        return Err("method");
+        return Err(NotStorable::Method);
     }
     // 206 would need partial-object support; 304 is not a complete response; 1xx are interim.
     if status == StatusCode::PARTIAL_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || status.as_u16() < 200
     {
-        return Err("status");
+        return Err(NotStorable::Status);
     }
     if request_cc.no_store || response_cc.no_store {
-        return Err("no-store");
+        return Err(NotStorable::NoStore);
     }
     if response_cc.private {
-        return Err("private");
+        return Err(NotStorable::Private);
     }
     // §3.5: a response to an authenticated request is shared only when the origin says so.
     if request.contains_key(header::AUTHORIZATION)
         && !(response_cc.public || response_cc.s_maxage.is_some() || response_cc.must_revalidate)
     {
-        return Err("authorization");
+        return Err(NotStorable::Authorization);
     }
     // A cookie set for one user must not be handed to the next; the origin can opt in with
     // `public` or `s-maxage` (Varnish's default too).
@@ -84,10 +130,10 @@ pub fn storable(
         .any(|name| response.contains_key(name))
         && !(response_cc.public || response_cc.s_maxage.is_some())
     {
-        return Err("set-cookie");
+        return Err(NotStorable::SetCookie);
     }
     if vary_is_star(response) {
-        return Err("vary-star");
+        return Err(NotStorable::VaryStar);
     }
     let explicit = response_cc.s_maxage.is_some()
         || response_cc.max_age.is_some()
@@ -96,12 +142,12 @@ pub fn storable(
     let validator =
         response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
     if !explicit && !heuristically_cacheable(status) {
-        return Err("no-freshness");
+        return Err(NotStorable::NoFreshness);
     }
     if !explicit && !validator {
         // Heuristic freshness needs Last-Modified; without it and without an ETag the entry
         // would be stale at once and could never be revalidated.
-        return Err("no-freshness");
+        return Err(NotStorable::NoFreshness);
     }
     Ok(())
 }
@@ -560,25 +606,25 @@ mod tests {
         };
         let max_age = headers(&[("cache-control", "max-age=60")]);
         assert_eq!(check(&none, 200, &max_age), Ok(()));
-        assert_eq!(check(&none, 206, &max_age), Err("status"));
+        assert_eq!(check(&none, 206, &max_age), Err(NotStorable::Status));
         assert_eq!(
             check(
                 &none,
                 200,
                 &headers(&[("cache-control", "private, max-age=60")])
             ),
-            Err("private")
+            Err(NotStorable::Private)
         );
         assert_eq!(
             check(&none, 200, &headers(&[("cache-control", "no-store")])),
-            Err("no-store")
+            Err(NotStorable::NoStore)
         );
         assert_eq!(
             check(&headers(&[("cache-control", "no-store")]), 200, &max_age),
-            Err("no-store")
+            Err(NotStorable::NoStore)
         );
         let auth = headers(&[("authorization", "Basic eA==")]);
-        assert_eq!(check(&auth, 200, &max_age), Err("authorization"));
+        assert_eq!(check(&auth, 200, &max_age), Err(NotStorable::Authorization));
         assert_eq!(
             check(
                 &auth,
@@ -593,11 +639,11 @@ mod tests {
                 200,
                 &headers(&[("cache-control", "max-age=60"), ("vary", "*")])
             ),
-            Err("vary-star")
+            Err(NotStorable::VaryStar)
         );
         assert_eq!(
             check(&none, 302, &headers(&[("etag", "\"a\"")])),
-            Err("no-freshness")
+            Err(NotStorable::NoFreshness)
         );
         assert_eq!(check(&none, 302, &max_age), Ok(()));
         assert_eq!(

@@ -48,7 +48,10 @@ impl Cache {
                     Ok(()) => {
                         self.index.insert(refreshed.clone());
                     }
-                    Err(reason) => status.detail = Some(reason),
+                    Err(reason) => {
+                        self.count_not_stored(reason);
+                        status.detail = Some(reason.as_str());
+                    }
                 }
                 if let Some(lock) = lock {
                     lock.finish(if shared.is_ok() {

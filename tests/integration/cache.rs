@@ -110,6 +110,13 @@ async fn uncacheable_responses_are_not_stored() {
         let second = get(&client, &origin.url("/u"), request_headers).await;
         assert_eq!(second.body, "/u #2", "{reason}");
         assert_eq!(origin.seen().len(), 2, "{reason}");
+        let metrics = crate::support::fetch(
+            &reqwest::Client::new(),
+            format!("http://{}/_hoard/metrics", hoard.addr),
+        )
+        .await;
+        let line = format!("hoard_cache_not_stored{{reason=\"{reason}\"}} 2");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
     }
 }
 
