@@ -87,6 +87,18 @@ pub enum CacheError {
     Index(#[from] IndexError),
 }
 
+/// Why `Cache::verify` found a stored body bad (missing and corrupt ones are removed).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("body file missing")]
+    Missing,
+    #[error(transparent)]
+    Corrupt(read::Corrupt),
+    /// An I/O error reading it; the entry is kept (the disk may recover).
+    #[error("cannot read the body: {0}")]
+    Unreadable(String),
+}
+
 /// The request head, kept when the request itself has gone to the origin.
 #[derive(Clone)]
 struct RequestHead {
@@ -237,22 +249,22 @@ impl Cache {
 
     /// Reads `entry`'s body from disk and checks its length and checksum; a bad one is
     /// removed. Blocks: for the offline tool.
-    pub fn verify(&self, entry: &StoredResponse) -> Result<(), String> {
+    pub fn verify(&self, entry: &StoredResponse) -> Result<(), VerifyError> {
         let file = match self.disk.read(entry.body) {
             Ok(Some(StoredBody::File(file))) => file,
             Ok(_) => {
                 self.index.remove_variant(entry);
-                return Err("body file missing".into());
+                return Err(VerifyError::Missing);
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(VerifyError::Unreadable(e.to_string())),
         };
         match read::read_verified(file, entry.body_len, &entry.checksum) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(corrupt)) => {
                 self.count_corrupt(entry, &corrupt);
-                Err(corrupt.to_string())
+                Err(VerifyError::Corrupt(corrupt))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(VerifyError::Unreadable(e.to_string())),
         }
     }
 

@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
-use serde::{Deserialize, Serialize};
 
 use super::control::CacheControl;
 
@@ -163,7 +162,7 @@ fn vary_is_star(response: &HeaderMap) -> bool {
 
 /// What a stored response needs for every later freshness decision, computed once when it is
 /// stored or refreshed so a hit does not re-parse headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freshness {
     /// When the response was received (seconds since the epoch).
     pub response_time: u64,

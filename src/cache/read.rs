@@ -37,7 +37,7 @@ pub(super) enum Check {
 
 #[derive(Debug, thiserror::Error)]
 #[error("cached body failed its integrity check ({0})")]
-pub(super) struct Corrupt(&'static str);
+pub struct Corrupt(&'static str);
 
 /// Reads the whole file and checks length and checksum.
 pub(super) fn read_verified(
