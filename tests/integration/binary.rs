@@ -293,11 +293,19 @@ async fn kill_9_under_load_never_leads_to_a_wrong_or_truncated_body() {
         .unwrap_or(20);
     let origin = crash_test_origin().await;
     let mut dir = tempfile::tempdir().unwrap();
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    // Which objects each worker asks for and when the kill comes: printed, and replayable
+    // with HOARD_KILL_SEED=N.
+    let mut seed = std::env::var("HOARD_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
         | 1;
+    eprintln!("kill -9 test: HOARD_KILL_SEED={seed}");
     let mut next = move || {
         seed ^= seed << 13;
         seed ^= seed >> 7;
