@@ -466,7 +466,9 @@ fn raise_fd_limit(max_connections: usize) {
         .saturating_add(64);
     if needed > limit {
         tracing::warn!(
-            "--max-connections {max_connections} needs about {needed} open files but the limit is              {limit}: clients beyond about {} at once will fail (raise `ulimit -n` or              LimitNOFILE=)",
+            "--max-connections {max_connections} needs about {needed} open files but the limit \
+             is {limit}: clients beyond about {} at once will fail (raise `ulimit -n` or \
+             LimitNOFILE=)",
             limit.saturating_sub(64) / 2
         );
     }
