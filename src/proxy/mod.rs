@@ -69,7 +69,7 @@ pub struct ClientConnection {
     /// In `--local-clients`: held to `--deny-dest` only, not to the safe defaults.
     local: bool,
     /// Its `--max-connections` permit, which a CONNECT tunnel takes over.
-    slot: Arc<ConnectionSlot>,
+    slot: ConnectionSlot,
 }
 
 /// Everything the request path needs, shared by all connections.

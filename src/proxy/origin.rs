@@ -32,19 +32,7 @@ impl OriginClient {
         if !self.check_before_cache {
             return Ok(());
         }
-        let Some(authority) = uri.authority() else {
-            return Ok(());
-        };
-        let default_port = if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        };
-        let port = authority.port_u16().unwrap_or(default_port);
-        Ok(self
-            .upstream
-            .policy()
-            .check_target(authority.host(), port)?)
+        Ok(self.upstream.policy().check_uri(uri)?)
     }
 }
 

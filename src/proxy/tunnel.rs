@@ -31,8 +31,8 @@ use crate::upstream::{DestinationPolicy, UpstreamError};
 pub struct ConnectionSlot(Mutex<Option<OwnedSemaphorePermit>>);
 
 impl ConnectionSlot {
-    pub fn new(permit: Option<OwnedSemaphorePermit>) -> Arc<ConnectionSlot> {
-        Arc::new(ConnectionSlot(Mutex::new(permit)))
+    pub fn new(permit: Option<OwnedSemaphorePermit>) -> ConnectionSlot {
+        ConnectionSlot(Mutex::new(permit))
     }
 
     fn take(&self) -> Option<OwnedSemaphorePermit> {

@@ -244,13 +244,6 @@ impl Server {
         self.local_addr
     }
 
-    /// Where the admin interface listens with `--admin-listen`.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_listener
-            .as_ref()
-            .and_then(|listener| listener.local_addr().ok())
-    }
-
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
     /// finish for up to a grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -276,26 +269,23 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            let admin_accept = async {
-                match &self.admin_listener {
-                    Some(admin) => admin.accept().await,
-                    None => std::future::pending().await,
+            // Whichever listener has a client first.
+            let accepted = async {
+                let admin = async {
+                    match &self.admin_listener {
+                        Some(admin) => (admin.accept().await, Listener::Admin),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    accepted = self.listener.accept() => (accepted, Listener::Proxy),
+                    accepted = admin => accepted,
                 }
             };
             tokio::select! {
-                accepted = self.listener.accept() => match accepted {
+                (accepted, listener) = accepted => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(self.serve(stream, peer, Listener::Proxy, stop_rx.clone(), slot));
-                    }
-                    Err(e) => {
-                        // EMFILE and friends are transient: back off instead of spinning or dying.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                accepted = admin_accept => match accepted {
-                    Ok((stream, peer)) => {
-                        connections.spawn(self.serve(stream, peer, Listener::Admin, stop_rx.clone(), slot));
+                        connections.spawn(self.serve(stream, peer, listener, stop_rx.clone(), slot));
                     }
                     Err(e) => {
                         // EMFILE and friends are transient: back off instead of spinning or dying.

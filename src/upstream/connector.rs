@@ -42,15 +42,11 @@ impl tower_service::Service<Uri> for GuardedConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let policy = Arc::clone(&self.policy);
         let host = uri.host().unwrap_or_default().to_owned();
-        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-            Some("https") => 443,
-            _ => 80,
-        });
+        let before_dialling = policy.check_uri(&uri);
+        // Lazy: nothing is dialled until the future is polled, after the check.
         let connecting = self.inner.call(uri);
         Box::pin(async move {
-            policy
-                .check_target(&host, port)
-                .map_err(|denied| -> Self::Error { Box::new(denied) })?;
+            before_dialling.map_err(|denied| -> Self::Error { Box::new(denied) })?;
             let stream = connecting.await?;
             let peer = stream.inner().peer_addr()?;
             policy

@@ -221,6 +221,23 @@ impl DestinationPolicy {
         })
     }
 
+    /// Checks what a URI names before resolving: its host and port (the scheme's default
+    /// when it has none). A URI without a host names no destination.
+    pub fn check_uri(&self, uri: &http::Uri) -> Result<(), Denied> {
+        let Some(authority) = uri.authority() else {
+            return Ok(());
+        };
+        let default_port = if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
+        self.check_target(
+            authority.host(),
+            authority.port_u16().unwrap_or(default_port),
+        )
+    }
+
     /// Checks an address `host` resolved to (port unknown: hyper's resolver is not told it).
     pub fn check_resolved(&self, host: &str, addr: IpAddr) -> Result<(), Denied> {
         let host = normalise_host(host);

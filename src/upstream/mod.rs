@@ -87,15 +87,7 @@ impl UpstreamClient {
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
-        if let Some(authority) = request.uri().authority() {
-            let default_port = if request.uri().scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            };
-            let port = authority.port_u16().unwrap_or(default_port);
-            self.policy.check_target(authority.host(), port)?;
-        }
+        self.policy.check_uri(request.uri())?;
         let conditional = is_conditional(&request);
         let pending = self.client.request(request);
         match tokio::time::timeout(self.connect_timeout + self.first_byte_timeout, pending).await {
