@@ -37,6 +37,12 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// Reads a body nobody wants to its end (so that what it feeds, such as a cache fill,
+/// completes), discarding the bytes; stops at the first error.
+pub async fn drain(mut body: ProxyBody) {
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
 /// A response hoard writes itself (an error, a page, an admin answer): a complete body of
 /// `content_type`, marked `no-store` so no cache downstream keeps it.
 pub fn generated(

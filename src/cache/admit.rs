@@ -1,45 +1,75 @@
 //! Admission (RFC 9111 §3): whether the origin's response is stored, and if so streaming it
-//! to the client and into the tiers at once.
+//! to the client and into the tiers at once. A fill publishes its entry only once the body
+//! is complete and durable.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http::header::{self};
-use http::{Response, StatusCode};
-use http_body_util::BodyExt;
+use http::header;
+use http::{Request, Response, StatusCode};
 
 use super::collapse::{FillLock, FillResult};
 use super::control::CacheControl;
+use super::lookup::RequestHead;
 use super::policy::{self, Freshness, NotStorable, now_secs};
 use super::respond::with_status;
-use super::storage::Storage;
-use super::{Cache, CacheKey, CacheStatus, RequestHead, StoredResponse, entry, fill, key};
+use super::storage::new_body_id;
+use super::{Cache, CacheKey, CacheStatus, StoredResponse, entry, fill, key};
 use crate::body::{self, ProxyBody};
-use std::sync::atomic::AtomicU64;
+
+/// Everything about the request that admitting its response needs.
+pub(super) struct Admission {
+    pub(super) key: CacheKey,
+    pub(super) head: RequestHead,
+    pub(super) request_cc: CacheControl,
+    /// When the request went to the origin (RFC 9111 §4.2.3), in Unix seconds.
+    pub(super) request_time: u64,
+    /// Held by the request that leads the fill, so followers learn how it ended.
+    pub(super) lock: Option<FillLock>,
+}
+
+impl Admission {
+    pub(super) fn new<B>(
+        key: CacheKey,
+        request: &Request<B>,
+        request_cc: CacheControl,
+        lock: Option<FillLock>,
+    ) -> Admission {
+        Admission {
+            key,
+            head: RequestHead::of(request),
+            request_cc,
+            request_time: now_secs(),
+            lock,
+        }
+    }
+
+    /// Tells waiting followers how the fill ended.
+    pub(super) fn finish(&mut self, result: FillResult) {
+        if let Some(lock) = self.lock.take() {
+            lock.finish(result);
+        }
+    }
+}
 
 impl Cache {
     /// Stores the origin's response if allowed (streaming it to the client meanwhile) and
     /// answers a client conditional from it.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn admit_and_answer(
         self: &Arc<Self>,
-        key: CacheKey,
-        head: &RequestHead,
-        request_cc: &CacheControl,
-        request_time: u64,
+        admission: Admission,
         response: Response<ProxyBody>,
-        lock: Option<FillLock>,
         status: CacheStatus,
     ) -> Response<ProxyBody> {
-        let response = self.admit(key, head, request_cc, request_time, response, lock, status);
         // The client's validators were held back so the cache could get a full response;
         // answer them now. The body still has to arrive for the fill, so drain it aside.
-        if response.status() == StatusCode::OK
-            && policy::client_validators_match(&head.headers, response.headers())
-        {
-            let (mut parts, mut body) = response.into_parts();
-            tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+        let answer_not_modified = response.status() == StatusCode::OK
+            && policy::client_validators_match(&admission.head.headers, response.headers());
+        let response = self.admit(admission, response, status);
+        if answer_not_modified {
+            let (mut parts, body) = response.into_parts();
+            tokio::spawn(body::drain(body));
             parts.status = StatusCode::NOT_MODIFIED;
             parts.headers.remove(header::CONTENT_LENGTH);
             return Response::from_parts(parts, body::empty());
@@ -47,17 +77,13 @@ impl Cache {
         response
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn admit(
         self: &Arc<Self>,
-        key: CacheKey,
-        head: &RequestHead,
-        request_cc: &CacheControl,
-        request_time: u64,
+        mut admission: Admission,
         response: Response<ProxyBody>,
-        lock: Option<FillLock>,
         mut status: CacheStatus,
     ) -> Response<ProxyBody> {
+        let head = &admission.head;
         let response_cc = CacheControl::parse(response.headers());
         let content_length = response
             .headers()
@@ -67,7 +93,7 @@ impl Cache {
         let decision = policy::storable(
             &head.method,
             &head.headers,
-            request_cc,
+            &admission.request_cc,
             response.status(),
             response.headers(),
             &response_cc,
@@ -78,9 +104,7 @@ impl Cache {
         });
         let vary = key::vary_fields(response.headers());
         let (Ok(()), Some(vary_fields)) = (decision, vary) else {
-            if let Some(lock) = lock {
-                lock.finish(FillResult::NotStored);
-            }
+            admission.finish(FillResult::NotStored);
             if let Err(reason) = decision {
                 self.count_not_stored(reason);
                 status.detail = Some(reason.as_str());
@@ -92,14 +116,14 @@ impl Cache {
         let freshness = Freshness::new(
             parts.status,
             &parts.headers,
-            request_time,
+            admission.request_time,
             now_secs(),
             &self.settings.policy,
         );
-        let body_id = random_body_id();
+        let body_id = new_body_id();
         let mut entry = StoredResponse {
-            key,
             vary: key::vary_values(&head.headers, &vary_fields),
+            key: admission.key,
             status: parts.status,
             reason: parts
                 .extensions
@@ -111,6 +135,7 @@ impl Cache {
             body_len: 0,
             checksum: [0; 32],
         };
+        let lock = admission.lock;
         let cache = Arc::clone(self);
         let on_done = Box::new(move |stored: Option<(u64, [u8; 32])>| {
             if let Some((len, checksum)) = stored {
@@ -124,18 +149,16 @@ impl Cache {
                     // The index could not record it (a full or read-only disk): the body
                     // would be unreachable after a restart, so it is not kept now either.
                     cache.store_failures.fetch_add(1, Ordering::Relaxed);
-                    let _ = cache.memory.remove(body_id);
-                    let _ = cache.disk.remove(body_id);
+                    let _ = cache.tiers.remove(body_id);
                 }
             }
             // Otherwise the lock drops unfinished: followers retry instead of hanging.
         });
-        let tiers: Vec<Arc<dyn Storage>> = vec![self.disk.clone(), self.memory.clone()];
         let body = fill::tee(
             &self.background,
             body,
             fill::FillJob {
-                tiers,
+                tiers: self.tiers.for_writing(),
                 body: body_id,
                 expected_len: content_length,
                 max_len: self.settings.max_object_size,
@@ -147,17 +170,4 @@ impl Cache {
         status.ttl = Some(freshness.lifetime as i64 - freshness.initial_age as i64);
         with_status(Response::from_parts(parts, body), &status)
     }
-}
-
-pub(super) fn random_body_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // Unique enough within one process when the OS source fails: time and a counter.
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        return nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(48);
-    }
-    u64::from_le_bytes(bytes)
 }

@@ -9,9 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::key::CacheKey;
 use super::policy::Freshness;
-
-/// Identifies a stored body in every tier; random, so it says nothing about the URL.
-pub(super) type BodyId = u64;
+use super::storage::{BodyId, BodyRef};
 
 /// A cached response without its body.
 #[derive(Debug, Clone)]
@@ -100,6 +98,15 @@ pub enum DecodeError {
 }
 
 impl StoredResponse {
+    /// Where its body is, for reading it from the tiers.
+    pub(super) fn body_ref(&self) -> BodyRef {
+        BodyRef {
+            id: self.body,
+            len: self.body_len,
+            checksum: self.checksum,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let record = Record {
             version: RECORD_VERSION,

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 use tokio_util::task::TaskTracker;
 
-use super::entry::BodyId;
+use super::storage::BodyId;
 use super::storage::{BodyWriter, Storage};
 use crate::body::{BoxError, ProxyBody};
 

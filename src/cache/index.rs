@@ -21,9 +21,10 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 use redb::TableDefinition;
 
-use super::entry::{BodyId, StoredResponse};
+use super::entry::StoredResponse;
 use super::key::CacheKey;
-use super::storage::{DirLock, DiskStorage, MemoryStorage};
+use super::storage::BodyId;
+use super::storage::{DirLock, Tiers};
 use load::Sweep;
 use writer::Writer;
 
@@ -132,8 +133,7 @@ impl Index {
         lock: DirLock,
         capacity: u64,
         max_object: u64,
-        disk: Arc<DiskStorage>,
-        memory: Arc<MemoryStorage>,
+        tiers: Arc<Tiers>,
     ) -> Result<(Index, LoadReport), IndexError> {
         // Body files written from now on belong to this run and are never orphans.
         let opened_at = std::time::SystemTime::now();
@@ -141,7 +141,7 @@ impl Index {
         let sweep = if loaded.report.rebuilt.is_some() {
             // No row names any body now, and none has been stored by this run yet: every
             // file there is goes (listed now, deleted in the background).
-            Sweep::Listed(disk.list_all().unwrap_or_else(|e| {
+            Sweep::Listed(tiers.disk().list_all().unwrap_or_else(|e| {
                 tracing::warn!("cache: cannot list body files: {e}");
                 Vec::new()
             }))
@@ -171,7 +171,7 @@ impl Index {
         }
         for (hash, variants) in loaded.by_url {
             for entry in &variants {
-                disk.adopt(entry.body_len);
+                tiers.disk().adopt(entry.body_len);
             }
             index.map.insert(hash, Arc::new(variants));
         }
@@ -184,14 +184,13 @@ impl Index {
             // Weak: the map's lifecycle holds the sender, so a strong reference here would
             // keep both alive forever.
             map: Arc::downgrade(&index.map),
-            disk: disk.clone(),
-            memory,
+            tiers,
             evictions,
         };
         std::thread::Builder::new()
             .name("hoard-index".into())
             .spawn(move || {
-                load::remove_orphans(&writer.disk, &known, sweep);
+                load::remove_orphans(writer.tiers.disk(), &known, sweep);
                 writer.run();
             })
             .map_err(|e| IndexError::Storage(e.into()))?;
@@ -333,7 +332,7 @@ impl Index {
 mod tests {
     use super::*;
     use crate::cache::policy::Freshness;
-    use crate::cache::storage::Storage;
+    use crate::cache::storage::{DiskStorage, Storage};
     use http::{HeaderMap, HeaderValue, StatusCode};
 
     fn entry(i: u64) -> Arc<StoredResponse> {
@@ -365,18 +364,17 @@ mod tests {
         open_with_disk(dir).0
     }
 
-    fn open_with_disk(dir: &Path) -> ((Index, LoadReport), Arc<DiskStorage>) {
+    fn open_with_disk(dir: &Path) -> ((Index, LoadReport), Arc<Tiers>) {
         let lock = DirLock::acquire(dir).unwrap();
-        let disk = Arc::new(DiskStorage::open(dir, &lock).unwrap());
-        let memory = Arc::new(MemoryStorage::new(1 << 20, 1 << 16));
+        let disk = Arc::new(Tiers::new(1 << 20, DiskStorage::open(dir, &lock).unwrap()));
         (
-            Index::open(dir, lock, 1 << 40, 1 << 20, disk.clone(), memory).unwrap(),
+            Index::open(dir, lock, 1 << 40, 1 << 20, disk.clone()).unwrap(),
             disk,
         )
     }
 
-    fn store_body(disk: &DiskStorage, id: BodyId) {
-        let mut writer = disk.writer(id, None).unwrap().unwrap();
+    fn store_body(tiers: &Tiers, id: BodyId) {
+        let mut writer = tiers.disk().writer(id, None).unwrap().unwrap();
         writer.write(&bytes::Bytes::from_static(b"body")).unwrap();
         writer.finish().unwrap();
     }
@@ -385,7 +383,7 @@ mod tests {
     fn replacing_a_list_deletes_only_the_bodies_it_no_longer_names() {
         let dir = tempfile::tempdir().unwrap();
         let ((index, _), disk) = open_with_disk(dir.path());
-        let exists = |id| disk.read(id).unwrap().is_some();
+        let exists = |id| disk.disk().read(id).unwrap().is_some();
         let first = entry(0);
         store_body(&disk, first.body);
         index.insert(first.clone());
@@ -450,7 +448,7 @@ mod tests {
         // The writer sweeps before it handles anything sent after.
         assert!(index.flush());
         assert!(
-            disk.list_all().unwrap().is_empty(),
+            disk.disk().list_all().unwrap().is_empty(),
             "the orphaned body is gone"
         );
         // The fresh database works, and a reopen finds it healthy.

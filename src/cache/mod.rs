@@ -2,10 +2,11 @@
 //! revalidated, collapsed with others, or sent to the origin, and stores what may be stored.
 //!
 //! It takes and returns `http` types and reaches the origin only through the `Origin` trait;
-//! it knows nothing of `proxy/`, `server/` or `upstream/`. This file holds the facade and
-//! the lookup (`serve`); storing is `admit.rs`, revalidating `revalidate.rs`, answering from
-//! storage `respond.rs`, invalidating `invalidate.rs`. Policy is in `policy.rs` (pure
-//! functions), bodies in `storage/`, the persistent index in `index.rs`.
+//! it knows nothing of `proxy/`, `server/` or `upstream/`. This file holds only the facade:
+//! the lookup is `lookup.rs`, storing `admit.rs`, revalidating `revalidate.rs`, answering
+//! from storage `respond.rs`, invalidating `invalidate.rs`. Policy is in `policy.rs` (pure
+//! functions), bodies in `storage/` (read through `storage::Tiers`), the persistent index in
+//! `index.rs`.
 
 mod admit;
 mod collapse;
@@ -15,10 +16,10 @@ mod fill;
 mod index;
 mod invalidate;
 mod key;
+mod lookup;
 pub mod outcome;
 pub mod policy;
 mod range;
-mod read;
 mod respond;
 mod revalidate;
 pub mod storage;
@@ -28,6 +29,9 @@ pub use index::{IndexDamage, IndexRebuilt, LoadReport};
 pub use key::CacheKey;
 pub use outcome::{CacheOutcome, CacheStatus, UpstreamStatus};
 pub use policy::{NotStorable, PolicySettings};
+/// Why `Cache::verify` found a stored body bad (missing and corrupt ones are removed; an
+/// unreadable one is kept, as the disk may recover).
+pub use storage::BodyError as VerifyError;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -35,19 +39,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::HeaderName;
 use http::{Method, Request, Response, Uri};
 use tokio_util::task::TaskTracker;
 
-use crate::body::{self, ProxyBody};
-use collapse::{Collapser, FillLock, FillResult, Role};
-use control::CacheControl;
-use entry::BodyId;
-use index::{Index, IndexError, Variants};
-use policy::{Verdict, now_secs};
-use respond::{not_cached, with_status};
-use revalidate::without_conditionals;
-use storage::{DiskStorage, MemoryStorage, Storage, StoredBody};
+use crate::body::ProxyBody;
+use collapse::Collapser;
+use index::{Index, IndexError};
+use respond::with_status;
+use storage::{DiskStorage, Tiers};
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -87,49 +87,9 @@ pub enum CacheError {
     Index(#[from] IndexError),
 }
 
-/// Why `Cache::verify` found a stored body bad (missing and corrupt ones are removed).
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error("body file missing")]
-    Missing,
-    #[error(transparent)]
-    Corrupt(read::Corrupt),
-    /// An I/O error reading it; the entry is kept (the disk may recover).
-    #[error("cannot read the body: {0}")]
-    Unreadable(String),
-}
-
-/// The request head, kept when the request itself has gone to the origin.
-#[derive(Clone)]
-struct RequestHead {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl RequestHead {
-    fn of<B>(request: &Request<B>) -> RequestHead {
-        RequestHead {
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            headers: request.headers().clone(),
-        }
-    }
-
-    /// A body-less request with this head (GET and HEAD carry no body).
-    fn to_request(&self) -> Request<ProxyBody> {
-        let mut request = Request::new(body::empty());
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
-}
-
 pub struct Cache {
     index: Index,
-    memory: Arc<MemoryStorage>,
-    disk: Arc<DiskStorage>,
+    tiers: Arc<Tiers>,
     collapser: Arc<Collapser>,
     settings: CacheSettings,
     corrupt_bodies: AtomicU64,
@@ -139,9 +99,6 @@ pub struct Cache {
     not_stored: [AtomicU64; NotStorable::ALL.len()],
     /// Fills and background refreshes, awaited at shutdown.
     background: TaskTracker,
-    /// Large bodies whose checksum matched once in this process (see `read`); bounded, and
-    /// one that drops out is simply verified again.
-    verified_bodies: Arc<quick_cache::sync::Cache<BodyId, ()>>,
 }
 
 impl Cache {
@@ -152,36 +109,26 @@ impl Cache {
         // Before anything else touches the directory: a second hoard must not empty the
         // first one's tmp/ (its fills in flight) before finding out it cannot run.
         let lock = storage::DirLock::acquire(&settings.dir)?;
-        let disk = Arc::new(
-            DiskStorage::open(&settings.dir, &lock)
-                .map_err(|e| CacheError::Directory(settings.dir.clone(), e))?,
-        );
-        // One object may take at most an eighth of the memory tier, so a few large bodies
-        // cannot flush everything else.
-        let memory = Arc::new(MemoryStorage::new(
-            settings.memory_size,
-            settings.memory_size / 8,
-        ));
+        let disk = DiskStorage::open(&settings.dir, &lock)
+            .map_err(|e| CacheError::Directory(settings.dir.clone(), e))?;
+        let tiers = Arc::new(Tiers::new(settings.memory_size, disk));
         let (index, report) = Index::open(
             &settings.dir,
             lock,
             settings.disk_size,
             settings.max_object_size,
-            disk.clone(),
-            memory.clone(),
+            Arc::clone(&tiers),
         )?;
         Ok((
             Cache {
                 index,
-                memory,
-                disk,
+                tiers,
                 collapser: Arc::default(),
                 settings,
                 corrupt_bodies: AtomicU64::new(0),
                 store_failures: Arc::default(),
                 not_stored: Default::default(),
                 background: TaskTracker::new(),
-                verified_bodies: Arc::new(quick_cache::sync::Cache::new(1 << 16)),
             },
             report,
         ))
@@ -227,11 +174,11 @@ impl Cache {
     }
 
     pub fn memory_usage(&self) -> storage::Usage {
-        self.memory.usage()
+        self.tiers.memory_usage()
     }
 
     pub fn disk_usage(&self) -> storage::Usage {
-        self.disk.usage()
+        self.tiers.disk_usage()
     }
 
     /// Forgets every stored variant of `uri`; returns how many there were.
@@ -250,22 +197,13 @@ impl Cache {
     /// Reads `entry`'s body from disk and checks its length and checksum; a bad one is
     /// removed. Blocks: for the offline tool.
     pub fn verify(&self, entry: &StoredResponse) -> Result<(), VerifyError> {
-        let file = match self.disk.read(entry.body) {
-            Ok(Some(StoredBody::File(file))) => file,
-            Ok(_) => {
-                self.index.remove_variant(entry);
-                return Err(VerifyError::Missing);
-            }
-            Err(e) => return Err(VerifyError::Unreadable(e.to_string())),
-        };
-        match read::read_verified(file, entry.body_len, &entry.checksum) {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(corrupt)) => {
-                self.count_corrupt(entry, &corrupt);
-                Err(VerifyError::Corrupt(corrupt))
-            }
-            Err(e) => Err(VerifyError::Unreadable(e.to_string())),
+        let result = self.tiers.verify(entry.body_ref());
+        match &result {
+            Err(VerifyError::Missing) => self.index.remove_variant(entry),
+            Err(VerifyError::Corrupt(corrupt)) => self.count_corrupt(entry, corrupt),
+            _ => {}
         }
+        result
     }
 
     /// Saves and closes the index without a runtime (the offline tool).
@@ -311,143 +249,6 @@ impl Cache {
                 &CacheStatus::new(CacheOutcome::Bypass).detail("request-body"),
             ));
         }
-        let request_cc = CacheControl::parse_request(request.headers());
-        let collapsible = request.method() == Method::GET;
-        let mut lock = None;
-        let mut round = 0;
-        let (outcome, stale) = loop {
-            round += 1;
-            let mut outcome = CacheOutcome::UriMiss;
-            let mut stale = None;
-            if let Some(variants) = self.index.get(&key) {
-                outcome = CacheOutcome::VaryMiss;
-                if let Some(entry) = select_variant(&variants, request.headers()) {
-                    let mut status = match entry.freshness.verdict(&request_cc, now_secs()) {
-                        Verdict::Fresh => CacheStatus::new(CacheOutcome::Hit),
-                        Verdict::StaleAllowed => {
-                            CacheStatus::new(CacheOutcome::Stale).detail("max-stale")
-                        }
-                        Verdict::StaleWhileRevalidate => {
-                            self.refresh_in_background(
-                                key.clone(),
-                                entry.clone(),
-                                RequestHead::of(&request),
-                                origin,
-                            );
-                            CacheStatus::new(CacheOutcome::Stale).detail("stale-while-revalidate")
-                        }
-                        Verdict::Validate if request_cc.only_if_cached => return Ok(not_cached()),
-                        Verdict::Validate => {
-                            outcome = CacheOutcome::Refreshed;
-                            stale = Some(entry.clone());
-                            CacheStatus::new(CacheOutcome::Refreshed)
-                        }
-                    };
-                    if stale.is_none() {
-                        if round > 1 && status.detail.is_none() {
-                            status.detail = Some("collapsed");
-                        }
-                        if let Some(response) = self
-                            .answer(&entry, request.method(), request.headers(), status)
-                            .await
-                        {
-                            return Ok(response);
-                        }
-                        // The body vanished (replaced or evicted meanwhile) or failed its
-                        // checksum; that entry is gone, so look again.
-                        outcome = CacheOutcome::UriMiss;
-                        if round <= 3 {
-                            continue;
-                        }
-                    }
-                }
-            }
-            let may_lead = collapsible && !request_cc.only_if_cached;
-            if round > 3 || (!may_lead && stale.is_some()) {
-                break (outcome, stale);
-            }
-            // One request per key goes to the origin at a time; the others wait for its
-            // result and look again (RFC 9111 §4 allows reusing the leader's response).
-            // Requests that cannot lead (HEAD, only-if-cached) still wait for a fill in flight.
-            let waiting = if may_lead {
-                match self.collapser.join(key.hash()) {
-                    Role::Leader(leader) => {
-                        lock = Some(leader);
-                        break (outcome, stale);
-                    }
-                    Role::Follower(waiting) => Some(waiting),
-                }
-            } else {
-                self.collapser.in_flight(key.hash())
-            };
-            let Some(waiting) = waiting else {
-                break (outcome, stale);
-            };
-            if collapse::wait(waiting, self.settings.collapse_wait).await == FillResult::NotStored {
-                break (outcome, stale);
-            }
-        };
-        if stale.is_none() && request_cc.only_if_cached {
-            return Ok(not_cached());
-        }
-        // Boxed so that the future of a hit (the fast path) is not as large as the origin
-        // exchange's, which would be copied with it on every request.
-        match stale {
-            Some(entry) => {
-                Box::pin(self.revalidate(key, entry, request, request_cc, lock, origin)).await
-            }
-            None => Box::pin(self.fetch(key, request, request_cc, outcome, lock, origin)).await,
-        }
+        self.look_up_and_serve(key, request, origin).await
     }
-
-    /// A miss: fetch from the origin and store what may be stored.
-    async fn fetch<O: Origin>(
-        self: &Arc<Self>,
-        key: CacheKey,
-        request: Request<ProxyBody>,
-        request_cc: CacheControl,
-        outcome: CacheOutcome,
-        lock: Option<FillLock>,
-        origin: &Arc<O>,
-    ) -> Result<Response<ProxyBody>, O::Error> {
-        let head = RequestHead::of(&request);
-        if head.method != Method::GET || head.headers.contains_key(header::RANGE) {
-            // HEAD and ranges of uncached objects pass through; the next full GET fills.
-            let response = origin.fetch(request).await?;
-            return Ok(with_status(
-                response,
-                &CacheStatus::new(CacheOutcome::Bypass),
-            ));
-        }
-        let request = without_conditionals(request);
-        let request_time = now_secs();
-        let response = origin.fetch(request).await?;
-        Ok(self.admit_and_answer(
-            key,
-            &head,
-            &request_cc,
-            request_time,
-            response,
-            lock,
-            CacheStatus::new(outcome),
-        ))
-    }
-}
-
-/// The most recently stored variant whose `Vary` values match the request (RFC 9111 §4.1).
-fn select_variant(variants: &Variants, request: &HeaderMap) -> Option<Arc<StoredResponse>> {
-    variants
-        .iter()
-        .rev()
-        .find(|entry| {
-            entry.vary.is_empty() || {
-                let names: Vec<HeaderName> = entry
-                    .vary
-                    .iter()
-                    .filter_map(|(name, _)| HeaderName::from_bytes(name.as_bytes()).ok())
-                    .collect();
-                key::vary_values(request, &names) == entry.vary
-            }
-        })
-        .cloned()
 }

@@ -1,6 +1,5 @@
 //! Responses built from stored entries: `Age`, `Cache-Status`, a 304 for a matching client
-//! conditional, a 206/416 for a range, no body for HEAD; the body read from the memory tier
-//! or, checksum-verified, from disk.
+//! conditional, a 206/416 for a range, no body for HEAD; the body read from the tiers.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,8 +11,8 @@ use http::{Method, Response, StatusCode};
 use super::CACHE_STATUS;
 use super::policy::{self, now_secs};
 use super::range::{self, RangeAnswer};
-use super::storage::{Storage, StoredBody};
-use super::{Cache, CacheOutcome, CacheStatus, StoredResponse, read};
+use super::storage::BodyError;
+use super::{Cache, CacheOutcome, CacheStatus, StoredResponse};
 use crate::body::{self, ProxyBody};
 
 impl Cache {
@@ -83,74 +82,33 @@ impl Cache {
         Some(build(code, reason, headers, body, &status))
     }
 
-    /// The stored body bytes `start..end`: memory first, else disk (promoted to memory when
-    /// small enough), checksum-verified.
-    pub(super) async fn body(
+    /// The stored body bytes `start..end`, from whichever tier has it. `None` when it is
+    /// gone or fails its check; the entry is then removed.
+    async fn body(
         self: &Arc<Self>,
         entry: &Arc<StoredResponse>,
-        (start, end): (u64, u64),
+        span: (u64, u64),
     ) -> Option<ProxyBody> {
-        if let Ok(Some(StoredBody::Bytes(bytes))) = self.memory.read(entry.body) {
-            return Some(body::full(bytes.slice(start as usize..end as usize)));
-        }
-        let disk = Arc::clone(&self.disk);
-        let id = entry.body;
-        let file = match tokio::task::spawn_blocking(move || disk.read(id)).await {
-            Ok(Ok(Some(StoredBody::File(file)))) => file,
-            Ok(Err(e)) => {
-                tracing::warn!("cache: cannot read the body of {}: {e}", entry.key.url());
+        let cache = Arc::clone(self);
+        let corrupt_entry = Arc::clone(entry);
+        let on_corrupt =
+            move || cache.count_corrupt(&corrupt_entry, &"checksum mismatch while streaming");
+        match self.tiers.read(entry.body_ref(), span, on_corrupt).await {
+            Ok(body) => Some(body),
+            Err(BodyError::Corrupt(corrupt)) => {
+                self.count_corrupt(entry, &corrupt);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(url = entry.key.url(), error = %e, "cache: stored body unusable; refetching");
                 self.index.remove_variant(entry);
-                return None;
+                None
             }
-            _ => {
-                tracing::warn!(
-                    "cache: the body of {} is missing; refetching",
-                    entry.key.url()
-                );
-                self.index.remove_variant(entry);
-                return None;
-            }
-        };
-        let (len, checksum) = (entry.body_len, entry.checksum);
-        if len <= self.memory.max_object() {
-            let verified =
-                tokio::task::spawn_blocking(move || read::read_verified(file, len, &checksum))
-                    .await;
-            return match verified {
-                Ok(Ok(Ok(bytes))) => {
-                    self.memory.insert(id, bytes.clone());
-                    Some(body::full(bytes.slice(start as usize..end as usize)))
-                }
-                Ok(Ok(Err(corrupt))) => {
-                    self.count_corrupt(entry, &corrupt);
-                    None
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!("cache: cannot read the body of {}: {e}", entry.key.url());
-                    None
-                }
-                Err(_) => None,
-            };
         }
-        let check = if self.verified_bodies.get(&id).is_some() {
-            read::Check::Length
-        } else {
-            let cache = Arc::clone(self);
-            let corrupt_entry = Arc::clone(entry);
-            let verified_bodies = Arc::clone(&self.verified_bodies);
-            read::Check::Checksum {
-                checksum,
-                verified: Box::new(move || verified_bodies.insert(id, ())),
-                corrupt: Box::new(move || {
-                    cache.count_corrupt(&corrupt_entry, &"checksum mismatch while streaming")
-                }),
-            }
-        };
-        Some(read::stream_checked(file, len, (start, end - 1), check))
     }
 
     pub(super) fn count_corrupt(&self, entry: &StoredResponse, why: &dyn std::fmt::Display) {
-        tracing::warn!("cache: dropping {}: {why}", entry.key.url());
+        tracing::warn!(url = entry.key.url(), reason = %why, "cache: dropping a corrupt body");
         self.corrupt_bodies.fetch_add(1, Ordering::Relaxed);
         self.index.remove_variant(entry);
     }

@@ -6,59 +6,50 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 
-use super::collapse::{FillLock, FillResult, Role};
+use super::admit::Admission;
+use super::collapse::{FillResult, Role};
 use super::control::CacheControl;
-use super::policy::{self, Freshness, now_secs};
-use super::{
-    Cache, CacheKey, CacheOutcome, CacheStatus, Origin, RequestHead, StoredResponse, entry,
-};
-use crate::body::ProxyBody;
+use super::lookup::RequestHead;
+use super::policy::{self, Freshness, NotStorable, now_secs};
+use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, StoredResponse, entry};
+use crate::body::{self, ProxyBody};
+
+/// What a 304 did to the stored response it answered.
+struct Refresh {
+    /// The entry with the 304's fields merged in (stored when `shared` is `Ok`).
+    entry: Arc<StoredResponse>,
+    /// Whether it may still be shared; when not, the old entry must go too.
+    shared: Result<(), NotStorable>,
+}
 
 impl Cache {
     /// A stored response needs the origin's word: ask conditionally, then serve, replace, or
     /// fall back to the stale copy when the origin fails and that is allowed.
     pub(super) async fn revalidate<O: Origin>(
         self: &Arc<Self>,
-        key: CacheKey,
         entry: Arc<StoredResponse>,
         request: Request<ProxyBody>,
-        request_cc: CacheControl,
-        lock: Option<FillLock>,
+        mut admission: Admission,
         origin: &Arc<O>,
     ) -> Result<Response<ProxyBody>, O::Error> {
-        let head = RequestHead::of(&request);
-        let request_time = now_secs();
         let conditional = conditional_request(without_conditionals(request), &entry);
         let result = origin.fetch(conditional).await;
         let usable_on_error = || {
-            entry
-                .freshness
-                .usable_on_error(&request_cc, now_secs(), &self.settings.policy)
+            entry.freshness.usable_on_error(
+                &admission.request_cc,
+                now_secs(),
+                &self.settings.policy,
+            )
         };
         match result {
             Ok(response) if response.status() == StatusCode::NOT_MODIFIED => {
                 let not_modified = response.headers();
-                let refreshed = Arc::new(self.refreshed(&entry, not_modified, request_time));
+                let refresh = self.refresh(&entry, &mut admission, not_modified);
                 let mut status = CacheStatus::new(CacheOutcome::Revalidated);
                 status.fwd_status = Some(304);
-                let shared = self.may_share_refresh(&entry, &head, &request_cc, not_modified);
-                match shared {
-                    Ok(()) => {
-                        self.index.insert(refreshed.clone());
-                    }
-                    Err(reason) => {
-                        self.count_not_stored(reason);
-                        status.detail = Some(reason.as_str());
-                    }
-                }
-                if let Some(lock) = lock {
-                    lock.finish(if shared.is_ok() {
-                        FillResult::Stored
-                    } else {
-                        FillResult::NotStored
-                    });
+                if let Err(reason) = refresh.shared {
+                    status.detail = Some(reason.as_str());
                 }
                 // Set-Cookie went to this client's request: it gets it, the entry does not.
                 let cookies: Vec<(HeaderName, HeaderValue)> = policy::PER_CLIENT_FIELDS
@@ -71,12 +62,12 @@ impl Cache {
                     })
                     .collect();
                 let mut answered = self
-                    .answer_or_fetch(key, refreshed, head, request_cc, status, origin)
+                    .answer_or_fetch(refresh.entry, admission, status, origin)
                     .await?;
                 for (name, value) in cookies {
                     answered.headers_mut().append(name, value);
                 }
-                if shared.is_err() {
+                if refresh.shared.is_err() {
                     // The origin now says this response is not for a shared cache: this
                     // client got it (its body is already open), nobody else does.
                     self.index.remove_variant(&entry);
@@ -87,67 +78,54 @@ impl Cache {
                 let mut status = CacheStatus::new(CacheOutcome::Stale).detail("stale-if-error");
                 status.fwd_status = Some(response.status().as_u16());
                 drop(response);
-                self.answer_or_fetch(key, entry, head, request_cc, status, origin)
-                    .await
+                self.answer_or_fetch(entry, admission, status, origin).await
             }
             Err(e) if usable_on_error() => {
-                tracing::info!("serving stale {} because the origin failed: {e}", key.url());
+                tracing::info!(url = admission.key.url(), error = %e, "serving stale: the origin failed");
                 let status = CacheStatus::new(CacheOutcome::Stale).detail("stale-if-error");
-                self.answer_or_fetch(key, entry, head, request_cc, status, origin)
-                    .await
+                self.answer_or_fetch(entry, admission, status, origin).await
             }
             Err(e) => Err(e),
             Ok(response) => {
                 let mut status = CacheStatus::new(CacheOutcome::Refreshed);
                 status.fwd_status = Some(response.status().as_u16());
-                Ok(self.admit_and_answer(
-                    key,
-                    &head,
-                    &request_cc,
-                    request_time,
-                    response,
-                    lock,
-                    status,
-                ))
+                Ok(self.admit_and_answer(admission, response, status))
             }
         }
     }
 
     /// Serves `entry`, or fetches anew if its body is gone.
-    pub(super) async fn answer_or_fetch<O: Origin>(
+    async fn answer_or_fetch<O: Origin>(
         self: &Arc<Self>,
-        key: CacheKey,
         entry: Arc<StoredResponse>,
-        head: RequestHead,
-        request_cc: CacheControl,
+        mut admission: Admission,
         status: CacheStatus,
         origin: &Arc<O>,
     ) -> Result<Response<ProxyBody>, O::Error> {
-        match self
+        let head = &admission.head;
+        if let Some(response) = self
             .answer(&entry, &head.method, &head.headers, status)
             .await
         {
-            Some(response) => Ok(response),
-            None => {
-                self.fetch(
-                    key,
-                    head.to_request(),
-                    request_cc,
-                    CacheOutcome::UriMiss,
-                    None,
-                    origin,
-                )
-                .await
-            }
+            return Ok(response);
         }
+        let request = head.to_request();
+        admission.lock = None;
+        self.fetch(
+            request,
+            admission,
+            CacheStatus::new(CacheOutcome::UriMiss),
+            origin,
+        )
+        .await
     }
 
     /// stale-while-revalidate: one background refresh per key, however many requests see
     /// the stale entry meanwhile.
     pub(super) fn refresh_in_background<O: Origin>(
         self: &Arc<Self>,
-        key: CacheKey,
-        entry: Arc<StoredResponse>,
+        key: &CacheKey,
+        entry: &Arc<StoredResponse>,
         head: RequestHead,
         origin: &Arc<O>,
     ) {
@@ -156,90 +134,83 @@ impl Cache {
         };
         let cache = Arc::clone(self);
         let origin = Arc::clone(origin);
+        let entry = Arc::clone(entry);
+        let mut admission = Admission {
+            key: key.clone(),
+            head,
+            request_cc: CacheControl::default(),
+            request_time: now_secs(),
+            lock: Some(lock),
+        };
         self.background.spawn(async move {
-            let request_time = now_secs();
-            let request = conditional_request(without_conditionals(head.to_request()), &entry);
+            let request = conditional_request(
+                without_conditionals(admission.head.to_request()),
+                &entry,
+            );
             match origin.fetch(request).await {
                 Ok(response) if response.status() == StatusCode::NOT_MODIFIED => {
-                    let not_modified = response.headers();
-                    let request_cc = CacheControl::default();
-                    if cache
-                        .may_share_refresh(&entry, &head, &request_cc, not_modified)
-                        .is_ok()
-                    {
-                        let refreshed = cache.refreshed(&entry, not_modified, request_time);
-                        cache.index.insert(Arc::new(refreshed));
-                        lock.finish(FillResult::Stored);
-                    } else {
+                    let refresh = cache.refresh(&entry, &mut admission, response.headers());
+                    if refresh.shared.is_err() {
                         cache.index.remove_variant(&entry);
-                        lock.finish(FillResult::NotStored);
                     }
                 }
                 Ok(response) => {
                     let status = CacheStatus::new(CacheOutcome::Refreshed);
-                    let response = cache.admit(
-                        key,
-                        &head,
-                        &CacheControl::default(),
-                        request_time,
-                        response,
-                        Some(lock),
-                        status,
-                    );
                     // Nobody reads this body; draining it completes the fill.
-                    let mut body = response.into_body();
-                    while let Some(frame) = body.frame().await {
-                        if frame.is_err() {
-                            break;
-                        }
-                    }
+                    body::drain(cache.admit(admission, response, status).into_body()).await;
                 }
-                Err(e) => tracing::info!("background refresh of {} failed: {e}", key.url()),
+                Err(e) => {
+                    tracing::info!(url = admission.key.url(), error = %e, "background refresh failed")
+                }
             }
         });
     }
 
-    /// Whether the response a 304 refreshes may still be shared: the merged fields must be
-    /// storable by a shared cache (a 304 adding `private`, `no-store` or a cookie without
-    /// shared freshness is not). Checked on the merge, before the cookie is taken out.
-    pub(super) fn may_share_refresh(
+    /// A 304 for `entry` (RFC 9111 §4.3.4): its fields merged in and freshness recomputed,
+    /// stored if the merged response may still be shared (a 304 adding `private`,
+    /// `no-store` or a cookie without shared freshness makes it not; checked on the merge,
+    /// before the cookie is taken out). Finishes the fill lock either way.
+    fn refresh(
         &self,
         entry: &StoredResponse,
-        head: &RequestHead,
-        request_cc: &CacheControl,
+        admission: &mut Admission,
         not_modified: &HeaderMap,
-    ) -> Result<(), policy::NotStorable> {
+    ) -> Refresh {
         let merged = policy::refresh_headers(&entry.headers, not_modified);
-        policy::storable(
+        let shared = policy::storable(
             &Method::GET,
-            &head.headers,
-            request_cc,
+            &admission.head.headers,
+            &admission.request_cc,
             entry.status,
             &merged,
             &CacheControl::parse(&merged),
-        )
-    }
-
-    /// The stored entry with a 304's headers merged in and its freshness recomputed (§4.3.4).
-    pub(super) fn refreshed(
-        &self,
-        entry: &StoredResponse,
-        not_modified: &HeaderMap,
-        request_time: u64,
-    ) -> StoredResponse {
-        let merged = policy::refresh_headers(&entry.headers, not_modified);
+        );
         let headers = entry::compact_headers(&policy::shareable(&merged));
         let freshness = Freshness::new(
             entry.status,
             &headers,
-            request_time,
+            admission.request_time,
             now_secs(),
             &self.settings.policy,
         );
-        StoredResponse {
+        let refreshed = Arc::new(StoredResponse {
             headers,
             freshness,
             ..entry.clone()
+        });
+        match shared {
+            Ok(()) => {
+                self.index.insert(Arc::clone(&refreshed));
+                admission.finish(FillResult::Stored);
+            }
+            Err(reason) => {
+                self.count_not_stored(reason);
+                admission.finish(FillResult::NotStored);
+            }
+        }
+        Refresh {
+            entry: refreshed,
+            shared,
         }
     }
 }

@@ -18,8 +18,8 @@ use std::time::SystemTime;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::{ENTRIES, IndexError};
-use crate::cache::entry::{BodyId, StoredResponse};
-use crate::cache::storage::DiskStorage;
+use crate::cache::entry::StoredResponse;
+use crate::cache::storage::{BodyId, DiskStorage};
 
 /// The index's file in the cache directory.
 pub(super) const FILE_NAME: &str = "index.redb";

@@ -8,8 +8,8 @@ use std::sync::mpsc;
 use redb::Database;
 
 use super::{Change, ENTRIES, EntryMap, IndexError, Op};
-use crate::cache::entry::BodyId;
-use crate::cache::storage::{DirLock, DiskStorage, MemoryStorage, Storage};
+use crate::cache::storage::BodyId;
+use crate::cache::storage::{DirLock, Tiers};
 
 /// What the writer thread owns.
 pub(super) struct Writer {
@@ -19,8 +19,7 @@ pub(super) struct Writer {
     pub lock: DirLock,
     pub ops: mpsc::Receiver<Op>,
     pub map: std::sync::Weak<EntryMap>,
-    pub disk: Arc<DiskStorage>,
-    pub memory: Arc<MemoryStorage>,
+    pub tiers: Arc<Tiers>,
     pub evictions: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -60,8 +59,7 @@ impl Writer {
             // Bodies go only after their rows are gone, so the index never points at a
             // missing file because of us.
             for body in deleted {
-                let _ = self.memory.remove(body);
-                if let Err(e) = self.disk.remove(body) {
+                if let Err(e) = self.tiers.remove(body) {
                     tracing::warn!("cache: cannot delete body {body:016x}: {e}");
                 }
             }

@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::{BodyWriter, DirLock, Storage, StorageError, StoredBody, Usage};
-use crate::cache::entry::BodyId;
+use super::{BodyId, BodyWriter, DirLock, Storage, StorageError, StoredBody, Usage};
 
 pub struct DiskStorage {
     objects: PathBuf,

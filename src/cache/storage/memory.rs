@@ -5,8 +5,7 @@ use bytes::{Bytes, BytesMut};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use super::{BodyWriter, Storage, StorageError, StoredBody, Usage};
-use crate::cache::entry::BodyId;
+use super::{BodyId, BodyWriter, Storage, StorageError, StoredBody, Usage};
 
 #[derive(Clone)]
 struct BodyWeight;

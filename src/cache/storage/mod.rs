@@ -1,5 +1,6 @@
 //! Body storage tiers behind one small trait: `memory` (reference-counted `Bytes`) and `disk`
-//! (one file per body, written to a temporary file, fsynced and renamed into place).
+//! (one file per body, written to a temporary file, fsynced and renamed into place), and
+//! `Tiers`, the two together as the cache reads them (`read` checks what comes off disk).
 //!
 //! A tier stores bodies by `BodyId` and nothing else: which bodies exist, their metadata and
 //! eviction order belong to the index (`cache::index`). Disk calls block; callers run them off
@@ -8,14 +9,34 @@
 mod disk;
 mod lock;
 mod memory;
+mod read;
+mod tiers;
 
 pub use disk::DiskStorage;
 pub use lock::{DirLock, LockError};
 pub use memory::MemoryStorage;
+pub use tiers::{BodyError, BodyRef, Corrupt, Tiers};
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::entry::BodyId;
+/// Identifies a stored body in every tier; random, so it says nothing about the URL.
+pub type BodyId = u64;
+
+/// A fresh random body id.
+pub fn new_body_id() -> BodyId {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // Unique enough within one process when the OS source fails: time and a counter.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(48);
+    }
+    u64::from_le_bytes(bytes)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -1,0 +1,252 @@
+//! The lookup (RFC 9111 §4): what the cache does with a GET or HEAD. Each round looks the key
+//! up once and decides (`Lookup`); a stored response is served, a miss or a stale one goes to
+//! the origin, and concurrent misses wait for one leader's fill (`collapse`) before looking
+//! again.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Method, Request, Response, Uri};
+
+use super::admit::Admission;
+use super::collapse::{self, FillLock, FillResult, Role};
+use super::control::CacheControl;
+use super::index::Variants;
+use super::policy::{Verdict, now_secs};
+use super::respond::{not_cached, with_status};
+use super::revalidate::without_conditionals;
+use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, StoredResponse, key};
+use crate::body::{self, ProxyBody};
+
+/// How often a request looks again after a stored body vanished or a fill it waited for
+/// ended, before it goes to the origin on its own.
+const ROUNDS: u32 = 4;
+
+/// The request head, kept when the request itself has gone to the origin.
+#[derive(Clone)]
+pub(super) struct RequestHead {
+    pub(super) method: Method,
+    pub(super) uri: Uri,
+    pub(super) headers: HeaderMap,
+}
+
+impl RequestHead {
+    pub(super) fn of<B>(request: &Request<B>) -> RequestHead {
+        RequestHead {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+        }
+    }
+
+    /// A body-less request with this head (GET and HEAD carry no body).
+    pub(super) fn to_request(&self) -> Request<ProxyBody> {
+        let mut request = Request::new(body::empty());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// What one look at the index found for a request.
+enum Lookup {
+    /// A fresh stored response.
+    Hit(Arc<StoredResponse>),
+    /// A stale one this request may have anyway: `max-stale`, or `stale-while-revalidate`
+    /// (`refresh`: a refresh is to start in the background).
+    Stale {
+        entry: Arc<StoredResponse>,
+        refresh: bool,
+    },
+    /// A stale one the origin must confirm first.
+    Validate(Arc<StoredResponse>),
+    /// Nothing usable stored (`UriMiss` or `VaryMiss`).
+    Miss(CacheOutcome),
+    /// `only-if-cached`, and what is stored would need the origin: 504.
+    NotCached,
+}
+
+/// Where the request goes once the lookup is settled.
+enum Next {
+    Revalidate(Arc<StoredResponse>),
+    Fetch(CacheOutcome),
+}
+
+impl Cache {
+    /// A GET or HEAD without a body: serve, revalidate or fetch.
+    pub(super) async fn look_up_and_serve<O: Origin>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        request: Request<ProxyBody>,
+        origin: &Arc<O>,
+    ) -> Result<Response<ProxyBody>, O::Error> {
+        let request_cc = CacheControl::parse_request(request.headers());
+        // Requests that cannot lead (HEAD, only-if-cached) still wait for a fill in flight.
+        let may_lead = request.method() == Method::GET && !request_cc.only_if_cached;
+        let mut lock = None;
+        let mut round = 0;
+        let next = loop {
+            round += 1;
+            let (entry, status) = match self.look_up(&key, request.headers(), &request_cc) {
+                Lookup::Hit(entry) => {
+                    let status = CacheStatus::new(CacheOutcome::Hit);
+                    (
+                        entry,
+                        if round > 1 {
+                            status.detail("collapsed")
+                        } else {
+                            status
+                        },
+                    )
+                }
+                Lookup::Stale { entry, refresh } => {
+                    let why = if refresh {
+                        self.refresh_in_background(&key, &entry, RequestHead::of(&request), origin);
+                        "stale-while-revalidate"
+                    } else {
+                        "max-stale"
+                    };
+                    (entry, CacheStatus::new(CacheOutcome::Stale).detail(why))
+                }
+                Lookup::NotCached => return Ok(not_cached()),
+                Lookup::Validate(entry) if !may_lead => break Next::Revalidate(entry),
+                Lookup::Validate(entry) => match self.lead_or_wait(&key, true, round).await {
+                    Wait::Go(leader) => {
+                        lock = leader;
+                        break Next::Revalidate(entry);
+                    }
+                    Wait::LookAgain => continue,
+                },
+                Lookup::Miss(outcome) => match self.lead_or_wait(&key, may_lead, round).await {
+                    Wait::Go(leader) => {
+                        lock = leader;
+                        break Next::Fetch(outcome);
+                    }
+                    Wait::LookAgain => continue,
+                },
+            };
+            if let Some(response) = self
+                .answer(&entry, request.method(), request.headers(), status)
+                .await
+            {
+                return Ok(response);
+            }
+            // The body vanished (replaced or evicted meanwhile) or failed its check; that
+            // entry is gone, so look again.
+            if round >= ROUNDS {
+                break Next::Fetch(CacheOutcome::UriMiss);
+            }
+        };
+        // Boxed so that the future of a hit (the fast path) is not as large as the origin
+        // exchange's, which would be copied with it on every request.
+        match next {
+            Next::Revalidate(entry) => {
+                let admission = Admission::new(key, &request, request_cc, lock);
+                Box::pin(self.revalidate(entry, request, admission, origin)).await
+            }
+            Next::Fetch(_) if request_cc.only_if_cached => Ok(not_cached()),
+            Next::Fetch(outcome) => {
+                let admission = Admission::new(key, &request, request_cc, lock);
+                Box::pin(self.fetch(request, admission, CacheStatus::new(outcome), origin)).await
+            }
+        }
+    }
+
+    /// One look at the index: the variant that matches the request, and what its freshness
+    /// allows.
+    fn look_up(&self, key: &CacheKey, headers: &HeaderMap, request_cc: &CacheControl) -> Lookup {
+        let Some(variants) = self.index.get(key) else {
+            return Lookup::Miss(CacheOutcome::UriMiss);
+        };
+        let Some(entry) = select_variant(&variants, headers) else {
+            return Lookup::Miss(CacheOutcome::VaryMiss);
+        };
+        match entry.freshness.verdict(request_cc, now_secs()) {
+            Verdict::Fresh => Lookup::Hit(entry),
+            Verdict::StaleAllowed => Lookup::Stale {
+                entry,
+                refresh: false,
+            },
+            Verdict::StaleWhileRevalidate => Lookup::Stale {
+                entry,
+                refresh: true,
+            },
+            Verdict::Validate if request_cc.only_if_cached => Lookup::NotCached,
+            Verdict::Validate => Lookup::Validate(entry),
+        }
+    }
+
+    /// One request per key goes to the origin at a time (it leads, holding the fill lock);
+    /// the others wait for its result and look again (RFC 9111 §4 allows reusing the
+    /// leader's response). After the last round, or when no fill is in flight for a request
+    /// that may not lead, or the leader stored nothing, the request goes on alone.
+    async fn lead_or_wait(&self, key: &CacheKey, may_lead: bool, round: u32) -> Wait {
+        if round >= ROUNDS {
+            return Wait::Go(None);
+        }
+        let waiting = if may_lead {
+            match self.collapser.join(key.hash()) {
+                Role::Leader(leader) => return Wait::Go(Some(leader)),
+                Role::Follower(waiting) => Some(waiting),
+            }
+        } else {
+            self.collapser.in_flight(key.hash())
+        };
+        let Some(waiting) = waiting else {
+            return Wait::Go(None);
+        };
+        match collapse::wait(waiting, self.settings.collapse_wait).await {
+            FillResult::NotStored => Wait::Go(None),
+            _ => Wait::LookAgain,
+        }
+    }
+
+    /// A miss: fetch from the origin and store what may be stored.
+    pub(super) async fn fetch<O: Origin>(
+        self: &Arc<Self>,
+        request: Request<ProxyBody>,
+        mut admission: Admission,
+        status: CacheStatus,
+        origin: &Arc<O>,
+    ) -> Result<Response<ProxyBody>, O::Error> {
+        if request.method() != Method::GET || request.headers().contains_key(header::RANGE) {
+            // HEAD and ranges of uncached objects pass through; the next full GET fills.
+            let response = origin.fetch(request).await?;
+            return Ok(with_status(
+                response,
+                &CacheStatus::new(CacheOutcome::Bypass),
+            ));
+        }
+        let request = without_conditionals(request);
+        admission.request_time = now_secs();
+        let response = origin.fetch(request).await?;
+        Ok(self.admit_and_answer(admission, response, status))
+    }
+}
+
+/// What a request that found no usable entry does next.
+enum Wait {
+    /// Go to the origin, holding the fill lock when this request leads.
+    Go(Option<FillLock>),
+    /// A fill finished meanwhile: look again.
+    LookAgain,
+}
+
+/// The most recently stored variant whose `Vary` values match the request (RFC 9111 §4.1).
+fn select_variant(variants: &Variants, request: &HeaderMap) -> Option<Arc<StoredResponse>> {
+    variants
+        .iter()
+        .rev()
+        .find(|entry| {
+            entry.vary.is_empty() || {
+                let names: Vec<HeaderName> = entry
+                    .vary
+                    .iter()
+                    .filter_map(|(name, _)| HeaderName::from_bytes(name.as_bytes()).ok())
+                    .collect();
+                key::vary_values(request, &names) == entry.vary
+            }
+        })
+        .cloned()
+}

@@ -1,0 +1,181 @@
+//! Freshness (RFC 9111 §4.2): a stored response's lifetime, age and what they allow for one
+//! request, computed once when it is stored or refreshed.
+
+use http::StatusCode;
+use http::header::{self, HeaderMap};
+
+use super::{PolicySettings, header_date, heuristically_cacheable};
+use crate::cache::control::CacheControl;
+
+/// What a stored response needs for every later freshness decision, computed once when it is
+/// stored or refreshed so a hit does not re-parse headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// When the response was received (seconds since the epoch).
+    pub response_time: u64,
+    /// §4.2.3 `corrected_initial_age`.
+    pub initial_age: u64,
+    /// §4.2.1 freshness lifetime in seconds.
+    pub lifetime: u64,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage` (§4.2.4, §5.2.2.10): never
+    /// serve stale.
+    pub must_revalidate: bool,
+    /// Response `no-cache`: validate before every use.
+    pub no_cache: bool,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+}
+
+impl Freshness {
+    /// Computes freshness for a response requested at `request_time` and received at
+    /// `response_time`.
+    pub fn new(
+        status: StatusCode,
+        headers: &HeaderMap,
+        request_time: u64,
+        response_time: u64,
+        settings: &PolicySettings,
+    ) -> Freshness {
+        let cc = CacheControl::parse(headers);
+        let date = header_date(headers, header::DATE);
+        // §4.2.3
+        let age_value = headers
+            .get(header::AGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let apparent_age = date.map_or(0, |date| response_time.saturating_sub(date));
+        let response_delay = response_time.saturating_sub(request_time);
+        let corrected_age_value = age_value.saturating_add(response_delay);
+        let initial_age = apparent_age.max(corrected_age_value);
+
+        Freshness {
+            response_time,
+            initial_age,
+            lifetime: lifetime(
+                status,
+                headers,
+                &cc,
+                date.unwrap_or(response_time),
+                settings,
+            ),
+            must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
+            no_cache: cc.no_cache,
+            stale_while_revalidate: cc.stale_while_revalidate,
+            stale_if_error: cc.stale_if_error,
+        }
+    }
+
+    /// §4.2.3 `current_age` at `now`.
+    pub fn age(&self, now: u64) -> u64 {
+        self.initial_age
+            .saturating_add(now.saturating_sub(self.response_time))
+    }
+
+    fn staleness(&self, now: u64) -> u64 {
+        self.age(now).saturating_sub(self.lifetime)
+    }
+
+    /// May this stored response answer a request with these directives, and how?
+    pub fn verdict(&self, request_cc: &CacheControl, now: u64) -> Verdict {
+        if self.no_cache || request_cc.no_cache {
+            return Verdict::Validate;
+        }
+        let age = self.age(now);
+        // Ages are whole seconds, so `max-age=0` (a browser's reload) would accept anything
+        // under a second old; like Squid, treat it as "revalidate".
+        if request_cc
+            .max_age
+            .is_some_and(|max_age| age > max_age || max_age == 0)
+        {
+            return Verdict::Validate;
+        }
+        let remaining = self.lifetime.saturating_sub(age);
+        if let Some(min_fresh) = request_cc.min_fresh
+            && remaining < min_fresh
+        {
+            return Verdict::Validate;
+        }
+        if age < self.lifetime {
+            return Verdict::Fresh;
+        }
+        if self.must_revalidate {
+            return Verdict::Validate;
+        }
+        let staleness = self.staleness(now);
+        if let Some(max_stale) = request_cc.max_stale
+            && max_stale.is_none_or(|limit| staleness <= limit)
+        {
+            return Verdict::StaleAllowed;
+        }
+        if self
+            .stale_while_revalidate
+            .is_some_and(|window| staleness <= window)
+        {
+            return Verdict::StaleWhileRevalidate;
+        }
+        Verdict::Validate
+    }
+
+    /// RFC 5861 §4: may this response be served stale because the origin failed?
+    pub fn usable_on_error(
+        &self,
+        request_cc: &CacheControl,
+        now: u64,
+        settings: &PolicySettings,
+    ) -> bool {
+        if self.must_revalidate {
+            return false;
+        }
+        let window = [
+            self.stale_if_error,
+            request_cc.stale_if_error,
+            Some(settings.stale_if_error_grace.as_secs()),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+        window > 0 && self.staleness(now) <= window
+    }
+}
+
+/// How a stored response may be used for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Fresh,
+    /// Stale, but the client accepts it (`max-stale`).
+    StaleAllowed,
+    /// Stale within `stale-while-revalidate`: serve it and refresh in the background.
+    StaleWhileRevalidate,
+    /// Ask the origin first (conditionally when there is a validator).
+    Validate,
+}
+
+/// §4.2.1, then §4.2.2 heuristics.
+fn lifetime(
+    status: StatusCode,
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    date: u64,
+    settings: &PolicySettings,
+) -> u64 {
+    if let Some(s_maxage) = cc.s_maxage {
+        return s_maxage;
+    }
+    if let Some(max_age) = cc.max_age {
+        return max_age;
+    }
+    if headers.contains_key(header::EXPIRES) {
+        // An invalid Expires (e.g. "0") means "already expired" (§5.3).
+        return header_date(headers, header::EXPIRES)
+            .map_or(0, |expires| expires.saturating_sub(date));
+    }
+    if (heuristically_cacheable(status) || cc.public)
+        && let Some(last_modified) = header_date(headers, header::LAST_MODIFIED)
+    {
+        let heuristic = date.saturating_sub(last_modified) / 10;
+        return heuristic.min(settings.heuristic_max.as_secs());
+    }
+    0
+}

@@ -1,0 +1,140 @@
+//! The memory tier over the disk tier, as the cache sees them: where a body is written to,
+//! read from (memory first; from disk checksum-verified, small ones promoted to memory), and
+//! removed from. The cache asks for "bytes `start..end` of this body" and gets a stream or a
+//! `BodyError`; which tier answered, and how it was checked, stays in here.
+
+use std::sync::Arc;
+
+use super::read::{self, Check};
+use super::{BodyId, DiskStorage, MemoryStorage, Storage, StorageError, StoredBody, Usage};
+use crate::body::{self, ProxyBody};
+
+pub use read::Corrupt;
+
+/// Where a stored body is and what it must hash to.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyRef {
+    pub id: BodyId,
+    pub len: u64,
+    pub checksum: [u8; 32],
+}
+
+/// Why a stored body cannot be served (the entry naming it should go, except when
+/// `Unreadable`: the disk may recover).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("body file missing")]
+    Missing,
+    #[error(transparent)]
+    Corrupt(Corrupt),
+    #[error("cannot read the body: {0}")]
+    Unreadable(String),
+}
+
+pub struct Tiers {
+    memory: Arc<MemoryStorage>,
+    disk: Arc<DiskStorage>,
+    /// Large bodies whose checksum matched once in this process (see `read`); bounded, and
+    /// one that drops out is simply verified again.
+    verified: Arc<quick_cache::sync::Cache<BodyId, ()>>,
+}
+
+impl Tiers {
+    /// One object may take at most an eighth of the memory tier, so a few large bodies cannot
+    /// flush everything else.
+    pub fn new(memory_size: u64, disk: DiskStorage) -> Tiers {
+        Tiers {
+            memory: Arc::new(MemoryStorage::new(memory_size, memory_size / 8)),
+            disk: Arc::new(disk),
+            verified: Arc::new(quick_cache::sync::Cache::new(1 << 16)),
+        }
+    }
+
+    pub fn disk(&self) -> &DiskStorage {
+        &self.disk
+    }
+
+    pub fn memory_usage(&self) -> Usage {
+        self.memory.usage()
+    }
+
+    pub fn disk_usage(&self) -> Usage {
+        self.disk.usage()
+    }
+
+    /// The tiers a new body is written to, disk first.
+    pub fn for_writing(&self) -> Vec<Arc<dyn Storage>> {
+        vec![self.disk.clone(), self.memory.clone()]
+    }
+
+    /// Removes a body from every tier. Blocks (a file is deleted).
+    pub fn remove(&self, id: BodyId) -> Result<(), StorageError> {
+        let _ = self.memory.remove(id);
+        self.disk.remove(id)
+    }
+
+    /// Bytes `start..end` of `body`. A large disk body is checked as it streams: if it turns
+    /// out corrupt the stream ends with an error and `on_corrupt` runs.
+    pub async fn read(
+        &self,
+        body: BodyRef,
+        (start, end): (u64, u64),
+        on_corrupt: impl FnOnce() + Send + 'static,
+    ) -> Result<ProxyBody, BodyError> {
+        if let Ok(Some(StoredBody::Bytes(bytes))) = self.memory.read(body.id) {
+            return Ok(body::full(bytes.slice(start as usize..end as usize)));
+        }
+        let file = self.open_file(body.id).await?;
+        if body.len <= self.memory.max_object() {
+            let bytes = tokio::task::spawn_blocking(move || {
+                read::read_verified(file, body.len, &body.checksum)
+            })
+            .await
+            .map_err(|e| BodyError::Unreadable(e.to_string()))?
+            .map_err(|e| BodyError::Unreadable(e.to_string()))?
+            .map_err(BodyError::Corrupt)?;
+            self.memory.insert(body.id, bytes.clone());
+            return Ok(body::full(bytes.slice(start as usize..end as usize)));
+        }
+        let check = if self.verified.get(&body.id).is_some() {
+            Check::Length
+        } else {
+            let verified = Arc::clone(&self.verified);
+            Check::Checksum {
+                checksum: body.checksum,
+                verified: Box::new(move || verified.insert(body.id, ())),
+                corrupt: Box::new(on_corrupt),
+            }
+        };
+        Ok(read::stream_checked(
+            file,
+            body.len,
+            (start, end - 1),
+            check,
+        ))
+    }
+
+    /// Reads the whole body from disk and checks its length and checksum. Blocks: for the
+    /// offline tool.
+    pub fn verify(&self, body: BodyRef) -> Result<(), BodyError> {
+        let file = match self.disk.read(body.id) {
+            Ok(Some(StoredBody::File(file))) => file,
+            Ok(_) => return Err(BodyError::Missing),
+            Err(e) => return Err(BodyError::Unreadable(e.to_string())),
+        };
+        match read::read_verified(file, body.len, &body.checksum) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(corrupt)) => Err(BodyError::Corrupt(corrupt)),
+            Err(e) => Err(BodyError::Unreadable(e.to_string())),
+        }
+    }
+
+    async fn open_file(&self, id: BodyId) -> Result<std::fs::File, BodyError> {
+        let disk = Arc::clone(&self.disk);
+        match tokio::task::spawn_blocking(move || disk.read(id)).await {
+            Ok(Ok(Some(StoredBody::File(file)))) => Ok(file),
+            Ok(Err(e)) => Err(BodyError::Unreadable(e.to_string())),
+            _ => Err(BodyError::Missing),
+        }
+    }
+}
