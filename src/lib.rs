@@ -1,15 +1,18 @@
 //! hoard: a caching HTTP proxy.
 //!
-//! A request meets the modules in this order: `server` (accept, HTTP/1.1) → `proxy` (classify,
-//! rewrite heads, answer errors) → `upstream` (pooled origin connections). `config` builds the
-//! settings all of them read; `logging` writes the access log and the verbose trace.
-//! `docs/ARCHITECTURE.md` has the full map.
+//! A request meets the modules in this order: `server` (accept, HTTP/1.1) → `proxy` (decide
+//! the mode, check and rewrite heads, answer errors) → `cache` (answer from storage, or ask
+//! the origin and store) → `upstream` (pooled, policy-checked origin connections). It comes
+//! back as the response and one `exchange::Exchange`, the record of what happened, which
+//! `logging` (the access log) and `metrics` read. `config` builds the settings all of them
+//! read. `docs/ARCHITECTURE.md` has the full map.
 
 pub mod admin;
 pub mod body;
 pub mod cache;
 pub mod cache_tool;
 pub mod config;
+pub mod exchange;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

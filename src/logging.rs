@@ -7,22 +7,22 @@
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tracing_subscriber::EnvFilter;
 
 use crate::body::{BoxError, ProxyBody};
 use crate::cache::CacheOutcome;
-use crate::metrics::{Metrics, RequestMode};
+use crate::exchange::Exchange;
+use crate::metrics::Metrics;
 
 /// Starts the stderr subscriber. `RUST_LOG` overrides the level chosen by `-v`.
 pub fn init(verbose: u8) {
@@ -171,7 +171,7 @@ impl AccessLog {
         }
     }
 
-    fn write(&self, record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) {
+    fn write(&self, record: &Exchange, bytes: u64, complete: bool, elapsed: Duration) {
         let line = match self.format.load(Ordering::Relaxed) {
             OFF => return,
             f if f == LogFormat::Squid as u8 => squid_line(record, bytes, complete, elapsed),
@@ -185,70 +185,48 @@ impl AccessLog {
     }
 }
 
-/// What the access-log line says about one request, filled in as the request goes.
+/// A finished request's record and where it is counted and written.
 pub struct AccessRecord {
-    pub client: SocketAddr,
-    pub method: Method,
-    pub uri: Uri,
-    pub version: Version,
-    pub status: StatusCode,
-    /// What the cache did; `None` for requests it never saw (CONNECT, errors).
-    pub outcome: Option<CacheOutcome>,
-    /// The status the origin answered with, when it was asked.
-    pub upstream_status: Option<u16>,
-    pub mode: RequestMode,
-    pub referer: Option<http::HeaderValue>,
-    pub user_agent: Option<http::HeaderValue>,
-    pub started: Instant,
-    pub started_at: SystemTime,
-    /// Where the finished request is counted and written.
+    pub exchange: Exchange,
     pub metrics: Arc<Metrics>,
     pub log: Arc<AccessLog>,
-    /// A CONNECT tunnel's bytes (up, down), once it has closed.
-    pub tunnel: Option<(u64, u64)>,
 }
 
 impl AccessRecord {
     fn emit(self, bytes: u64, complete: bool) {
-        let elapsed = self.started.elapsed();
-        self.metrics.record_request(
-            self.mode,
-            &self.method,
-            self.status.as_u16(),
-            self.outcome,
-            bytes,
-            elapsed,
-        );
-        self.log.write(&self, bytes, complete, elapsed);
+        let elapsed = self.exchange.started.elapsed();
+        self.metrics.record_request(&self.exchange, bytes, elapsed);
+        self.log.write(&self.exchange, bytes, complete, elapsed);
     }
 
     /// Writes a tunnel's line when it has closed: its bytes each way, its whole duration.
     /// `carried` is `None` when the tunnel ended without reporting (the client left first).
     pub fn tunnel_closed(mut self, carried: Option<(u64, u64)>, complete: bool) {
         let (up, down) = carried.unwrap_or_default();
-        self.tunnel = Some((up, down));
+        self.exchange.tunnel = Some((up, down));
         self.emit(up + down, complete && carried.is_some());
     }
+}
 
-    /// ` up=12 down=34` for a tunnel, nothing otherwise.
-    fn tunnel_text(&self) -> String {
-        self.tunnel
-            .map_or_else(String::new, |(up, down)| format!(" up={up} down={down}"))
-    }
+/// ` up=12 down=34` for a tunnel, nothing otherwise.
+fn tunnel_text(record: &Exchange) -> String {
+    record
+        .tunnel
+        .map_or_else(String::new, |(up, down)| format!(" up={up} down={down}"))
+}
 
-    /// Squid's result code for the cache outcome.
-    fn squid_result(&self) -> &'static str {
-        match self.outcome {
-            Some(CacheOutcome::Hit) => "TCP_HIT",
-            Some(CacheOutcome::Stale) => "TCP_STALE_HIT",
-            Some(CacheOutcome::Revalidated) => "TCP_REFRESH_UNMODIFIED",
-            Some(CacheOutcome::Refreshed) => "TCP_REFRESH_MODIFIED",
-            Some(CacheOutcome::NotCached) => "TCP_OFFLINE_MISS",
-            Some(_) => "TCP_MISS",
-            None if self.method == Method::CONNECT && self.status.is_success() => "TCP_TUNNEL",
-            None if self.status == StatusCode::FORBIDDEN => "TCP_DENIED",
-            None => "NONE",
-        }
+/// Squid's result code for the cache outcome.
+fn squid_result(record: &Exchange) -> &'static str {
+    match record.cache {
+        Some(CacheOutcome::Hit) => "TCP_HIT",
+        Some(CacheOutcome::Stale) => "TCP_STALE_HIT",
+        Some(CacheOutcome::Revalidated) => "TCP_REFRESH_UNMODIFIED",
+        Some(CacheOutcome::Refreshed) => "TCP_REFRESH_MODIFIED",
+        Some(CacheOutcome::NotCached) => "TCP_OFFLINE_MISS",
+        Some(_) => "TCP_MISS",
+        None if record.method == Method::CONNECT && record.status.is_success() => "TCP_TUNNEL",
+        None if record.status == StatusCode::FORBIDDEN => "TCP_DENIED",
+        None => "NONE",
     }
 }
 
@@ -256,7 +234,7 @@ fn header_text(value: Option<&http::HeaderValue>) -> std::borrow::Cow<'_, str> {
     value.map_or("-".into(), |v| String::from_utf8_lossy(v.as_bytes()))
 }
 
-fn upstream_text(record: &AccessRecord) -> String {
+fn upstream_text(record: &Exchange) -> String {
     record
         .upstream_status
         .map_or_else(|| "-".to_owned(), |s| s.to_string())
@@ -267,7 +245,7 @@ fn aborted(complete: bool) -> &'static str {
 }
 
 /// `1732595544.123     12 127.0.0.1 TCP_MISS/200 1234 GET http://h/x - HIER_DIRECT/h -`
-fn squid_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) -> String {
+fn squid_line(record: &Exchange, bytes: u64, complete: bool, elapsed: Duration) -> String {
     let since_epoch = record
         .started_at
         .duration_since(UNIX_EPOCH)
@@ -287,18 +265,18 @@ fn squid_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Durati
         "{time} {:>6} {} {}/{} {bytes} {} {} - {hierarchy} -{}{}\n",
         elapsed.as_millis(),
         record.client.ip(),
-        record.squid_result(),
+        squid_result(record),
         record.status.as_u16(),
         record.method,
         record.uri,
-        record.tunnel_text(),
+        tunnel_text(record),
         aborted(complete)
     )
 }
 
 /// Apache's combined format, then the cache outcome, the duration in ms and the upstream
 /// status.
-fn combined_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) -> String {
+fn combined_line(record: &Exchange, bytes: u64, complete: bool, elapsed: Duration) -> String {
     // "Thu, 26 Nov 2026 04:52:24 GMT" → "26/Nov/2026:04:52:24 +0000"
     let date = httpdate::fmt_http_date(record.started_at);
     let parts: Vec<&str> = date.split(' ').collect();
@@ -315,15 +293,15 @@ fn combined_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Dur
         record.status.as_u16(),
         header_text(record.referer.as_ref()),
         header_text(record.user_agent.as_ref()),
-        record.outcome.map_or("NONE", CacheOutcome::as_str),
+        record.cache.map_or("NONE", CacheOutcome::as_str),
         elapsed.as_secs_f64() * 1000.0,
         upstream_text(record),
-        record.tunnel_text(),
+        tunnel_text(record),
         aborted(complete)
     )
 }
 
-fn json_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duration) -> String {
+fn json_line(record: &Exchange, bytes: u64, complete: bool, elapsed: Duration) -> String {
     let mut line = serde_json::json!({
         "time": httpdate::fmt_http_date(record.started_at),
         "client": record.client.to_string(),
@@ -333,7 +311,7 @@ fn json_line(record: &AccessRecord, bytes: u64, complete: bool, elapsed: Duratio
         "status": record.status.as_u16(),
         "bytes": bytes,
         "duration_ms": elapsed.as_secs_f64() * 1000.0,
-        "cache": record.outcome.map(CacheOutcome::as_str),
+        "cache": record.cache.map(CacheOutcome::as_str),
         "upstream_status": record.upstream_status,
         "complete": complete,
         "referer": record.referer.as_ref().and_then(|v| v.to_str().ok()),
@@ -426,6 +404,7 @@ impl Body for LoggedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exchange::RequestMode;
 
     #[test]
     fn access_log_none_is_off_and_creates_no_file() {
@@ -443,22 +422,20 @@ mod tests {
         );
     }
 
-    fn record(outcome: Option<CacheOutcome>, upstream_status: Option<u16>) -> AccessRecord {
-        AccessRecord {
+    fn record(outcome: Option<CacheOutcome>, upstream_status: Option<u16>) -> Exchange {
+        Exchange {
             client: "192.0.2.9:5555".parse().unwrap(),
             method: Method::GET,
             uri: "http://example.com/a?b".parse().unwrap(),
-            version: Version::HTTP_11,
+            version: http::Version::HTTP_11,
             status: StatusCode::OK,
-            outcome,
+            cache: outcome,
             upstream_status,
             mode: RequestMode::Forward,
             referer: Some(http::HeaderValue::from_static("http://ref.example/")),
             user_agent: Some(http::HeaderValue::from_static("curl/8")),
-            started: Instant::now(),
+            started: std::time::Instant::now(),
             started_at: UNIX_EPOCH + Duration::from_millis(784_111_777_250),
-            metrics: Arc::default(),
-            log: Arc::new(AccessLog::open(None, LogFormat::Squid).unwrap()),
             tunnel: None,
         }
     }

@@ -1,6 +1,7 @@
 //! Counters and histograms for `/_hoard/metrics` (Prometheus text format, via
-//! prometheus-client), `/_hoard/stats`, and the status page's last-30-minutes timeline. Recorded in one place per event: the access-log
-//! record for requests, the accept loop for connections, the error path for upstream errors.
+//! prometheus-client), `/_hoard/stats`, and the status page's last-30-minutes timeline.
+//! Recorded in one place per event: a request's `Exchange` when it has finished, the accept
+//! loop for connections, the error path for upstream errors.
 //!
 //! Metrics observe; they must not change what a request does.
 
@@ -9,9 +10,7 @@ use std::time::Duration;
 
 use std::sync::{Arc, OnceLock};
 
-use prometheus_client::encoding::{
-    EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
-};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,16 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::cache::{Cache, CacheOutcome};
-
-/// How a request reached hoard.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum RequestMode {
-    Forward,
-    Reverse,
-    Gateway,
-    Connect,
-    Admin,
-}
+use crate::exchange::{Exchange, RequestMode};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -261,7 +251,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             requests,
-            request_counters: (0..MODES * METHODS.len() * COMMON_STATUSES.len())
+            request_counters: (0..RequestMode::ALL.len() * METHODS.len() * COMMON_STATUSES.len())
                 .map(|_| OnceLock::new())
                 .collect(),
             outcomes,
@@ -295,8 +285,6 @@ fn method_index(method: &http::Method) -> usize {
         .position(|known| *known == method.as_str())
         .unwrap_or(METHODS.len() - 1)
 }
-
-const MODES: usize = 5;
 
 /// Statuses whose request counters are kept as handles; others go through the family's map.
 const COMMON_STATUSES: [u16; 13] = [
@@ -383,17 +371,10 @@ impl EncodeMetric for DurationHistogram {
 }
 
 impl Metrics {
-    /// One finished request, from the access-log record.
-    pub fn record_request(
-        &self,
-        mode: RequestMode,
-        method: &http::Method,
-        status: u16,
-        outcome: Option<CacheOutcome>,
-        bytes: u64,
-        elapsed: Duration,
-    ) {
-        let method = method_index(method);
+    /// One finished request: its record, the bytes sent and how long it took.
+    pub fn record_request(&self, exchange: &Exchange, bytes: u64, elapsed: Duration) {
+        let (mode, status, outcome) = (exchange.mode, exchange.status.as_u16(), exchange.cache);
+        let method = method_index(&exchange.method);
         let labels = || RequestLabels {
             mode,
             method: METHODS[method],
@@ -525,14 +506,14 @@ mod tests {
     fn requests_are_counted_by_labels_and_durations_by_bucket() {
         let metrics = Metrics::default();
         for (status, millis) in [(200, 0), (200, 3), (299, 50), (200, 1_000_000)] {
-            metrics.record_request(
+            let mut exchange = Exchange::begin(
+                &http::Request::new(()),
+                "127.0.0.1:1".parse().unwrap(),
                 RequestMode::Forward,
-                &http::Method::GET,
-                status,
-                Some(CacheOutcome::Hit),
-                10,
-                Duration::from_millis(millis),
             );
+            exchange.status = http::StatusCode::from_u16(status).unwrap();
+            exchange.cache = Some(CacheOutcome::Hit);
+            metrics.record_request(&exchange, 10, Duration::from_millis(millis));
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();

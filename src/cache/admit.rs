@@ -13,9 +13,9 @@ use super::collapse::{FillLock, FillResult};
 use super::control::CacheControl;
 use super::lookup::RequestHead;
 use super::policy::{self, Freshness, NotStorable, now_secs};
-use super::respond::with_status;
+use super::respond::from_origin;
 use super::storage::new_body_id;
-use super::{Cache, CacheKey, CacheStatus, StoredResponse, entry, fill, key};
+use super::{Cache, CacheKey, CacheStatus, Served, StoredResponse, entry, fill, key};
 use crate::body::{self, ProxyBody};
 
 /// Everything about the request that admitting its response needs.
@@ -61,20 +61,20 @@ impl Cache {
         admission: Admission,
         response: Response<ProxyBody>,
         status: CacheStatus,
-    ) -> Response<ProxyBody> {
+    ) -> Served {
         // The client's validators were held back so the cache could get a full response;
         // answer them now. The body still has to arrive for the fill, so drain it aside.
         let answer_not_modified = response.status() == StatusCode::OK
             && policy::client_validators_match(&admission.head.headers, response.headers());
-        let response = self.admit(admission, response, status);
+        let mut served = self.admit(admission, response, status);
         if answer_not_modified {
-            let (mut parts, body) = response.into_parts();
+            let (mut parts, body) = served.response.into_parts();
             tokio::spawn(body::drain(body));
             parts.status = StatusCode::NOT_MODIFIED;
             parts.headers.remove(header::CONTENT_LENGTH);
-            return Response::from_parts(parts, body::empty());
+            served.response = Response::from_parts(parts, body::empty());
         }
-        response
+        served
     }
 
     pub(super) fn admit(
@@ -82,7 +82,7 @@ impl Cache {
         mut admission: Admission,
         response: Response<ProxyBody>,
         mut status: CacheStatus,
-    ) -> Response<ProxyBody> {
+    ) -> Served {
         let head = &admission.head;
         let response_cc = CacheControl::parse(response.headers());
         let content_length = response
@@ -109,7 +109,7 @@ impl Cache {
                 self.count_not_stored(reason);
                 status.detail = Some(reason.as_str());
             }
-            return with_status(response, &status);
+            return from_origin(response, &status);
         };
 
         let (parts, body) = response.into_parts();
@@ -168,6 +168,6 @@ impl Cache {
         );
         status.stored = true;
         status.ttl = Some(freshness.lifetime as i64 - freshness.initial_age as i64);
-        with_status(Response::from_parts(parts, body), &status)
+        from_origin(Response::from_parts(parts, body), &status)
     }
 }

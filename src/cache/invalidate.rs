@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use http::header::{self};
-use http::{Method, Request, Response, Uri};
+use http::{Method, Request, Uri};
 
-use super::respond::with_status;
-use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin};
+use super::respond::from_origin;
+use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served};
 use crate::body::ProxyBody;
 
 impl Cache {
@@ -18,7 +18,7 @@ impl Cache {
         key: CacheKey,
         request: Request<ProxyBody>,
         origin: &Arc<O>,
-    ) -> Result<Response<ProxyBody>, O::Error> {
+    ) -> Result<Served, O::Error> {
         let safe = matches!(*request.method(), Method::OPTIONS | Method::TRACE);
         let uri = request.uri().clone();
         let response = origin.fetch(request).await?;
@@ -31,7 +31,7 @@ impl Cache {
                 }
             }
         }
-        Ok(with_status(
+        Ok(from_origin(
             response,
             &CacheStatus::new(CacheOutcome::Method),
         ))

@@ -6,16 +6,16 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName};
-use http::{Method, Request, Response, Uri};
+use http::{Method, Request, Uri};
 
 use super::admit::Admission;
 use super::collapse::{self, FillLock, FillResult, Role};
 use super::control::CacheControl;
 use super::index::Variants;
 use super::policy::{Verdict, now_secs};
-use super::respond::{not_cached, with_status};
+use super::respond::{from_origin, not_cached};
 use super::revalidate::without_conditionals;
-use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, StoredResponse, key};
+use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served, StoredResponse, key};
 use crate::body::{self, ProxyBody};
 
 /// How often a request looks again after a stored body vanished or a fill it waited for
@@ -80,7 +80,7 @@ impl Cache {
         key: CacheKey,
         request: Request<ProxyBody>,
         origin: &Arc<O>,
-    ) -> Result<Response<ProxyBody>, O::Error> {
+    ) -> Result<Served, O::Error> {
         let request_cc = CacheControl::parse_request(request.headers());
         // Requests that cannot lead (HEAD, only-if-cached) still wait for a fill in flight.
         let may_lead = request.method() == Method::GET && !request_cc.only_if_cached;
@@ -209,11 +209,11 @@ impl Cache {
         mut admission: Admission,
         status: CacheStatus,
         origin: &Arc<O>,
-    ) -> Result<Response<ProxyBody>, O::Error> {
+    ) -> Result<Served, O::Error> {
         if request.method() != Method::GET || request.headers().contains_key(header::RANGE) {
             // HEAD and ranges of uncached objects pass through; the next full GET fills.
             let response = origin.fetch(request).await?;
-            return Ok(with_status(
+            return Ok(from_origin(
                 response,
                 &CacheStatus::new(CacheOutcome::Bypass),
             ));

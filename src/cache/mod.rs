@@ -27,7 +27,7 @@ pub mod storage;
 pub use entry::StoredResponse;
 pub use index::{IndexDamage, IndexRebuilt, LoadReport};
 pub use key::CacheKey;
-pub use outcome::{CacheOutcome, CacheStatus, UpstreamStatus};
+pub use outcome::{CacheOutcome, CacheStatus, Served};
 pub use policy::{NotStorable, PolicySettings};
 /// Why `Cache::verify` found a stored body bad (missing and corrupt ones are removed; an
 /// unreadable one is kept, as the disk may recover).
@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 use crate::body::ProxyBody;
 use collapse::Collapser;
 use index::{Index, IndexError};
-use respond::with_status;
+use respond::from_origin;
 use storage::{DiskStorage, Tiers};
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -228,10 +228,10 @@ impl Cache {
         self: &Arc<Self>,
         request: Request<ProxyBody>,
         origin: &Arc<O>,
-    ) -> Result<Response<ProxyBody>, O::Error> {
+    ) -> Result<Served, O::Error> {
         let Some(key) = CacheKey::from_uri(request.uri()) else {
             let response = origin.fetch(request).await?;
-            return Ok(with_status(
+            return Ok(from_origin(
                 response,
                 &CacheStatus::new(CacheOutcome::Bypass),
             ));
@@ -244,7 +244,7 @@ impl Cache {
         // never answered from storage.
         if !hyper::body::Body::is_end_stream(request.body()) {
             let response = origin.fetch(request).await?;
-            return Ok(with_status(
+            return Ok(from_origin(
                 response,
                 &CacheStatus::new(CacheOutcome::Bypass).detail("request-body"),
             ));

@@ -1,7 +1,10 @@
 //! What the cache did with a request: one value that feeds the `Cache-Status` header
-//! (RFC 9211), the access log and (later) metric labels.
+//! (RFC 9211), and `Served`, the response with that outcome beside it for the request's
+//! record (access log, metrics).
 
-use http::HeaderValue;
+use http::{HeaderValue, Response};
+
+use crate::body::ProxyBody;
 
 /// The cache's part in one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +75,15 @@ impl CacheOutcome {
     }
 }
 
-/// The status an origin answered with, carried in a response's extensions for the access log
-/// (a revalidated hit is a 200 to the client and a 304 from the origin).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamStatus(pub u16);
+/// A response and what the cache did to produce it: the cache's part of the request's
+/// record, handed back beside the response rather than inside it.
+pub struct Served {
+    pub response: Response<ProxyBody>,
+    pub outcome: CacheOutcome,
+    /// The status the origin answered with, when it was asked (a revalidated hit is a 200
+    /// to the client and a 304 from the origin).
+    pub upstream_status: Option<u16>,
+}
 
 /// One `Cache-Status` entry, built as the request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

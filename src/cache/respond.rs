@@ -12,7 +12,7 @@ use super::CACHE_STATUS;
 use super::policy::{self, now_secs};
 use super::range::{self, RangeAnswer};
 use super::storage::BodyError;
-use super::{Cache, CacheOutcome, CacheStatus, StoredResponse};
+use super::{Cache, CacheOutcome, CacheStatus, Served, StoredResponse};
 use crate::body::{self, ProxyBody};
 
 impl Cache {
@@ -25,7 +25,7 @@ impl Cache {
         method: &Method,
         request_headers: &HeaderMap,
         mut status: CacheStatus,
-    ) -> Option<Response<ProxyBody>> {
+    ) -> Option<Served> {
         let age = entry.freshness.age(now_secs());
         status.ttl = Some(entry.freshness.lifetime as i64 - age as i64);
         let mut headers = entry.headers.clone();
@@ -124,36 +124,51 @@ pub(super) fn build(
     headers: HeaderMap,
     body: ProxyBody,
     cache_status: &CacheStatus,
-) -> Response<ProxyBody> {
+) -> Served {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
         response.extensions_mut().insert(reason);
     }
-    with_status(response, cache_status)
+    from_storage(response, cache_status)
 }
 
-/// Adds `Cache-Status` and records the outcome for the access log.
-pub(super) fn with_status(
+/// A response from the origin, with `Cache-Status` added.
+pub(super) fn from_origin(response: Response<ProxyBody>, status: &CacheStatus) -> Served {
+    let upstream_status = Some(response.status().as_u16());
+    served(response, status, upstream_status)
+}
+
+/// A response built from storage, with `Cache-Status` added; the origin was asked only if
+/// it revalidated (`fwd_status`).
+pub(super) fn from_storage(response: Response<ProxyBody>, status: &CacheStatus) -> Served {
+    served(response, status, status.fwd_status)
+}
+
+fn served(
     mut response: Response<ProxyBody>,
     status: &CacheStatus,
-) -> Response<ProxyBody> {
+    upstream_status: Option<u16>,
+) -> Served {
     response
         .headers_mut()
         .append(CACHE_STATUS, status.header_value());
-    response.extensions_mut().insert(status.outcome);
-    response
+    Served {
+        response,
+        outcome: status.outcome,
+        upstream_status,
+    }
 }
 
 /// RFC 9111 §5.2.1.7: `only-if-cached` with nothing usable stored.
-pub(super) fn not_cached() -> Response<ProxyBody> {
+pub(super) fn not_cached() -> Served {
     let response = body::generated(
         StatusCode::GATEWAY_TIMEOUT,
         "text/plain; charset=utf-8",
         "504 Gateway Timeout\nhoard: only-if-cached and nothing usable is cached\n",
     );
-    with_status(
+    from_storage(
         response,
         &CacheStatus::new(CacheOutcome::NotCached).detail("only-if-cached"),
     )

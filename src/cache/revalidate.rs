@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, StatusCode};
 
 use super::admit::Admission;
 use super::collapse::{FillResult, Role};
 use super::control::CacheControl;
 use super::lookup::RequestHead;
 use super::policy::{self, Freshness, NotStorable, now_secs};
-use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, StoredResponse, entry};
+use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served, StoredResponse, entry};
 use crate::body::{self, ProxyBody};
 
 /// What a 304 did to the stored response it answered.
@@ -32,7 +32,7 @@ impl Cache {
         request: Request<ProxyBody>,
         mut admission: Admission,
         origin: &Arc<O>,
-    ) -> Result<Response<ProxyBody>, O::Error> {
+    ) -> Result<Served, O::Error> {
         let conditional = conditional_request(without_conditionals(request), &entry);
         let result = origin.fetch(conditional).await;
         let usable_on_error = || {
@@ -65,7 +65,7 @@ impl Cache {
                     .answer_or_fetch(refresh.entry, admission, status, origin)
                     .await?;
                 for (name, value) in cookies {
-                    answered.headers_mut().append(name, value);
+                    answered.response.headers_mut().append(name, value);
                 }
                 if refresh.shared.is_err() {
                     // The origin now says this response is not for a shared cache: this
@@ -101,7 +101,7 @@ impl Cache {
         mut admission: Admission,
         status: CacheStatus,
         origin: &Arc<O>,
-    ) -> Result<Response<ProxyBody>, O::Error> {
+    ) -> Result<Served, O::Error> {
         let head = &admission.head;
         if let Some(response) = self
             .answer(&entry, &head.method, &head.headers, status)
@@ -157,7 +157,7 @@ impl Cache {
                 Ok(response) => {
                     let status = CacheStatus::new(CacheOutcome::Refreshed);
                     // Nobody reads this body; draining it completes the fill.
-                    body::drain(cache.admit(admission, response, status).into_body()).await;
+                    body::drain(cache.admit(admission, response, status).response.into_body()).await;
                 }
                 Err(e) => {
                     tracing::info!(url = admission.key.url(), error = %e, "background refresh failed")

@@ -1,9 +1,10 @@
 //! The request path: decide the mode from the configuration and the listener (forward,
 //! CONNECT, reverse, gateway, admin), check the head (`guard.rs`), apply the access `Rules`
 //! (`rules.rs`), rewrite the heads between hops (`headers.rs`, `reverse.rs`), and hand the
-//! request to the cache, which answers it from storage or through `OriginClient`
-//! (`origin.rs`) from the origin. Clients outside `--local-clients` get an origin client
-//! held to the safe destination defaults.
+//! request to the cache (`forward.rs`), which answers it from storage or through
+//! `OriginClient` (`origin.rs`) from the origin. Clients outside `--local-clients` get an
+//! origin client held to the safe destination defaults. `handle` returns the response with
+//! the request's `Exchange`, the record of what happened.
 //!
 //! This module owns client-facing responses, including every error response (`error.rs`).
 //! It must not open origin connections itself except for CONNECT tunnels, which carry opaque
@@ -11,6 +12,7 @@
 
 pub mod auth;
 mod error;
+mod forward;
 pub mod gateway;
 mod guard;
 pub mod headers;
@@ -21,36 +23,30 @@ mod rules;
 mod tunnel;
 
 pub use error::{ErrorSource, ProxyError};
+pub use forward::ForwardRequest;
 pub use origin::OriginClient;
 pub use rules::Rules;
 pub use tunnel::{ConnectionSlot, TunnelClosed, TunnelEnd};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, Scheme};
-use http::{Method, Request, Response, Uri, Version};
+use http::uri::Scheme;
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::admin;
-use crate::body::{self, ProxyBody};
+use crate::body::{self, ProxyBody, TimeLimit};
 use crate::cache::Cache;
 use crate::config::{Config, Mode};
+use crate::exchange::{Exchange, RequestMode};
 use crate::logging;
-use crate::metrics::{Metrics, RequestMode};
+use crate::metrics::Metrics;
 use crate::upstream::{DestinationPolicy, UpstreamClient, UpstreamError, canonical};
 use gateway::{GatewayRequest, RecentSites};
 use headers::ViaEntry;
-
-/// Redirects hoard follows itself with `--follow-redirects` (the gateway's, as the seed did).
-const MAX_REDIRECTS: usize = 10;
-
-/// A request ready for an origin: absolute URI, end-to-end headers only, our `Via` added.
-/// This is what the cache keys and stores by.
-pub struct ForwardRequest {
-    pub request: Request<ProxyBody>,
-}
 
 /// Which of hoard's listeners a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +69,35 @@ pub struct ClientConnection {
 }
 
 /// Everything the request path needs, shared by all connections.
+/// What `Proxy::handle` hands back.
+pub struct Handled {
+    pub response: Response<ProxyBody>,
+    /// What happened, for the access log and the metrics (`status` is the response's).
+    pub exchange: Exchange,
+    /// For a CONNECT tunnel: how to learn when it has closed and what it carried.
+    pub tunnel: Option<TunnelClosed>,
+}
+
+/// A routed request's response, and a tunnel's closing signal when it opened one.
+struct Reply {
+    response: Response<ProxyBody>,
+    tunnel: Option<TunnelClosed>,
+}
+
+impl From<Response<ProxyBody>> for Reply {
+    fn from(response: Response<ProxyBody>) -> Reply {
+        Reply {
+            response,
+            tunnel: None,
+        }
+    }
+}
+
 pub struct Proxy {
     mode: Mode,
-    connect_timeout: std::time::Duration,
+    connect_timeout: Duration,
+    /// `--request-timeout`: the most one request may take, body included.
+    request_timeout: Option<Duration>,
     via: ViaEntry,
     /// For clients in `--local-clients` (and every reverse-mode request, which goes to the
     /// operator's upstream): the `--deny-dest` rules only.
@@ -149,6 +171,7 @@ impl Proxy {
         Ok(Proxy {
             mode: config.mode.clone(),
             connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
             via: via.clone(),
             local_origin,
             restricted_origin,
@@ -218,40 +241,59 @@ impl Proxy {
         }
     }
 
-    /// Answers one client request, of the mode `mode_of` gave it. Never fails: errors become
-    /// responses here.
+    /// Answers one client request. Never fails: errors become responses here, and the
+    /// `--request-timeout` (headers and body) is applied here.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        mode: RequestMode,
         connection: &ClientConnection,
-    ) -> Response<ProxyBody> {
+    ) -> Handled {
         logging::trace_request("request from client", &request);
-        let client = connection.peer;
-        let response = match self.route(request, mode, client, connection).await {
-            Ok(response) => response,
-            Err(e) => {
-                match e.source() {
-                    ErrorSource::Client => tracing::info!("{client}: {e}"),
-                    ErrorSource::Origin => tracing::warn!("{client}: {e}"),
+        let mode = self.mode_of(&request, connection.listener);
+        let mut exchange = Exchange::begin(&request, connection.peer, mode);
+        let routed = match self.request_timeout {
+            None => self.route(request, &mut exchange, connection).await,
+            Some(limit) => {
+                let deadline = tokio::time::Instant::now() + limit;
+                let route = self.route(request, &mut exchange, connection);
+                match tokio::time::timeout_at(deadline, route).await {
+                    Ok(routed) => routed.map(|mut reply| {
+                        reply.response = reply.response.map(|body| {
+                            body::time_limited(body, TimeLimit::Total { deadline, limit })
+                        });
+                        reply
+                    }),
+                    Err(_) => Err(ProxyError::RequestTimeout(limit)),
                 }
-                if let ProxyError::Upstream(upstream) = &e
-                    && e.source() == ErrorSource::Origin
-                {
-                    self.metrics.upstream_error(upstream.kind());
-                }
-                e.into_response()
             }
         };
-        logging::trace_response("response to client", &response);
-        response
+        let reply = routed.unwrap_or_else(|e| {
+            let client = connection.peer;
+            match e.source() {
+                ErrorSource::Client => tracing::info!("{client}: {e}"),
+                ErrorSource::Origin => tracing::warn!("{client}: {e}"),
+            }
+            if let ProxyError::Upstream(upstream) = &e
+                && e.source() == ErrorSource::Origin
+            {
+                self.metrics.upstream_error(upstream.kind());
+            }
+            Reply::from(e.into_response())
+        });
+        logging::trace_response("response to client", &reply.response);
+        exchange.status = reply.response.status();
+        Handled {
+            response: reply.response,
+            exchange,
+            tunnel: reply.tunnel,
+        }
     }
 
     /// How a request reached hoard (forward, reverse, gateway, tunnel, admin), for routing
-    /// and for the access log and metrics.
-    /// The mode comes from the configuration and the listener, never from the request
-    /// alone: in reverse mode every request goes to the upstream, absolute-form or not.
-    pub fn mode_of<B>(&self, request: &Request<B>, listener: Listener) -> RequestMode {
+    /// and for the access log and metrics. The mode comes from the configuration and the
+    /// listener, never from the request alone: in reverse mode every request goes to the
+    /// upstream, absolute-form or not.
+    fn mode_of<B>(&self, request: &Request<B>, listener: Listener) -> RequestMode {
         let origin_form = request.uri().scheme().is_none();
         if listener == Listener::Admin
             || request.method().as_str() == "PURGE"
@@ -272,10 +314,10 @@ impl Proxy {
     async fn route(
         &self,
         request: Request<Incoming>,
-        mode: RequestMode,
-        client: SocketAddr,
+        exchange: &mut Exchange,
         connection: &ClientConnection,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<Reply, ProxyError> {
+        let (mode, client) = (exchange.mode, exchange.client);
         // One snapshot per request: a SIGHUP reload in the middle cannot mix two rule sets.
         let rules = self.rules.load_full();
         let allowed = |list: &[ipnet::IpNet]| list.iter().any(|net| net.contains(&client.ip()));
@@ -321,7 +363,7 @@ impl Proxy {
                 }
                 let purge_target = self.purge_target(request.uri(), request.headers());
                 let admin_request = admin::parse(request.method(), request.uri(), purge_target)?;
-                Ok(admin::answer(admin_request, &self.cache, &self.metrics))
+                Ok(admin::answer(admin_request, &self.cache, &self.metrics).into())
             }
             // Boxed: each of these futures is several KiB, and every request's future is as
             // large as its largest branch and gets moved (copied) on its way into hyper.
@@ -336,21 +378,28 @@ impl Proxy {
                     connect_timeout: self.connect_timeout,
                     idle_timeout: rules.tunnel_idle_timeout,
                 };
-                Box::pin(tunnel::open(
+                let (response, closed) = Box::pin(tunnel::open(
                     request,
                     settings,
                     &connection.slot,
                     &self.tunnels,
                 ))
-                .await
+                .await?;
+                Ok(Reply {
+                    response,
+                    tunnel: Some(closed),
+                })
             }
             RequestMode::Gateway => {
                 let origin = self.origin_for(connection);
-                Box::pin(self.gateway(&rules, request, client, origin)).await
+                Box::pin(self.gateway(&rules, request, origin, exchange))
+                    .await
+                    .map(Reply::from)
             }
             RequestMode::Forward | RequestMode::Reverse => {
                 let forward = self.forward_request(&rules, request, client)?;
-                self.fetch(forward, self.origin_for(connection)).await
+                let origin = self.origin_for(connection);
+                Ok(self.fetch(forward, origin, exchange).await?.into())
             }
         }
     }
@@ -398,9 +447,10 @@ impl Proxy {
         &self,
         rules: &Rules,
         mut request: Request<Incoming>,
-        client: SocketAddr,
         origin: &Arc<OriginClient>,
+        exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let client = exchange.client;
         let classified = gateway::classify(
             request.uri(),
             request.headers(),
@@ -434,183 +484,8 @@ impl Proxy {
         *request.uri_mut() = uri;
         let forward = self.forward_request(rules, request, client)?;
         let (response, final_url) = self
-            .fetch_following(forward, page_url, rules.follow_redirects, origin)
+            .fetch_following(forward, page_url, rules.follow_redirects, origin, exchange)
             .await?;
         Ok(rewrite::gateway_response(response, &final_url))
     }
-
-    /// With `--follow-redirects`, follows an origin's redirects for GET and HEAD (at most
-    /// `MAX_REDIRECTS`, a loop is 508) and returns the final response and its URL.
-    async fn fetch_following(
-        &self,
-        forward: ForwardRequest,
-        mut url: url::Url,
-        follow_redirects: bool,
-        origin: &Arc<OriginClient>,
-    ) -> Result<(Response<ProxyBody>, url::Url), ProxyError> {
-        let method = forward.request.method().clone();
-        if !follow_redirects || !(method == Method::GET || method == Method::HEAD) {
-            return Ok((self.fetch(forward, origin).await?, url));
-        }
-        let headers = forward.request.headers().clone();
-        let mut response = self.fetch(forward, origin).await?;
-        let mut visited = vec![url.clone()];
-        while response.status().is_redirection()
-            && response.status() != http::StatusCode::NOT_MODIFIED
-        {
-            let Some(next) = response
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| url.join(l).ok())
-                .filter(|next| matches!(next.scheme(), "http" | "https"))
-            else {
-                break;
-            };
-            if visited.contains(&next) {
-                return Err(ProxyError::RedirectLoop(next.to_string()));
-            }
-            if visited.len() > MAX_REDIRECTS {
-                return Err(ProxyError::TooManyRedirects(MAX_REDIRECTS));
-            }
-            visited.push(next.clone());
-            url = next;
-            let uri: Uri = url
-                .as_str()
-                .parse()
-                .map_err(|_| ProxyError::BadRequest("redirect to an invalid URL"))?;
-            let host = host_value(absolute_authority(&uri)?)?;
-            let mut request = Request::new(body::empty());
-            *request.method_mut() = method.clone();
-            *request.headers_mut() = headers.clone();
-            request.headers_mut().insert(header::HOST, host);
-            *request.uri_mut() = uri;
-            response = self.fetch(ForwardRequest { request }, origin).await?;
-        }
-        Ok((response, url))
-    }
-
-    /// Turns a client's request into the request for the origin.
-    fn forward_request(
-        &self,
-        rules: &Rules,
-        request: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Result<ForwardRequest, ProxyError> {
-        let (mut parts, incoming) = request.into_parts();
-        // A declared length over the limit is refused before anything is read (and before
-        // hyper would send `100 Continue`); a chunked body that grows past it is cut off.
-        let declared = hyper::body::Body::size_hint(&incoming).exact();
-        let max_request_body = rules.max_request_body;
-        if max_request_body > 0 && declared.is_some_and(|len| len > max_request_body) {
-            return Err(ProxyError::BodyTooLarge(
-                declared.unwrap_or(0),
-                max_request_body,
-            ));
-        }
-        headers::remove_hop_by_hop(&mut parts.headers);
-        if !rules
-            .trust_forwarded
-            .iter()
-            .any(|net| net.contains(&client.ip()))
-        {
-            headers::remove_untrusted_forwarding(&mut parts.headers);
-        }
-        // GET and HEAD bodies have no meaning, so an origin may ignore one and read it as
-        // the next request on the connection: that connection is closed after this
-        // exchange, and the cache neither stores nor serves such a request.
-        if matches!(parts.method, Method::GET | Method::HEAD)
-            && !hyper::body::Body::is_end_stream(&incoming)
-        {
-            if rules.reject_get_body {
-                return Err(ProxyError::BadRequest(
-                    "GET and HEAD requests must not carry a body",
-                ));
-            }
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-
-        match &self.mode {
-            Mode::Reverse {
-                upstream,
-                upstream_host,
-            } => self.to_upstream(rules, &mut parts, client, upstream, upstream_host.as_ref())?,
-            Mode::Forward if parts.uri.scheme().is_some() => {
-                let authority = absolute_authority(&parts.uri)?;
-                // Usually the client's Host already says the same: then no new value is made.
-                if parts.headers.get(header::HOST).map(HeaderValue::as_bytes)
-                    != Some(authority.as_str().as_bytes())
-                {
-                    let host = host_value(authority)?;
-                    parts.headers.insert(header::HOST, host);
-                }
-            }
-            // Gateway requests arrive here with absolute URIs; anything else names no site.
-            Mode::Forward => return Err(ProxyError::GatewayUsage),
-        }
-        Ok(ForwardRequest {
-            request: Request::from_parts(parts, limited(incoming, max_request_body)),
-        })
-    }
-
-    /// The seam: every forward request goes through the cache, which decides whether the
-    /// origin is asked.
-    async fn fetch(
-        &self,
-        forward: ForwardRequest,
-        origin: &Arc<OriginClient>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        origin.check_before_cache(forward.request.uri())?;
-        let mut response = self.cache.serve(forward.request, origin).await?;
-        self.via.append(response.headers_mut(), Version::HTTP_11);
-        // The client hears hoard's own HTTP version.
-        *response.version_mut() = Version::HTTP_11;
-        Ok(response)
-    }
-}
-
-/// The client's body, cut off with an error past `--max-request-body` (0: no limit).
-fn limited(incoming: Incoming, max_request_body: u64) -> ProxyBody {
-    match usize::try_from(max_request_body) {
-        Ok(limit) if limit > 0 => body::stream(http_body_util::Limited::new(incoming, limit)),
-        _ => body::stream(incoming),
-    }
-}
-
-/// Checks an absolute-form target (RFC 9112 §3.2.2) and returns its authority.
-fn absolute_authority(uri: &Uri) -> Result<&Authority, ProxyError> {
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        Some(other) => return Err(ProxyError::UnsupportedScheme(other.to_owned())),
-        None => return Err(ProxyError::BadRequest("missing URL scheme")),
-    }
-    let authority = uri
-        .authority()
-        .ok_or(ProxyError::BadRequest("URL has no host"))?;
-    let text = authority.as_str();
-    if text.contains('@') {
-        return Err(ProxyError::BadRequest(
-            "URL must not contain user information",
-        ));
-    }
-    // Without user information the text is the host, then the port if any.
-    let host = authority.host();
-    if host.is_empty() {
-        return Err(ProxyError::BadRequest("URL has no host"));
-    }
-    // `Authority` parses an out-of-range port as no port at all; the text still has it.
-    match &text[host.len()..] {
-        "" | ":" => {}
-        port if port.starts_with(':')
-            && port[1..].bytes().all(|b| b.is_ascii_digit())
-            && port[1..].parse::<u16>().is_ok_and(|port| port != 0) => {}
-        _ => return Err(ProxyError::BadRequest("URL has an invalid port")),
-    }
-    Ok(authority)
-}
-
-fn host_value(authority: &Authority) -> Result<HeaderValue, ProxyError> {
-    HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("invalid host"))
 }

@@ -59,11 +59,8 @@ impl cache::Origin for OriginClient {
         logging::trace_request("request to origin", &request);
         let response = self.upstream.send(request).await?;
         logging::trace_response("response from origin", &response);
-        let (mut parts, body) = response.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers);
-        parts
-            .extensions
-            .insert(cache::UpstreamStatus(parts.status.as_u16()));
-        Ok(Response::from_parts(parts, body))
+        let mut response = response;
+        headers::remove_hop_by_hop(response.headers_mut());
+        Ok(response)
     }
 }

@@ -7,7 +7,8 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use std::net::SocketAddr;
 
-use super::{Proxy, ProxyError, Rules, absolute_authority, headers, host_value};
+use super::forward::{absolute_authority, host_value};
+use super::{Proxy, ProxyError, Rules, headers};
 use crate::config::Mode;
 
 impl Proxy {

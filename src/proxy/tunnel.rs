@@ -76,16 +76,14 @@ pub struct TunnelSummary {
     pub end: TunnelEnd,
 }
 
-/// Set on a CONNECT's 200 response: says when the tunnel has ended and what it carried.
-/// (Response extensions must be `Clone`; only the first taker gets the summary.)
-#[derive(Clone)]
-pub struct TunnelClosed(Arc<Mutex<Option<oneshot::Receiver<TunnelSummary>>>>);
+/// Handed back with a CONNECT's 200 response: says when the tunnel has ended and what it
+/// carried.
+pub struct TunnelClosed(oneshot::Receiver<TunnelSummary>);
 
 impl TunnelClosed {
     /// The tunnel's summary once it ends; `None` if it ended without one.
     pub async fn wait(self) -> Option<TunnelSummary> {
-        let receiver = self.0.lock().unwrap_or_else(|p| p.into_inner()).take()?;
-        receiver.await.ok()
+        self.0.await.ok()
     }
 }
 
@@ -102,7 +100,7 @@ pub(super) async fn open(
     settings: TunnelSettings<'_>,
     slot: &ConnectionSlot,
     tunnels: &Tunnels,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<(Response<ProxyBody>, TunnelClosed), ProxyError> {
     let authority = request
         .uri()
         .authority()
@@ -162,10 +160,7 @@ pub(super) async fn open(
 
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::OK;
-    response
-        .extensions_mut()
-        .insert(TunnelClosed(Arc::new(Mutex::new(Some(closed)))));
-    Ok(response)
+    Ok((response, TunnelClosed(closed)))
 }
 
 /// Copies both ways until a side closes, nothing moves for `idle_timeout`, or `closing`.

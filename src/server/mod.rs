@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -17,12 +17,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::body::{self, TimeLimit};
-use crate::cache::{Cache, CacheError, CacheOutcome, LoadReport, UpstreamStatus};
+use crate::cache::{Cache, CacheError, LoadReport};
 use crate::config::Config;
 use crate::logging::{self, AccessLog, AccessRecord, LoggedBody};
 use crate::metrics::Metrics;
-use crate::proxy::{ClientConnection, Listener, Proxy, ProxyError, Rules, TunnelClosed};
+use crate::proxy::{ClientConnection, Listener, Proxy, Rules};
 use crate::upstream::UpstreamError;
 
 /// The listening socket, as `TcpListener::bind` makes it (address reuse, a backlog of 1024),
@@ -145,7 +144,6 @@ pub struct Server {
     /// The configuration at start, and the command line to read again on SIGHUP.
     config: Config,
     reload_argv: Option<Vec<std::ffi::OsString>>,
-    request_timeout: Option<Duration>,
     /// One permit per client connection (`--max-connections`).
     connection_slots: Arc<tokio::sync::Semaphore>,
     http: http1::Builder,
@@ -221,7 +219,6 @@ impl Server {
             access_log,
             config: config.clone(),
             reload_argv: None,
-            request_timeout: config.request_timeout,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             http,
             cache_report,
@@ -338,7 +335,6 @@ impl Server {
         let proxy = self.proxy.clone();
         let metrics = self.metrics.clone();
         let log = self.access_log.clone();
-        let request_timeout = self.request_timeout;
         let client = Arc::new(self.proxy.connection(peer, listener, slot));
         let service = service_fn(move |request: Request<Incoming>| {
             let proxy = proxy.clone();
@@ -349,9 +345,7 @@ impl Server {
             // idle, and a request's future is several KiB; boxed, an idle keep-alive
             // connection holds a pointer instead.
             Box::pin(async move {
-                Ok::<_, Infallible>(
-                    handle(&proxy, metrics, log, request_timeout, request, &client).await,
-                )
+                Ok::<_, Infallible>(handle(&proxy, metrics, log, request, &client).await)
             })
         });
         let metrics = self.metrics.clone();
@@ -377,52 +371,22 @@ impl Server {
     }
 }
 
+/// One request: the proxy answers it, and its record is written when the response body
+/// has gone (or, for a tunnel, when the tunnel closes).
 async fn handle(
     proxy: &Proxy,
     metrics: Arc<Metrics>,
     log: Arc<AccessLog>,
-    request_timeout: Option<Duration>,
     request: Request<Incoming>,
     client: &ClientConnection,
 ) -> Response<LoggedBody> {
-    let started = Instant::now();
-    let started_at = std::time::SystemTime::now();
-    let referer = request.headers().get(http::header::REFERER).cloned();
-    let user_agent = request.headers().get(http::header::USER_AGENT).cloned();
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let version = request.version();
-    let mode = proxy.mode_of(&request, client.listener);
-    let mut response = match request_timeout {
-        None => proxy.handle(request, mode, client).await,
-        Some(limit) => {
-            let deadline = tokio::time::Instant::now() + limit;
-            match tokio::time::timeout_at(deadline, proxy.handle(request, mode, client)).await {
-                Ok(response) => response
-                    .map(|body| body::time_limited(body, TimeLimit::Total { deadline, limit })),
-                Err(_) => ProxyError::RequestTimeout(limit).into_response(),
-            }
-        }
-    };
-    let tunnel = response.extensions_mut().remove::<TunnelClosed>();
+    let handled = proxy.handle(request, client).await;
     let record = AccessRecord {
-        client: client.peer,
-        method,
-        uri,
-        version,
-        status: response.status(),
-        outcome: response.extensions().get::<CacheOutcome>().copied(),
-        upstream_status: response.extensions().get::<UpstreamStatus>().map(|s| s.0),
-        referer,
-        user_agent,
-        started_at,
+        exchange: handled.exchange,
         log,
-        mode,
-        started,
         metrics,
-        tunnel: None,
     };
-    match tunnel {
+    match handled.tunnel {
         // A tunnel's line is written when it closes, with what it carried (as Squid does).
         Some(closed) => {
             tokio::spawn(async move {
@@ -430,9 +394,9 @@ async fn handle(
                 let complete = summary.is_some_and(|s| s.end != crate::proxy::TunnelEnd::Error);
                 record.tunnel_closed(summary.map(|s| (s.up, s.down)), complete);
             });
-            response.map(LoggedBody::unlogged)
+            handled.response.map(LoggedBody::unlogged)
         }
-        None => response.map(|body| LoggedBody::new(body, record)),
+        None => handled.response.map(|body| LoggedBody::new(body, record)),
     }
 }
 
