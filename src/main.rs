@@ -24,6 +24,8 @@ fn main() -> ExitCode {
                 config.listen,
                 config.mode.as_str()
             );
+            // The effective settings, as a config file that loads to the same.
+            print!("{}", config.to_file_text());
             return ExitCode::SUCCESS;
         }
         Action::Cache(command) => {

@@ -1,168 +1,79 @@
 //! The TOML config file (`--config`): the same settings as the flags, under the flags' names
-//! without the leading dashes (`connect-timeout = "10s"`). A flag given on the command line wins
-//! over the file; the file wins over the built-in default. Unknown keys are errors.
+//! without the leading dashes (`connect-timeout = "10s"`). Each key is turned into the flag it
+//! names and put before the command line, so clap parses and checks both alike and every
+//! setting is defined once, in `Args`. A flag given on the command line wins over the file;
+//! the file wins over the built-in default. Unknown keys are errors.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
 
-use clap::ArgMatches;
 use clap::parser::ValueSource;
-use serde::Deserialize;
+use clap::{ArgAction, ArgMatches, Command};
 
-use super::{Args, ConfigError, parse_cidr, parse_duration, parse_size};
+/// Flags that make no sense in a file.
+const FLAG_ONLY: [&str; 4] = ["config", "check-config", "help", "version"];
 
-/// A size written as a number of bytes or with a unit (`"64MiB"`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
-impl Size {
-    fn bytes(self) -> Result<u64, String> {
-        match self {
-            Size::Bytes(bytes) => Ok(bytes),
-            Size::Text(text) => parse_size(&text),
+/// The file's settings as command-line arguments (without the program name), leaving out
+/// those the command line in `given` sets itself.
+pub(super) fn as_arguments(
+    text: &str,
+    command: &Command,
+    given: &ArgMatches,
+) -> Result<Vec<OsString>, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let mut positional = Vec::new();
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        let arg = command
+            .get_arguments()
+            .find(|arg| setting_name(arg) == key && is_setting(arg))
+            .ok_or_else(|| format!("unknown key `{key}`"))?;
+        if given.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+            continue;
         }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(super) struct FileConfig {
-    port: Option<u16>,
-    bind: Option<String>,
-    allow: Option<Vec<String>>,
-    admin_allow: Option<Vec<String>>,
-    auth_file: Option<PathBuf>,
-    upstream: Option<String>,
-    upstream_host: Option<String>,
-    server_name: Option<Vec<String>>,
-    trust_forwarded: Option<Vec<String>>,
-    allow_dest: Option<Vec<String>>,
-    local_clients: Option<Vec<String>>,
-    tunnel_idle_timeout: Option<String>,
-    reject_get_body: Option<bool>,
-    admin_listen: Option<String>,
-    connect_ports: Option<Vec<u16>>,
-    deny_dest: Option<Vec<String>>,
-    ca_file: Option<PathBuf>,
-    connect_timeout: Option<String>,
-    first_byte_timeout: Option<String>,
-    read_timeout: Option<String>,
-    client_header_timeout: Option<String>,
-    request_timeout: Option<String>,
-    max_header_size: Option<Size>,
-    max_request_body: Option<Size>,
-    max_connections: Option<usize>,
-    cache_dir: Option<PathBuf>,
-    cache_memory: Option<Size>,
-    cache_disk: Option<Size>,
-    max_object_size: Option<Size>,
-    heuristic_max: Option<String>,
-    stale_if_error: Option<String>,
-    follow_redirects: Option<bool>,
-    access_log: Option<PathBuf>,
-    log_format: Option<crate::logging::LogFormat>,
-    verbose: Option<u8>,
-}
-
-impl FileConfig {
-    pub(super) fn parse(text: &str) -> Result<FileConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
-    }
-
-    /// Fills in `args` from the file wherever the command line did not set a value.
-    pub(super) fn apply(self, args: &mut Args, matches: &ArgMatches) -> Result<(), ConfigError> {
-        let from_command_line =
-            |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-        macro_rules! take {
-            ($field:ident, $key:literal, $convert:expr) => {
-                if let Some(value) = self.$field {
-                    if !from_command_line(stringify!($field)) {
-                        args.$field = $convert(value)
-                            .map_err(|reason: String| ConfigError::Value { key: $key, reason })?;
-                    }
-                }
+        let values = match value {
+            toml::Value::Array(items) => items,
+            single => vec![single],
+        };
+        for value in values {
+            let text = match value {
+                toml::Value::String(text) => text,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(x) => x.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => return Err(format!("{key}: unexpected {}", other.type_str())),
             };
+            let Some(long) = arg.get_long() else {
+                positional.push(OsString::from(text));
+                continue;
+            };
+            match arg.get_action() {
+                ArgAction::SetTrue => match text.as_str() {
+                    "true" => flags.push(format!("--{long}").into()),
+                    "false" => {}
+                    _ => return Err(format!("{key}: expected true or false, got {text:?}")),
+                },
+                ArgAction::Count => {
+                    let times: u8 = text
+                        .parse()
+                        .map_err(|_| format!("{key}: expected a count, got {text:?}"))?;
+                    flags.extend((0..times).map(|_| OsString::from(format!("--{long}"))));
+                }
+                _ => flags.push(format!("--{long}={text}").into()),
+            }
         }
-        fn ok<T>(value: T) -> Result<T, String> {
-            Ok(value)
-        }
-        fn some<T>(value: T) -> Result<Option<T>, String> {
-            Ok(Some(value))
-        }
-        let cidrs = |list: Vec<String>| {
-            list.iter()
-                .map(|s| parse_cidr(s))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        take!(port, "port", ok);
-        take!(bind, "bind", |s: String| s
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address")));
-        take!(allow, "allow", cidrs);
-        take!(admin_allow, "admin-allow", cidrs);
-        take!(auth_file, "auth-file", some);
-        take!(upstream, "upstream", some);
-        take!(upstream_host, "upstream-host", some);
-        take!(server_name, "server-name", ok);
-        take!(trust_forwarded, "trust-forwarded", cidrs);
-        take!(local_clients, "local-clients", cidrs);
-        take!(connect_ports, "connect-ports", ok);
-        let dest_rules = |rules: Vec<String>| {
-            rules
-                .iter()
-                .map(|rule| rule.parse())
-                .collect::<Result<Vec<_>, _>>()
-        };
-        take!(deny_dest, "deny-dest", dest_rules);
-        take!(allow_dest, "allow-dest", dest_rules);
-        take!(tunnel_idle_timeout, "tunnel-idle-timeout", |s: String| {
-            parse_duration(&s)
-        });
-        take!(reject_get_body, "reject-get-body", ok);
-        take!(admin_listen, "admin-listen", |s: String| s
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{s:?} is not an address:port")));
-        take!(ca_file, "ca-file", some);
-        take!(connect_timeout, "connect-timeout", |s: String| {
-            parse_duration(&s)
-        });
-        take!(first_byte_timeout, "first-byte-timeout", |s: String| {
-            parse_duration(&s)
-        });
-        take!(read_timeout, "read-timeout", |s: String| parse_duration(&s));
-        take!(
-            client_header_timeout,
-            "client-header-timeout",
-            |s: String| parse_duration(&s)
-        );
-        take!(request_timeout, "request-timeout", |s: String| {
-            parse_duration(&s)
-        });
-        take!(max_header_size, "max-header-size", |s: Size| s
-            .bytes()
-            .map(|b| b as usize));
-        take!(max_request_body, "max-request-body", Size::bytes);
-        take!(max_connections, "max-connections", ok);
-        take!(cache_dir, "cache-dir", some);
-        take!(cache_memory, "cache-memory", Size::bytes);
-        take!(cache_disk, "cache-disk", Size::bytes);
-        take!(max_object_size, "max-object-size", Size::bytes);
-        take!(heuristic_max, "heuristic-max", |s: String| parse_duration(
-            &s
-        ));
-        take!(
-            stale_if_error,
-            "stale-if-error",
-            |s: String| parse_duration(&s)
-        );
-        take!(follow_redirects, "follow-redirects", ok);
-        take!(access_log, "access-log", some);
-        take!(log_format, "log-format", ok);
-        take!(verbose, "verbose", ok);
-        Ok(())
     }
+    // Positional values (the port) first, where the command line would have them.
+    positional.extend(flags);
+    Ok(positional)
+}
+
+/// A setting's name in the file: its long flag, or its id for the positional port.
+pub(super) fn setting_name(arg: &clap::Arg) -> String {
+    arg.get_long()
+        .map_or_else(|| arg.get_id().to_string(), str::to_owned)
+}
+
+/// Whether an argument is a setting (one the file may hold), not a command-line action.
+pub(super) fn is_setting(arg: &clap::Arg) -> bool {
+    !FLAG_ONLY.contains(&setting_name(arg).as_str())
 }

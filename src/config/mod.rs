@@ -1,9 +1,13 @@
-//! Configuration: the command line (`Args`, parsed by clap) and the validated, typed `Config`
-//! every other module reads.
+//! Configuration: the command line and config file (`Args`, parsed by clap) and the validated,
+//! typed `Config` every other module reads.
 //!
-//! Two stages, so that nothing downstream re-parses strings: `Args` is what a person typed,
-//! `Config` is what hoard runs with. This module must not start anything (sockets, files,
-//! runtimes); it only checks and converts.
+//! Each setting is defined once, as a field of `Args`: clap reads the flags, the config file
+//! is turned into the same flags (`file.rs`), `--check-config` prints the effective values,
+//! a reload compares them (every setting needs a restart unless it is in `RELOADABLE`), and
+//! a test checks docs/configuration.md against the list. Two stages, so that nothing
+//! downstream re-parses strings: `Args` is what a person typed, `Config` is what hoard runs
+//! with. This module must not start anything (sockets, files, runtimes); it only checks and
+//! converts.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -25,8 +29,6 @@ use crate::cache::{CacheSettings, PolicySettings};
 pub enum ConfigError {
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
-    #[error("config file key {key}: {reason}")]
-    Value { key: &'static str, reason: String },
     #[error("--upstream {0:?}: {1}")]
     Upstream(String, &'static str),
     #[error("--upstream-host {0:?}: not a valid Host header value")]
@@ -40,7 +42,7 @@ pub enum ConfigError {
     #[error("--ca-file {0}: {1}")]
     CaFile(PathBuf, String),
     #[error("--max-header-size {0}: must be between 1 KiB and 1 MiB")]
-    MaxHeaderSize(usize),
+    MaxHeaderSize(u64),
     #[error("no cache directory: pass --cache-dir (neither XDG_CACHE_HOME nor HOME is set)")]
     NoCacheDir,
     #[error("--max-object-size {0} is larger than --cache-disk {1}")]
@@ -180,8 +182,8 @@ pub struct Args {
     pub request_timeout: Duration,
 
     /// Largest request head (request line and headers) a client may send; beyond it: 431.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
-    pub max_header_size: usize,
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub max_header_size: u64,
 
     /// Largest request body a client may send (e.g. `10MiB`); beyond it: 413. 0: no limit.
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
@@ -276,23 +278,85 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let matches = Args::command().try_get_matches_from(argv)?;
-    let mut args = Args::from_arg_matches(&matches)?;
-    if let Some(path) = args.config.clone() {
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+    let command = Args::command();
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    let mut matches = command.clone().try_get_matches_from(&argv)?;
+    if let Some(path) = matches.get_one::<PathBuf>("config").cloned() {
+        let file_error = |reason: String| ConfigError::File {
             path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let file =
-            file::FileConfig::parse(&text).map_err(|reason| ConfigError::File { path, reason })?;
-        file.apply(&mut args, &matches)?;
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| file_error(e.to_string()))?;
+        let from_file = file::as_arguments(&text, &command, &matches).map_err(file_error)?;
+        let merged = argv
+            .iter()
+            .take(1)
+            .chain(&from_file)
+            .chain(argv.iter().skip(1));
+        // The command line alone parsed, so what fails now is the file's.
+        matches = command
+            .clone()
+            .try_get_matches_from(merged)
+            .map_err(|e| file_error(first_line(&e.to_string())))?;
     }
+    let effective = effective_settings(&command, &matches);
+    let args = Args::from_arg_matches(&matches)?;
     let action = match (&args.command, args.check_config) {
         (Some(Command::Cache(command)), _) => Action::Cache(command.clone()),
         (None, true) => Action::CheckConfig,
         (None, false) => Action::Serve,
     };
-    Ok((args.into_config()?, action))
+    let mut config = args.into_config()?;
+    config.effective = effective;
+    Ok((config, action))
+}
+
+/// Settings a SIGHUP applies to the running server (`Rules` and the access log); a change
+/// to any other needs a restart, and the reload names it.
+pub const RELOADABLE: [&str; 12] = [
+    "allow",
+    "admin-allow",
+    "auth-file",
+    "connect-ports",
+    "max-request-body",
+    "follow-redirects",
+    "server-name",
+    "trust-forwarded",
+    "reject-get-body",
+    "tunnel-idle-timeout",
+    "access-log",
+    "log-format",
+];
+
+/// Every setting's effective value, as text, in `Args` order.
+fn effective_settings(command: &clap::Command, matches: &clap::ArgMatches) -> Vec<Setting> {
+    command
+        .get_arguments()
+        .filter(|arg| file::is_setting(arg))
+        .map(|arg| Setting {
+            name: file::setting_name(arg),
+            list: matches!(arg.get_action(), clap::ArgAction::Append),
+            values: match matches.try_get_raw(arg.get_id().as_str()) {
+                Ok(Some(values)) => values.map(|v| v.to_string_lossy().into_owned()).collect(),
+                _ => Vec::new(),
+            },
+        })
+        .collect()
+}
+
+/// One setting's effective value, as the command line, the file or the default gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    /// The file key (the flag without dashes).
+    pub name: String,
+    /// Whether it takes a list (a repeatable flag).
+    pub list: bool,
+    pub values: Vec<String>,
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -386,48 +450,53 @@ pub struct Config {
     pub access_log: Option<PathBuf>,
     pub log_format: crate::logging::LogFormat,
     pub verbose: u8,
+    /// Every setting as given (for `--check-config` and reload).
+    pub effective: Vec<Setting>,
 }
 
 impl Config {
     /// The settings that differ from `other` and that a reload cannot apply (they shape the
     /// listener, the cache or the upstream client built at start).
-    pub fn restart_needed(&self, other: &Config) -> Vec<&'static str> {
-        let mut changed = Vec::new();
-        let mut check = |differs: bool, what| {
-            if differs {
-                changed.push(what);
+    pub fn restart_needed(&self, other: &Config) -> Vec<String> {
+        let mut changed: Vec<String> = self
+            .effective
+            .iter()
+            .filter(|setting| !RELOADABLE.contains(&setting.name.as_str()))
+            .filter(|setting| !other.effective.contains(setting))
+            .map(|setting| setting.name.clone())
+            .collect();
+        // The same file with new certificates in it is a change too.
+        if self.extra_ca_pem != other.extra_ca_pem && !changed.iter().any(|n| n == "ca-file") {
+            changed.push("ca-file".to_owned());
+        }
+        changed
+    }
+
+    /// The effective settings as a config file: what `--check-config` prints.
+    pub fn to_file_text(&self) -> String {
+        // Numbers and booleans bare, as a person would write them; the rest quoted.
+        let quote = |value: &String| {
+            let bare = value == "true"
+                || value == "false"
+                || (value.bytes().all(|b| b.is_ascii_digit())
+                    && (value == "0" || !value.is_empty() && !value.starts_with('0')));
+            if bare {
+                value.clone()
+            } else {
+                format!("{value:?}")
             }
         };
-        check(self.listen != other.listen, "port/bind");
-        check(self.mode != other.mode, "upstream/upstream-host");
-        check(self.extra_ca_pem != other.extra_ca_pem, "ca-file");
-        check(self.deny_dest != other.deny_dest, "deny-dest");
-        check(self.allow_dest != other.allow_dest, "allow-dest");
-        check(self.local_clients != other.local_clients, "local-clients");
-        check(self.admin_listen != other.admin_listen, "admin-listen");
-        check(
-            self.connect_timeout != other.connect_timeout,
-            "connect-timeout",
-        );
-        check(
-            self.first_byte_timeout != other.first_byte_timeout,
-            "first-byte-timeout",
-        );
-        check(self.read_timeout != other.read_timeout, "read-timeout");
-        check(
-            self.client_header_timeout != other.client_header_timeout,
-            "client-header-timeout",
-        );
-        check(
-            self.max_header_size != other.max_header_size,
-            "max-header-size",
-        );
-        check(
-            self.max_connections != other.max_connections,
-            "max-connections",
-        );
-        check(self.cache != other.cache, "cache-dir and cache sizes");
-        changed
+        self.effective
+            .iter()
+            .filter(|setting| !setting.values.is_empty())
+            .map(|setting| match setting.values.as_slice() {
+                [one] if !setting.list => format!("{} = {}\n", setting.name, quote(one)),
+                many => {
+                    let items: Vec<String> = many.iter().map(quote).collect();
+                    format!("{} = [{}]\n", setting.name, items.join(", "))
+                }
+            })
+            .collect()
     }
 
     /// A warning for the operator when hoard listens beyond this machine.
@@ -540,7 +609,7 @@ impl Args {
             read_timeout: self.read_timeout,
             client_header_timeout: self.client_header_timeout,
             request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
-            max_header_size: self.max_header_size,
+            max_header_size: self.max_header_size as usize,
             max_request_body: self.max_request_body,
             max_connections: self.max_connections.max(1),
             cache,
@@ -548,6 +617,7 @@ impl Args {
             access_log: self.access_log,
             log_format: self.log_format,
             verbose: self.verbose,
+            effective: Vec::new(),
         })
     }
 }

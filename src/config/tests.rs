@@ -24,33 +24,89 @@ fn with_file(text: &str, flags: &[&str]) -> Result<Config, ConfigError> {
 #[test]
 fn every_flag_has_a_config_file_key() {
     let command = Args::command();
-    let flags: Vec<String> = command
+    let given = command.clone().get_matches_from(["hoard"]);
+    let settings: Vec<String> = command
         .get_arguments()
-        .map(|arg| {
-            arg.get_long()
-                .map_or_else(|| arg.get_id().to_string(), str::to_owned)
-        })
-        .filter(|name| {
-            ![
-                "config",
-                "check-config",
-                "help",
-                "version",
-                "cache-dir-global",
-            ]
-            .contains(&name.as_str())
-        })
-        .map(|name| name.replace('_', "-").to_lowercase())
+        .filter(|arg| file::is_setting(arg))
+        .map(file::setting_name)
         .collect();
-    assert!(flags.len() >= 27, "{flags:?}");
-    for flag in flags {
+    assert!(settings.len() >= 27, "{settings:?}");
+    for name in &settings {
         // A wrong type is fine here; an unknown key is not.
-        if let Err(e) = file::FileConfig::parse(&format!("{flag} = 0")) {
-            assert!(
-                !e.contains("unknown field"),
-                "--{flag} has no config file key: {e}"
-            );
+        if let Err(e) = file::as_arguments(&format!("{name} = 0"), &command, &given) {
+            assert!(!e.contains("unknown key"), "--{name} has no file key: {e}");
         }
+    }
+    for name in RELOADABLE {
+        assert!(settings.iter().any(|s| s == name), "RELOADABLE names {name}");
+    }
+}
+
+#[test]
+fn check_config_prints_a_file_that_loads_to_the_same_settings() {
+    let config = with_file(
+        include_str!("../../hoard.example.toml"),
+        &["--allow", "10.0.0.0/8", "--reject-get-body", "-vv"],
+    )
+    .unwrap();
+    let printed = config.to_file_text();
+    assert!(printed.contains("allow = [\"10.0.0.0/8\"]\n"), "{printed}");
+    assert!(printed.contains("connect-timeout = \"5s\"\n"), "{printed}");
+    let again = with_file(&printed, &[]).unwrap();
+    assert_eq!(again.effective, config.effective, "{printed}");
+    assert_eq!(again.verbose, 2);
+    assert!(again.reject_get_body);
+}
+
+#[test]
+fn a_reload_names_every_changed_setting_that_needs_a_restart() {
+    let base = ["--cache-dir", "/tmp/x"];
+    let started = parse(&base).unwrap();
+    let mut changed_args = base.to_vec();
+    changed_args.extend([
+        "--allow",
+        "10.0.0.0/8",
+        "--cache-memory",
+        "32MiB",
+        "--request-timeout",
+        "5s",
+        "--verbose",
+    ]);
+    let changed = parse(&changed_args).unwrap();
+    assert_eq!(
+        started.restart_needed(&changed),
+        ["request-timeout", "cache-memory", "verbose"],
+        "allow is applied by the reload"
+    );
+    assert!(started.restart_needed(&parse(&base).unwrap()).is_empty());
+}
+
+#[test]
+fn the_configuration_reference_lists_every_setting_and_what_a_reload_applies() {
+    let docs = include_str!("../../docs/configuration.md");
+    let command = Args::command();
+    for arg in command.get_arguments().filter(|arg| file::is_setting(arg)) {
+        let name = file::setting_name(arg);
+        assert!(
+            docs.contains(&format!("| `{name}`")),
+            "docs/configuration.md has no row for `{name}`"
+        );
+    }
+    let reloading = docs
+        .split("## Reloading")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Reloading section");
+    // "applies ...: `allow`, ... Changes to `port`, ... need a restart".
+    let applied = reloading
+        .split("Changes to")
+        .next()
+        .unwrap_or(reloading);
+    for name in RELOADABLE {
+        assert!(
+            applied.contains(&format!("`{name}`")),
+            "the Reloading section does not list `{name}` as applied"
+        );
     }
 }
 

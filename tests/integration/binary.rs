@@ -512,7 +512,7 @@ async fn sighup_reloads_access_rules_and_names_what_needs_a_restart() {
 
     let stderr = process.stop();
     assert!(
-        stderr.contains("take effect after a restart: cache-dir and cache sizes"),
+        stderr.contains("take effect after a restart: cache-memory"),
         "{stderr}"
     );
     assert!(
