@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             println!(
                 "hoard: configuration OK (listen {}, {})",
                 config.listen,
-                config.mode.as_str()
+                config.proxy.mode.as_str()
             );
             // The effective settings, as a config file that loads to the same.
             print!("{}", config.to_file_text());
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         println!(
             "hoard listening on http://{} ({}), cache directory {}",
             server.local_addr(),
-            config.mode.as_str(),
+            config.proxy.mode.as_str(),
             config.cache.dir.display()
         );
         server.run(shutdown_signal()).await;

@@ -1,6 +1,7 @@
 //! Loading flags and files into a `Config`: defaults, overrides, validation messages.
 
 use super::*;
+use std::net::IpAddr;
 
 fn parse(args: &[&str]) -> Result<Config, ConfigError> {
     let mut full = vec!["hoard"];
@@ -38,7 +39,10 @@ fn every_flag_has_a_config_file_key() {
         }
     }
     for name in RELOADABLE {
-        assert!(settings.iter().any(|s| s == name), "RELOADABLE names {name}");
+        assert!(
+            settings.iter().any(|s| s == name),
+            "RELOADABLE names {name}"
+        );
     }
 }
 
@@ -55,7 +59,7 @@ fn check_config_prints_a_file_that_loads_to_the_same_settings() {
     let again = with_file(&printed, &[]).unwrap();
     assert_eq!(again.effective, config.effective, "{printed}");
     assert_eq!(again.verbose, 2);
-    assert!(again.reject_get_body);
+    assert!(again.proxy.access.reject_get_body);
 }
 
 #[test]
@@ -98,10 +102,7 @@ fn the_configuration_reference_lists_every_setting_and_what_a_reload_applies() {
         .and_then(|rest| rest.split("\n## ").next())
         .expect("a Reloading section");
     // "applies ...: `allow`, ... Changes to `port`, ... need a restart".
-    let applied = reloading
-        .split("Changes to")
-        .next()
-        .unwrap_or(reloading);
+    let applied = reloading.split("Changes to").next().unwrap_or(reloading);
     for name in RELOADABLE {
         assert!(
             applied.contains(&format!("`{name}`")),
@@ -115,7 +116,10 @@ fn the_example_file_loads() {
     let config = with_file(include_str!("../../hoard.example.toml"), &[]).unwrap();
     assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(config.cache.memory_size, 128 << 20);
-    assert_eq!(config.connect_timeout, Duration::from_secs(5));
+    assert_eq!(
+        config.proxy.upstream.connect_timeout,
+        Duration::from_secs(5)
+    );
 }
 
 #[test]
@@ -124,10 +128,13 @@ fn flags_override_the_file_and_the_file_overrides_defaults() {
         "port = 9000\ncache-dir = \"/tmp/h\"\nconnect-timeout = \"3s\"\ncache-disk = 1048576000\n";
     let config = with_file(text, &["--connect-timeout", "7s"]).unwrap();
     assert_eq!(config.listen.port(), 9000);
-    assert_eq!(config.connect_timeout, Duration::from_secs(7));
+    assert_eq!(
+        config.proxy.upstream.connect_timeout,
+        Duration::from_secs(7)
+    );
     assert_eq!(config.cache.disk_size, 1_048_576_000);
     assert_eq!(
-        config.first_byte_timeout,
+        config.proxy.upstream.first_byte_timeout,
         Duration::from_secs(60),
         "untouched default"
     );
@@ -156,8 +163,8 @@ fn bad_files_name_the_key_and_the_reason() {
 fn defaults_listen_on_loopback_8080() {
     let config = parse(&["--cache-dir", "/tmp/x"]).unwrap();
     assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
-    assert!(matches!(config.mode, Mode::Forward));
-    assert_eq!(config.connect_ports, vec![443]);
+    assert!(matches!(config.proxy.mode, Mode::Forward));
+    assert_eq!(config.proxy.access.connect_ports, vec![443]);
 }
 
 #[test]
@@ -167,8 +174,14 @@ fn access_lists_default_to_loopback_and_take_addresses_or_blocks() {
         list.iter()
             .any(|net| net.contains(&ip.parse::<IpAddr>().unwrap()))
     };
-    assert!(allowed(&config.allow, "127.0.0.1") && allowed(&config.allow, "127.9.9.9"));
-    assert!(allowed(&config.allow, "::1") && !allowed(&config.allow, "10.0.0.1"));
+    assert!(
+        allowed(&config.proxy.access.allow, "127.0.0.1")
+            && allowed(&config.proxy.access.allow, "127.9.9.9")
+    );
+    assert!(
+        allowed(&config.proxy.access.allow, "::1")
+            && !allowed(&config.proxy.access.allow, "10.0.0.1")
+    );
     let config = parse(&[
         "--cache-dir",
         "/tmp/x",
@@ -178,12 +191,15 @@ fn access_lists_default_to_loopback_and_take_addresses_or_blocks() {
         "192.0.2.7",
     ])
     .unwrap();
-    assert!(allowed(&config.allow, "10.1.2.3") && allowed(&config.allow, "192.0.2.7"));
     assert!(
-        !allowed(&config.allow, "127.0.0.1"),
+        allowed(&config.proxy.access.allow, "10.1.2.3")
+            && allowed(&config.proxy.access.allow, "192.0.2.7")
+    );
+    assert!(
+        !allowed(&config.proxy.access.allow, "127.0.0.1"),
         "an explicit list replaces the default"
     );
-    assert!(allowed(&config.admin_allow, "127.0.0.1"));
+    assert!(allowed(&config.proxy.access.admin_allow, "127.0.0.1"));
     assert!(matches!(
         load(["hoard", "--allow", "everyone"]),
         Err(LoadError::Usage(_))

@@ -11,9 +11,8 @@ use http::uri::Authority;
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::{OriginClient, Proxy, ProxyError, Rules, headers};
+use super::{Mode, OriginClient, Proxy, ProxyError, Rules, headers};
 use crate::body::{self, ProxyBody};
-use crate::config::Mode;
 use crate::exchange::Exchange;
 
 /// Redirects hoard follows itself with `--follow-redirects` (the gateway's, as the seed did).

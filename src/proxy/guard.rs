@@ -5,9 +5,9 @@
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
+use super::ServerName;
 use super::{ProxyError, headers};
 use crate::body;
-use crate::config::ServerName;
 
 /// What RFC 9112 requires of every request head before it is acted on: one valid `Host`
 /// (§3.2; an HTTP/1.1 origin-form request must have one) and framing hyper really decoded

@@ -20,12 +20,16 @@ mod origin;
 mod reverse;
 mod rewrite;
 mod rules;
+mod server_name;
+mod settings;
 mod tunnel;
 
 pub use error::{ErrorSource, ProxyError};
 pub use forward::ForwardRequest;
 pub use origin::OriginClient;
 pub use rules::Rules;
+pub use server_name::{InvalidServerName, ServerName};
+pub use settings::{AccessSettings, Mode, ProxySettings};
 pub use tunnel::{ConnectionSlot, TunnelClosed, TunnelEnd};
 
 use std::net::SocketAddr;
@@ -40,7 +44,6 @@ use hyper::body::Incoming;
 use crate::admin;
 use crate::body::{self, ProxyBody, TimeLimit};
 use crate::cache::Cache;
-use crate::config::{Config, Mode};
 use crate::exchange::{Exchange, RequestMode};
 use crate::logging;
 use crate::metrics::Metrics;
@@ -122,7 +125,7 @@ pub struct Proxy {
 impl Proxy {
     /// `listening`: the addresses hoard actually listens on (the configured port may be 0).
     pub fn new(
-        config: &Config,
+        config: &ProxySettings,
         cache: Arc<Cache>,
         metrics: Arc<Metrics>,
         rules: Rules,
@@ -150,13 +153,13 @@ impl Proxy {
         };
         let origin = |restricted: bool| -> Result<Arc<OriginClient>, UpstreamError> {
             let policy = DestinationPolicy::new(
-                config.deny_dest.clone(),
-                config.allow_dest.clone(),
+                config.upstream.deny_dest.clone(),
+                config.upstream.allow_dest.clone(),
                 restricted,
                 listening.clone(),
             );
             Ok(Arc::new(OriginClient {
-                upstream: UpstreamClient::new(config, Arc::new(policy))?,
+                upstream: UpstreamClient::new(&config.upstream, Arc::new(policy))?,
                 via: via.clone(),
                 connect_to: connect_to.clone(),
                 check_before_cache: restricted,
@@ -170,7 +173,7 @@ impl Proxy {
         };
         Ok(Proxy {
             mode: config.mode.clone(),
-            connect_timeout: config.connect_timeout,
+            connect_timeout: config.upstream.connect_timeout,
             request_timeout: config.request_timeout,
             via: via.clone(),
             local_origin,

@@ -7,9 +7,9 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use std::net::SocketAddr;
 
+use super::Mode;
 use super::forward::{absolute_authority, host_value};
 use super::{Proxy, ProxyError, Rules, headers};
-use crate::config::Mode;
 
 impl Proxy {
     /// The absolute URL a `PURGE` names: its absolute-form target, or in reverse mode the

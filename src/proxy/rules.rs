@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::auth;
-use crate::config::{Config, ServerName};
+use super::{AccessSettings, ServerName};
 
 /// Who may do what: the settings a SIGHUP reload replaces while hoard runs.
 pub struct Rules {
@@ -23,8 +23,8 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// Reads the rules from a configuration (loading the auth file, if any).
-    pub fn from_config(config: &Config) -> Result<Rules, auth::AuthFileError> {
+    /// The rules for these settings (loading the auth file, if any).
+    pub fn load(config: &AccessSettings) -> Result<Rules, auth::AuthFileError> {
         let users = match &config.auth_file {
             Some(path) => Some(Arc::new(auth::Users::load(path)?)),
             None => None,

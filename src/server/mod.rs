@@ -86,7 +86,7 @@ async fn reload_on_sighup(
                 continue;
             }
         };
-        let rules = match Rules::from_config(&config) {
+        let rules = match Rules::load(&config.proxy.access) {
             Ok(rules) => rules,
             Err(e) => {
                 tracing::warn!("reload failed, keeping the running configuration: {e}");
@@ -160,7 +160,7 @@ impl Server {
         let listener = listen(config.listen).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let mut listening = vec![local_addr];
-        let admin_listener = match config.admin_listen {
+        let admin_listener = match config.proxy.admin_listen {
             Some(addr) => {
                 let admin_error = |source| ServerError::Bind { addr, source };
                 let admin = listen(addr).map_err(admin_error)?;
@@ -185,22 +185,23 @@ impl Server {
                 }
             })?;
         let access_log = Arc::new(access_log);
-        let rules = Rules::from_config(config)?;
+        let rules = Rules::load(&config.proxy.access)?;
         let metrics = Arc::new(Metrics::default());
         let proxy = Arc::new(Proxy::new(
-            config,
+            &config.proxy,
             Arc::new(cache),
             metrics.clone(),
             rules,
             listening,
         )?);
-        let reaches_restricted = config.allow.iter().any(|allowed| {
+        let reaches_restricted = config.proxy.access.allow.iter().any(|allowed| {
             !config
+                .proxy
                 .local_clients
                 .iter()
                 .any(|local| local.contains(allowed))
         });
-        if matches!(config.mode, crate::config::Mode::Forward) && reaches_restricted {
+        if matches!(config.proxy.mode, crate::proxy::Mode::Forward) && reaches_restricted {
             tracing::warn!("{}", proxy.restrictions());
         }
         let mut http = http1::Builder::new();

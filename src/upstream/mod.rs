@@ -23,7 +23,20 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 
 use crate::body::{self, ProxyBody, TimeLimit};
-use crate::config::Config;
+
+/// How origins are reached, fixed at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSettings {
+    /// PEM bytes of extra trusted CAs, read once at start-up.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Destinations no client may reach.
+    pub deny_dest: Vec<DestRule>,
+    /// Exceptions to the safe defaults for clients outside `--local-clients`.
+    pub allow_dest: Vec<DestRule>,
+}
 
 /// Sends requests to origins.
 #[derive(Clone)]
@@ -38,7 +51,10 @@ pub struct UpstreamClient {
 impl UpstreamClient {
     /// A client whose every connection obeys `policy`. Each policy gets its own client, so a
     /// pooled connection opened for one kind of client is never reused by another.
-    pub fn new(config: &Config, policy: Arc<DestinationPolicy>) -> Result<Self, UpstreamError> {
+    pub fn new(
+        config: &UpstreamSettings,
+        policy: Arc<DestinationPolicy>,
+    ) -> Result<Self, UpstreamError> {
         let tls = tls_config(config.extra_ca_pem.as_deref())?;
         let mut http =
             HttpConnector::new_with_resolver(destinations::DenyingResolver::new(policy.clone()));

@@ -1,6 +1,9 @@
 //! `--server-name`: the host names a reverse proxy answers for, exact or `*.domain`.
 
-use super::ConfigError;
+/// A `--server-name` that is not a host name or `*.domain`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a host name (write e.g. www.example.org or *.example.org)")]
+pub struct InvalidServerName(pub String);
 
 /// One `--server-name`: a host name, or `*.` and a domain for its subdomains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,9 +14,9 @@ pub enum ServerName {
 }
 
 impl std::str::FromStr for ServerName {
-    type Err = ConfigError;
+    type Err = InvalidServerName;
 
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
+    fn from_str(s: &str) -> Result<Self, InvalidServerName> {
         let name = s.trim_end_matches('.').to_ascii_lowercase();
         let (wildcard, domain) = match name.strip_prefix("*.") {
             Some(domain) => (true, domain.to_owned()),
@@ -24,7 +27,7 @@ impl std::str::FromStr for ServerName {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
         if !valid {
-            return Err(ConfigError::ServerName(s.to_owned()));
+            return Err(InvalidServerName(s.to_owned()));
         }
         Ok(if wildcard {
             ServerName::Subdomains(domain)

@@ -1,0 +1,247 @@
+//! `Args`: every setting hoard has, defined once, with its flag, default, parser and help
+//! text; the config file's keys are these flags' names (see `file.rs`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ipnet::IpNet;
+
+use crate::upstream::DestRule;
+
+/// hoard: a caching HTTP proxy.
+///
+/// Forward proxy (`curl -x http://127.0.0.1:8080 http://site/`), HTTPS via CONNECT, and a
+/// reverse proxy (accelerator) with `--upstream`.
+#[derive(Debug, Parser)]
+#[command(name = "hoard", version)]
+pub struct Args {
+    /// Read settings from this TOML file (keys are the flag names without dashes); flags given
+    /// on the command line override it. See docs/configuration.md.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the flags and the config file, print the result, and exit (0 when valid).
+    #[arg(long)]
+    pub check_config: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// TCP port to listen on.
+    #[arg(default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on. The default accepts only local clients; binding to a public
+    /// address makes hoard reachable by anyone who can reach that address.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind: IpAddr,
+
+    /// Clients allowed to use hoard (CIDR, repeatable); others get 403. Default: loopback only.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<IpNet>,
+
+    /// Clients allowed to use `/_hoard/` (metrics, stats, purge) and PURGE (CIDR,
+    /// repeatable). Default: loopback only.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub admin_allow: Vec<IpNet>,
+
+    /// Require Basic authentication from the users in this htpasswd file (bcrypt entries, as
+    /// `htpasswd -B` writes them): proxy requests get 407, gateway requests 401.
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Reverse-proxy (accelerator) mode: send every origin-form request to this origin,
+    /// e.g. `http://127.0.0.1:3000` or `https://example.org`.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// In reverse mode, the Host header sent to the upstream (default: the client's Host).
+    #[arg(long, value_name = "HOST")]
+    pub upstream_host: Option<String>,
+
+    /// In reverse mode, the host names hoard answers for (repeatable; `*.example.org` matches
+    /// subdomains), like nginx's `server_name`; requests for other hosts get 421. Default:
+    /// any Host (each is cached separately).
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Vec<String>,
+
+    /// Clients whose `X-Forwarded-*` and `Forwarded` headers are believed and passed on (a
+    /// load balancer in front of hoard; CIDR, repeatable). From anyone else they are removed,
+    /// with `X-Original-URL`, `X-Rewrite-URL` and the method-override headers.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub trust_forwarded: Vec<IpNet>,
+
+    /// Destinations no client may reach, checked after DNS resolution (repeatable): an address
+    /// or CIDR block (`10.0.0.0/8`, `169.254.169.254`), a host name and its subdomains
+    /// (`metadata.internal`), or a port (`:25`). Requests to them get 403.
+    #[arg(long, value_name = "RULE")]
+    pub deny_dest: Vec<DestRule>,
+
+    /// Re-opens, for clients outside `--local-clients`, destinations the safe defaults deny
+    /// (repeatable, the same forms as `--deny-dest`): e.g. `127.0.0.1`, `intranet.example`,
+    /// `:8443`. `--deny-dest` still wins.
+    #[arg(long, value_name = "RULE")]
+    pub allow_dest: Vec<DestRule>,
+
+    /// Clients that may reach this host's own services, link-local addresses and any port
+    /// through hoard (CIDR, repeatable). Everyone else is held to the safe defaults (see
+    /// docs/security.md). Default: loopback only.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub local_clients: Vec<IpNet>,
+
+    /// Ports that CONNECT tunnels may reach (comma-separated).
+    #[arg(
+        long,
+        value_name = "PORTS",
+        value_delimiter = ',',
+        default_value = "443"
+    )]
+    pub connect_ports: Vec<u16>,
+
+    /// Close a CONNECT tunnel after this long with no bytes either way.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+
+    /// Answer GET and HEAD requests that carry a body with 400 instead of passing them
+    /// through uncached.
+    #[arg(long)]
+    pub reject_get_body: bool,
+
+    /// Serve the admin interface (`/_hoard/`, purge) on this address of its own, e.g.
+    /// `127.0.0.1:8081`; the proxy port then serves no admin pages.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Extra CA certificate(s) to trust for https origins, in PEM (added to the system roots).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+
+    /// How long to wait for a TCP (and TLS) connection to an origin, e.g. `10s`, `500ms`.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// How long to wait for an origin's response head after sending the request.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub first_byte_timeout: Duration,
+
+    /// Longest silence allowed between an origin's body chunks; beyond it the response is cut
+    /// off (the client connection is aborted) and nothing is stored.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
+
+    /// How long a client may take to send a request head (slowloris protection).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub client_header_timeout: Duration,
+
+    /// Longest a request may take, response body included, e.g. `10m` (0: no limit): the head
+    /// gets 504, a body still streaming is cut off (the connection is aborted).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Largest request head (request line and headers) a client may send; beyond it: 431.
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub max_header_size: u64,
+
+    /// Largest request body a client may send (e.g. `10MiB`); beyond it: 413. 0: no limit.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
+    pub max_request_body: u64,
+
+    /// Most client connections served at once; further connections wait in the listen queue
+    /// until one closes.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Cache directory (default: $XDG_CACHE_HOME/hoard or ~/.cache/hoard).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Size of the memory tier, e.g. `64MiB`.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub cache_memory: u64,
+
+    /// Size of the disk tier, e.g. `1GiB`.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub cache_disk: u64,
+
+    /// Responses larger than this stream through without being stored.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub max_object_size: u64,
+
+    /// Upper bound on heuristic freshness (10% of the time since Last-Modified).
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
+    pub heuristic_max: Duration,
+
+    /// Serve a stale response this long past its freshness when the origin is down, times
+    /// out or answers 5xx, even without `stale-if-error` (unless `must-revalidate`).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub stale_if_error: Duration,
+
+    /// In the gateway, follow origin redirects (at most 10) and return the final response,
+    /// instead of handing the redirect to the browser.
+    #[arg(long)]
+    pub follow_redirects: bool,
+
+    /// Write the access log to this file (reopened on SIGUSR1, for logrotate) instead of
+    /// stderr; `none` turns it off.
+    #[arg(long, value_name = "FILE|none")]
+    pub access_log: Option<PathBuf>,
+
+    /// Access-log line format.
+    #[arg(long, value_enum, default_value = "squid")]
+    pub log_format: crate::logging::LogFormat,
+
+    /// Trace every step: request and response heads on both sides (-v). The access log line
+    /// per request is always written to stderr.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// A CIDR block, or a single address (`10.0.0.0/8`, `192.0.2.7`, `::1`).
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or CIDR block (write e.g. 10.0.0.0/8)"))
+}
+
+pub(super) fn loopback() -> Vec<IpNet> {
+    vec![
+        IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::LOCALHOST, 8)),
+        IpNet::V6(ipnet::Ipv6Net::new_assert(
+            std::net::Ipv6Addr::LOCALHOST,
+            128,
+        )),
+    ]
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("{s:?}: {e} (write e.g. 512MiB, 1GiB, 4096)"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write e.g. 10s, 500ms, 2m)"))
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Inspect or repair the cache directory while hoard is stopped.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CacheCommand {
+    /// URLs, stored responses and bytes on disk.
+    Stats,
+    /// One line per stored response (status, bytes, age, freshness, URL), optionally only
+    /// URLs starting with PREFIX.
+    Ls { prefix: Option<String> },
+    /// Forget every stored response of URL.
+    Purge { url: String },
+    /// Check every stored body against its checksum and remove the bad ones (exit 1 if any).
+    Verify,
+}
