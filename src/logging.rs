@@ -386,7 +386,9 @@ impl Body for LoggedBody {
                 }
             }
             Poll::Ready(None) => *this.complete = true,
-            Poll::Ready(Some(Err(e))) => tracing::warn!("response body failed mid-stream: {e}"),
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "response body failed mid-stream")
+            }
             Poll::Pending => {}
         }
         polled

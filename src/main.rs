@@ -80,7 +80,7 @@ async fn shutdown_signal() {
     let mut term = match signal(SignalKind::terminate()) {
         Ok(term) => term,
         Err(e) => {
-            tracing::warn!("cannot watch SIGTERM: {e}");
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }

@@ -70,7 +70,7 @@ fn write_body(mut receiver: mpsc::Receiver<Bytes>, ended: &AtomicBool, job: Fill
             Ok(None) if i > 0 => {}
             Ok(None) => return on_done(None),
             Err(e) => {
-                tracing::warn!("cache: cannot store a body, passing it through uncached: {e}");
+                tracing::warn!(error = %e, "cache: cannot store a body, passing it through uncached");
                 failed();
                 if i == 0 {
                     return on_done(None);
@@ -95,7 +95,7 @@ fn write_body(mut receiver: mpsc::Receiver<Bytes>, ended: &AtomicBool, job: Fill
                         Ok(true) => kept.push(writer),
                         Ok(false) => durable_failed |= i == 0,
                         Err(e) => {
-                            tracing::warn!("cache: write failed, not storing this response: {e}");
+                            tracing::warn!(error = %e, "cache: write failed, not storing this response");
                             failed();
                             durable_failed |= i == 0;
                         }
@@ -117,7 +117,7 @@ fn write_body(mut receiver: mpsc::Receiver<Bytes>, ended: &AtomicBool, job: Fill
     // Every tier must finish; the first one (disk) is the one that makes the entry durable.
     for writer in writers {
         if let Err(e) = writer.finish() {
-            tracing::warn!("cache: storing failed, not caching this response: {e}");
+            tracing::warn!(error = %e, "cache: storing failed, not caching this response");
             failed();
             on_done(None);
             return;

@@ -142,7 +142,7 @@ impl Index {
             // No row names any body now, and none has been stored by this run yet: every
             // file there is goes (listed now, deleted in the background).
             Sweep::Listed(tiers.disk().list_all().unwrap_or_else(|e| {
-                tracing::warn!("cache: cannot list body files: {e}");
+                tracing::warn!(error = %e, "cache: cannot list body files");
                 Vec::new()
             }))
         } else {

@@ -34,12 +34,14 @@ pub use tunnel::{ConnectionSlot, TunnelClosed, TunnelEnd};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::Scheme;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::admin;
 use crate::body::{self, ProxyBody, TimeLimit};
@@ -119,6 +121,8 @@ pub struct Proxy {
     recent_sites: RecentSites,
     /// The settings SIGHUP can change, swapped whole.
     rules: arc_swap::ArcSwap<Rules>,
+    /// Numbers the requests traced with `-v` (their spans' `id`).
+    requests_seen: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -189,6 +193,7 @@ impl Proxy {
             cache,
             recent_sites: RecentSites::default(),
             rules: arc_swap::ArcSwap::from_pointee(rules),
+            requests_seen: AtomicU64::new(1),
             metrics,
         })
     }
@@ -251,8 +256,29 @@ impl Proxy {
         request: Request<Incoming>,
         connection: &ClientConnection,
     ) -> Handled {
-        logging::trace_request("request from client", &request);
         let mode = self.mode_of(&request, connection.listener);
+        // One span per request, so that the steps of concurrent requests in `-v` output can
+        // be told apart. Debug level: when it is off, no field below is even evaluated.
+        let span = tracing::debug_span!(
+            "request",
+            id = self.requests_seen.fetch_add(1, Ordering::Relaxed),
+            client = %connection.peer,
+            method = %request.method(),
+            url = %request.uri(),
+            mode = ?mode,
+        );
+        self.handle_in_span(request, mode, connection)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_in_span(
+        &self,
+        request: Request<Incoming>,
+        mode: RequestMode,
+        connection: &ClientConnection,
+    ) -> Handled {
+        logging::trace_request("request from client", &request);
         let mut exchange = Exchange::begin(&request, connection.peer, mode);
         let routed = match self.request_timeout {
             None => self.route(request, &mut exchange, connection).await,
@@ -273,8 +299,8 @@ impl Proxy {
         let reply = routed.unwrap_or_else(|e| {
             let client = connection.peer;
             match e.source() {
-                ErrorSource::Client => tracing::info!("{client}: {e}"),
-                ErrorSource::Origin => tracing::warn!("{client}: {e}"),
+                ErrorSource::Client => tracing::info!(%client, error = %e, "request refused"),
+                ErrorSource::Origin => tracing::warn!(%client, error = %e, "origin failed"),
             }
             if let ProxyError::Upstream(upstream) = &e
                 && e.source() == ErrorSource::Origin

@@ -146,7 +146,7 @@ pub(super) async fn open(
         let summary = match hyper::upgrade::on(request).await {
             Ok(upgraded) => relay(TokioIo::new(upgraded), target, idle_timeout, closing).await,
             Err(e) => {
-                tracing::debug!(parent: &client, "CONNECT {host}: client went away before the tunnel opened: {e}");
+                tracing::debug!(parent: &client, %host, error = %e, "CONNECT: client went away before the tunnel opened");
                 TunnelSummary {
                     up: 0,
                     down: 0,
@@ -154,7 +154,7 @@ pub(super) async fn open(
                 }
             }
         };
-        tracing::debug!(parent: &client, "CONNECT {host}: {:?}, {} bytes up, {} bytes down", summary.end, summary.up, summary.down);
+        tracing::debug!(parent: &client, %host, end = ?summary.end, up = summary.up, down = summary.down, "CONNECT tunnel closed");
         let _ = done.send(summary);
     });
 

@@ -59,7 +59,7 @@ async fn reopen_on_sigusr1(log: Arc<AccessLog>) {
     while signals.recv().await.is_some() {
         match log.reopen() {
             Ok(()) => tracing::info!("access log reopened"),
-            Err(e) => tracing::warn!("cannot reopen the access log: {e}"),
+            Err(e) => tracing::warn!(error = %e, "cannot reopen the access log"),
         }
     }
 }
@@ -82,19 +82,19 @@ async fn reload_on_sighup(
         let config = match crate::config::load(argv.clone()) {
             Ok((config, _)) => config,
             Err(e) => {
-                tracing::warn!("reload failed, keeping the running configuration: {e}");
+                tracing::warn!(error = %e, "reload failed, keeping the running configuration");
                 continue;
             }
         };
         let rules = match Rules::load(&config.proxy.access) {
             Ok(rules) => rules,
             Err(e) => {
-                tracing::warn!("reload failed, keeping the running configuration: {e}");
+                tracing::warn!(error = %e, "reload failed, keeping the running configuration");
                 continue;
             }
         };
         if let Err(e) = log.reconfigure(config.access_log.clone(), config.log_format) {
-            tracing::warn!("reload: cannot open the new access log, keeping the old one: {e}");
+            tracing::warn!(error = %e, "reload: cannot open the new access log, keeping the old one");
         }
         proxy.reload(rules);
         let pending = started.restart_needed(&config);
@@ -287,7 +287,7 @@ impl Server {
                     }
                     Err(e) => {
                         // EMFILE and friends are transient: back off instead of spinning or dying.
-                        tracing::warn!("accept failed: {e}");
+                        tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
@@ -299,8 +299,8 @@ impl Server {
         // Tunnels carry no request to finish: they end now, and log as they do.
         self.proxy.close_tunnels().await;
         tracing::info!(
-            "shutting down: waiting for {} connection(s)",
-            connections.len()
+            connections = connections.len(),
+            "shutting down: waiting for open connections"
         );
         let _ = stop_tx.send(true);
         connections.close();
@@ -366,7 +366,7 @@ impl Server {
             };
             metrics.connection_closed();
             if let Err(e) = result {
-                tracing::debug!("{peer}: connection ended: {e}");
+                tracing::debug!(%peer, error = %e, "connection ended");
             }
         }
     }
@@ -408,7 +408,7 @@ fn raise_fd_limit(max_connections: usize) {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
-            tracing::warn!("cannot raise the open-file limit: {e}");
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
             match rlimit::Resource::NOFILE.get() {
                 Ok((soft, _)) => soft,
                 Err(_) => return,

@@ -184,7 +184,7 @@ impl DestinationPolicy {
         let host_addrs = if_addrs::get_if_addrs()
             .map(|interfaces| interfaces.iter().map(|i| canonical(i.ip())).collect())
             .unwrap_or_else(|e| {
-                tracing::warn!("cannot list this host's addresses for the destination rules: {e}");
+                tracing::warn!(error = %e, "cannot list this host's addresses for the destination rules");
                 Vec::new()
             });
         DestinationPolicy {

@@ -281,7 +281,7 @@ pub(super) fn remove_orphans(disk: &DiskStorage, known: &HashSet<BodyId>, sweep:
         Sweep::WrittenBefore(opened_at) => match disk.list_written_before(opened_at) {
             Ok(ids) => ids,
             Err(e) => {
-                tracing::warn!("cache: cannot list body files: {e}");
+                tracing::warn!(error = %e, "cache: cannot list body files");
                 return;
             }
         },
@@ -289,13 +289,13 @@ pub(super) fn remove_orphans(disk: &DiskStorage, known: &HashSet<BodyId>, sweep:
     let orphans: Vec<_> = ids.into_iter().filter(|id| !known.contains(id)).collect();
     if !orphans.is_empty() {
         tracing::info!(
-            "cache: removing {} body file(s) the index does not know",
-            orphans.len()
+            files = orphans.len(),
+            "cache: removing body files the index does not know"
         );
     }
     for id in orphans {
         if let Err(e) = disk.remove_orphan(id) {
-            tracing::warn!("cache: cannot remove orphan body {id:016x}: {e}");
+            tracing::warn!(body = %format_args!("{id:016x}"), error = %e, "cache: cannot remove an orphan body");
         }
     }
 }

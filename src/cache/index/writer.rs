@@ -52,7 +52,7 @@ impl Writer {
                 Err(e) => {
                     // A full or read-only disk: the rows stay as they were. Bodies of deleted
                     // rows go anyway; a row left naming a missing body reads as a miss.
-                    tracing::error!("cache: index update failed: {e}");
+                    tracing::error!(error = %e, "cache: index update failed");
                     false
                 }
             };
@@ -60,7 +60,7 @@ impl Writer {
             // missing file because of us.
             for body in deleted {
                 if let Err(e) = self.tiers.remove(body) {
-                    tracing::warn!("cache: cannot delete body {body:016x}: {e}");
+                    tracing::warn!(body = %format_args!("{body:016x}"), error = %e, "cache: cannot delete a body");
                 }
             }
             if closing {
