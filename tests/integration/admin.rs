@@ -2,15 +2,16 @@
 
 use crate::support::{Hoard, Origin, fetch, raw};
 
-fn get(path: &str, host: std::net::SocketAddr) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+/// `GET path` with `Host: host`.
+fn get_from(path: &str, host: std::net::SocketAddr) -> Vec<u8> {
+    raw::get_request(path, &host.to_string(), "").into_bytes()
 }
 
 #[tokio::test]
 async fn clients_outside_allow_get_403_and_allowed_ones_are_served() {
     let origin = Origin::fixed("hello").await;
     let hoard = Hoard::start(&["--allow", "127.0.0.2"]).await;
-    let request = get(&origin.url("/"), origin.addr);
+    let request = get_from(&origin.url("/"), origin.addr);
     let refused = raw::exchange_from("127.0.0.1", hoard.addr, &request).await;
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
     assert!(refused.contains("not allowed"), "{refused}");
@@ -29,14 +30,26 @@ async fn clients_outside_allow_get_403_and_allowed_ones_are_served() {
 #[tokio::test]
 async fn admin_pages_are_only_for_admin_clients() {
     let hoard = Hoard::start(&["--allow", "127.0.0.0/8", "--admin-allow", "127.0.0.3"]).await;
-    let refused =
-        raw::exchange_from("127.0.0.1", hoard.addr, &get("/_hoard/stats", hoard.addr)).await;
+    let refused = raw::exchange_from(
+        "127.0.0.1",
+        hoard.addr,
+        &get_from("/_hoard/stats", hoard.addr),
+    )
+    .await;
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
-    let served =
-        raw::exchange_from("127.0.0.3", hoard.addr, &get("/_hoard/stats", hoard.addr)).await;
+    let served = raw::exchange_from(
+        "127.0.0.3",
+        hoard.addr,
+        &get_from("/_hoard/stats", hoard.addr),
+    )
+    .await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
-    let missing =
-        raw::exchange_from("127.0.0.3", hoard.addr, &get("/_hoard/nope", hoard.addr)).await;
+    let missing = raw::exchange_from(
+        "127.0.0.3",
+        hoard.addr,
+        &get_from("/_hoard/nope", hoard.addr),
+    )
+    .await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
 

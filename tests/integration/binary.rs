@@ -504,7 +504,7 @@ async fn sighup_reloads_access_rules_and_names_what_needs_a_restart() {
     // A file that does not load changes nothing.
     std::fs::write(config.path(), "allow = [\"nonsense\"]\n").unwrap();
     process.signal("HUP");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    process.wait_for_log("reload failed, keeping the running configuration");
     assert_eq!(
         client.get(origin.url("/r")).send().await.unwrap().status(),
         200

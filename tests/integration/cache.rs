@@ -9,32 +9,7 @@ use hoard::body;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::support::{Hoard, Origin};
-
-struct Got {
-    status: u16,
-    cache_status: String,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-async fn get(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Got {
-    let mut request = client.get(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.unwrap();
-    Got {
-        status: response.status().as_u16(),
-        cache_status: response
-            .headers()
-            .get("cache-status")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default(),
-        headers: response.headers().clone(),
-        body: response.text().await.unwrap(),
-    }
-}
+use crate::support::{Hoard, Origin, get, stored_bodies};
 
 #[tokio::test]
 async fn fresh_response_is_stored_and_served_as_a_hit_with_age() {
@@ -854,12 +829,7 @@ async fn a_corrupted_body_on_disk_is_detected_dropped_and_refetched() {
     get(&hoard.client(), &origin.url("/corrupt"), &[]).await;
     hoard.shutdown().await;
     // Flip the stored body's bytes (same length), as a bad disk would.
-    let mut files = Vec::new();
-    for shard in std::fs::read_dir(dir.path().join("objects")).unwrap() {
-        for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
-            files.push(file.unwrap().path());
-        }
-    }
+    let files = stored_bodies(dir.path());
     assert_eq!(files.len(), 1);
     let original = std::fs::read(&files[0]).unwrap();
     std::fs::write(
@@ -900,12 +870,10 @@ async fn the_disk_tier_stays_within_its_size_by_evicting() {
         assert_eq!(got.body.len(), 100_000);
     }
     hoard.shutdown().await;
-    let mut stored = 0u64;
-    for shard in std::fs::read_dir(dir.path().join("objects")).unwrap() {
-        for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
-            stored += file.unwrap().metadata().unwrap().len();
-        }
-    }
+    let stored: u64 = stored_bodies(dir.path())
+        .iter()
+        .map(|file| file.metadata().unwrap().len())
+        .sum();
     assert!(
         stored <= 500 * 1024,
         "{stored} bytes on disk for a 500 KiB tier"

@@ -11,25 +11,15 @@ use http::Response;
 use hyper::body::{Frame, Incoming};
 
 use crate::support::process::{Process, cache_tool, cache_tool_output, run_to_exit};
-use crate::support::{Origin, stored_bodies};
-
-/// GETs `url` through `client`: (body, Cache-Status).
-async fn get(client: &reqwest::Client, url: &str) -> (String, String) {
-    let response = client.get(url).send().await.unwrap();
-    let status = response.headers()["cache-status"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    (response.text().await.unwrap(), status)
-}
+use crate::support::{Origin, get, stored_bodies};
 
 /// A stopped hoard's cache directory holding `/a`, `/b` and `/c` from `origin`.
 async fn filled_cache(origin: &Origin) -> tempfile::TempDir {
     let process = Process::start(&[]);
     let client = process.client();
     for path in ["/a", "/b", "/c"] {
-        get(&client, &origin.url(path)).await;
-        let (_, status) = get(&client, &origin.url(path)).await;
+        get(&client, &origin.url(path), &[]).await;
+        let status = get(&client, &origin.url(path), &[]).await.cache_status;
         assert!(status.contains("hit"), "{path} is stored: {status}");
     }
     let (_, dir) = process.stop_keeping_dir();
@@ -70,13 +60,15 @@ async fn hoard_recovers_from(damage: fn(Vec<u8>) -> Vec<u8>) {
     // It starts (the helper waits for the "listening" line) and works: a miss, then a hit.
     let process = Process::start_in(dir, &[]);
     let client = process.client();
-    let (body, status) = get(&client, &origin.url("/a")).await;
+    let got = get(&client, &origin.url("/a"), &[]).await;
+    let (body, status) = (got.body, got.cache_status);
     assert_eq!(body, "/a #4", "the old entry is gone: fetched again");
     assert!(
         status.contains("fwd=uri-miss") && status.contains("stored"),
         "{status}"
     );
-    let (body, status) = get(&client, &origin.url("/a")).await;
+    let got = get(&client, &origin.url("/a"), &[]).await;
+    let (body, status) = (got.body, got.cache_status);
     assert_eq!(body, "/a #4");
     assert!(status.contains("hit"), "{status}");
     let (stderr, dir) = process.stop_keeping_dir();
@@ -224,7 +216,8 @@ async fn a_second_hoard_on_a_directory_in_use_refuses_before_touching_it() {
 
     open.send(true).unwrap();
     assert_eq!(response.text().await.unwrap(), "second half");
-    let (body, status) = get(&client, &url).await;
+    let got = get(&client, &url, &[]).await;
+    let (body, status) = (got.body, got.cache_status);
     assert_eq!(body, "first half, second half");
     assert!(status.contains("hit"), "the fill completed: {status}");
     first.stop();

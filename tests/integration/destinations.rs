@@ -8,10 +8,6 @@ use http::Response;
 
 use crate::support::{Hoard, Origin, raw};
 
-fn get(target: &str) -> String {
-    format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-}
-
 fn connect(target: &str) -> String {
     format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
 }
@@ -69,7 +65,7 @@ async fn deny_dest_holds_for_every_spelling_and_every_path() {
     ] {
         let forward = raw::exchange(
             hoard.addr,
-            get(&format!("http://{host}:{port}/")).as_bytes(),
+            raw::get_request(&format!("http://{host}:{port}/"), "x", "").as_bytes(),
         )
         .await;
         assert_eq!(status(&forward), 403, "forward to {host}: {forward}");
@@ -78,7 +74,7 @@ async fn deny_dest_holds_for_every_spelling_and_every_path() {
     }
     let followed = raw::exchange(
         hoard.addr,
-        get(&format!("/{}/go", redirector.addr)).as_bytes(),
+        raw::get_request(&format!("/{}/go", redirector.addr), "x", "").as_bytes(),
     )
     .await;
     assert_eq!(status(&followed), 403, "followed redirect: {followed}");
@@ -101,12 +97,16 @@ async fn unspecified_addresses_and_names_are_the_host_itself() {
     for host in ["0.0.0.0", "[::]", "[::ffff:0.0.0.0]", "localhost", "[::1]"] {
         let answer = raw::exchange(
             hoard.addr,
-            get(&format!("http://{host}:{port}/")).as_bytes(),
+            raw::get_request(&format!("http://{host}:{port}/"), "x", "").as_bytes(),
         )
         .await;
         assert_eq!(status(&answer), 403, "{host}: {answer}");
     }
-    let gateway = raw::exchange(hoard.addr, get(&format!("/0.0.0.0:{port}/")).as_bytes()).await;
+    let gateway = raw::exchange(
+        hoard.addr,
+        raw::get_request(&format!("/0.0.0.0:{port}/"), "x", "").as_bytes(),
+    )
+    .await;
     assert_eq!(status(&gateway), 403, "gateway: {gateway}");
     assert_eq!(local.connections(), 0);
 }
@@ -120,7 +120,7 @@ async fn clients_outside_local_clients_cannot_reach_the_proxy_host() {
     // A local client may, and what it fetched is stored...
     let own = raw::exchange(
         hoard.addr,
-        get(&format!("http://127.0.0.1:{port}/")).as_bytes(),
+        raw::get_request(&format!("http://127.0.0.1:{port}/"), "x", "").as_bytes(),
     )
     .await;
     assert_eq!(status(&own), 200, "{own}");
@@ -132,7 +132,7 @@ async fn clients_outside_local_clients_cannot_reach_the_proxy_host() {
         format!("http://localhost:{port}/"),
         format!("http://127.9.9.9:{port}/"),
     ] {
-        let answer = from_lan(hoard.addr, get(&target)).await;
+        let answer = from_lan(hoard.addr, raw::get_request(&target, "x", "")).await;
         assert_eq!(status(&answer), 403, "{target}: {answer}");
         assert!(answer.contains("proxy host itself"), "{answer}");
     }
@@ -151,19 +151,35 @@ async fn allow_dest_reopens_hosts_and_ports_for_lan_clients() {
     let port = local.addr.port();
     let closed = raw::closed_port().await;
     let hoard = lan_hoard(&["--allow-dest", "127.0.0.1"]).await;
-    let reopened = from_lan(hoard.addr, get(&format!("http://127.0.0.1:{port}/"))).await;
+    let reopened = from_lan(
+        hoard.addr,
+        raw::get_request(&format!("http://127.0.0.1:{port}/"), "x", ""),
+    )
+    .await;
     assert_eq!(status(&reopened), 200, "{reopened}");
     for unsafe_port in [22, 25, 111, 631] {
-        let answer = from_lan(hoard.addr, get(&format!("http://127.0.0.1:{unsafe_port}/"))).await;
+        let answer = from_lan(
+            hoard.addr,
+            raw::get_request(&format!("http://127.0.0.1:{unsafe_port}/"), "x", ""),
+        )
+        .await;
         assert_eq!(status(&answer), 403, "port {unsafe_port}: {answer}");
         assert!(answer.contains("port below 1024"), "{answer}");
     }
     // Ports above 1023 are not restricted: nothing listens here, so the answer is 502.
-    let high = from_lan(hoard.addr, get(&format!("http://127.0.0.1:{closed}/"))).await;
+    let high = from_lan(
+        hoard.addr,
+        raw::get_request(&format!("http://127.0.0.1:{closed}/"), "x", ""),
+    )
+    .await;
     assert_eq!(status(&high), 502, "{high}");
 
     let ports = lan_hoard(&["--allow-dest", "127.0.0.1", "--allow-dest", ":25"]).await;
-    let smtp = from_lan(ports.addr, get("http://127.0.0.1:25/")).await;
+    let smtp = from_lan(
+        ports.addr,
+        raw::get_request("http://127.0.0.1:25/", "x", ""),
+    )
+    .await;
     assert_ne!(
         status(&smtp),
         403,
@@ -201,13 +217,13 @@ async fn nothing_reaches_hoard_itself_however_spelled() {
         assert_eq!(status(&tunnel), 508, "CONNECT {host}: {tunnel}");
         let absolute = from_lan(
             hoard.addr,
-            get(&format!("http://{host}:{port}/_hoard/stats")),
+            raw::get_request(&format!("http://{host}:{port}/_hoard/stats"), "x", ""),
         )
         .await;
         assert_eq!(status(&absolute), 508, "GET via {host}: {absolute}");
         assert!(!absolute.contains("\"requests\""), "{absolute}");
     }
     let admin_addr: std::net::SocketAddr = admin.parse().unwrap();
-    let denied = from_lan(admin_addr, get("/_hoard/stats")).await;
+    let denied = from_lan(admin_addr, raw::get_request("/_hoard/stats", "x", "")).await;
     assert_eq!(status(&denied), 403, "{denied}");
 }

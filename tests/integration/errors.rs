@@ -221,20 +221,28 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     first.write_all(request.as_bytes()).await.unwrap();
     raw::read_until(&mut first, "slot").await;
 
-    let second = tokio::spawn({
-        let addr = hoard.addr;
-        let request = request.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
-        async move { raw::exchange(addr, request.as_bytes()).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !second.is_finished(),
+    // The second connection is accepted by the kernel (the listen queue) and sends its
+    // request; hoard must not take it while the first holds the only slot.
+    let mut second = TcpStream::connect(hoard.addr).await.unwrap();
+    let closing = request.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+    second.write_all(closing.as_bytes()).await.unwrap();
+    // The event to wait on: a whole exchange on the first connection, which hoard serves
+    // after the second request was sent (and while it could have taken it).
+    first.write_all(request.as_bytes()).await.unwrap();
+    raw::read_until(&mut first, "slot").await;
+    assert_eq!(
+        origin.seen().len(),
+        2,
         "the second connection was served while the first held the only slot"
     );
+    let mut probe = [0u8; 1];
+    assert!(
+        matches!(second.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the second connection got an answer while the first held the only slot"
+    );
     drop(first);
-    let response = tokio::time::timeout(Duration::from_secs(5), second)
+    let response = tokio::time::timeout(Duration::from_secs(5), raw::read_to_close(&mut second))
         .await
-        .unwrap()
         .unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }

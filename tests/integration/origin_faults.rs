@@ -12,10 +12,10 @@ use crate::support::raw::{self, Then};
 const GOOD: &[u8] = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 9\r\n\
                       Connection: close\r\n\r\ngood body";
 
-async fn get(hoard: &Hoard, origin: SocketAddr, path: &str) -> String {
-    let request = format!(
-        "GET http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"
-    );
+/// GETs `path` of `origin` through `hoard` over a raw connection: the whole response.
+async fn get_raw(hoard: &Hoard, origin: SocketAddr, path: &str) -> String {
+    let target = format!("http://{origin}{path}");
+    let request = raw::get_request(&target, &origin.to_string(), "");
     raw::exchange(hoard.addr, request.as_bytes()).await
 }
 
@@ -75,7 +75,7 @@ async fn malformed_or_missing_heads_get_502_naming_the_problem() {
     for (response, then, reason) in cases {
         let (origin, taken) =
             raw::scripted_origin(vec![(response, *then), (GOOD, Then::Close)]).await;
-        let got = get(&hoard, origin, "/").await;
+        let got = get_raw(&hoard, origin, "/").await;
         assert!(
             got.starts_with("HTTP/1.1 502"),
             "{reason}: expected 502, got {got:?}"
@@ -85,7 +85,7 @@ async fn malformed_or_missing_heads_get_502_naming_the_problem() {
             "{reason}: the error names the origin: {got:?}"
         );
         // The next request reaches the (now repaired) origin and is answered normally.
-        let got = get(&hoard, origin, "/").await;
+        let got = get_raw(&hoard, origin, "/").await;
         assert_eq!(body_of(&got), "good body", "{reason}: {got:?}");
         assert_eq!(
             taken.load(std::sync::atomic::Ordering::SeqCst),
@@ -100,7 +100,7 @@ async fn the_304_check_names_what_was_wrong() {
     let (origin, _) =
         raw::scripted_origin(vec![(b"HTTP/1.1 304 Not Modified\r\n\r\n", Then::Close)]).await;
     let hoard = Hoard::start(&[]).await;
-    let got = get(&hoard, origin, "/").await;
+    let got = get_raw(&hoard, origin, "/").await;
     assert!(
         got.contains("304 Not Modified to a request without"),
         "{got}"
@@ -147,7 +147,7 @@ async fn bodies_that_end_early_abort_the_client_and_are_never_stored() {
             raw::scripted_origin(vec![(response, *then), (GOOD, Then::Close)]).await;
         let path = format!("/broken-{n}");
         let started = std::time::Instant::now();
-        let got = get(&hoard, origin, &path).await;
+        let got = get_raw(&hoard, origin, &path).await;
         assert!(
             started.elapsed() < std::time::Duration::from_secs(5),
             "{reason}: the client is not left waiting"
@@ -164,9 +164,9 @@ async fn bodies_that_end_early_abort_the_client_and_are_never_stored() {
         }
         // Nothing was stored: the next request goes to the origin, and its good answer is the
         // one kept.
-        let got = get(&hoard, origin, &path).await;
+        let got = get_raw(&hoard, origin, &path).await;
         assert_eq!(body_of(&got), "good body", "{reason}: {got:?}");
-        let got = get(&hoard, origin, &path).await;
+        let got = get_raw(&hoard, origin, &path).await;
         assert_eq!(body_of(&got), "good body", "{reason}: {got:?}");
         assert!(
             got.contains("hit"),
@@ -193,9 +193,9 @@ async fn a_body_longer_than_its_content_length_is_cut_there_and_the_rest_never_s
     ])
     .await;
     let hoard = Hoard::start(&[]).await;
-    let got = get(&hoard, origin, "/first").await;
+    let got = get_raw(&hoard, origin, "/first").await;
     assert_eq!(body_of(&got), "good", "{got:?}");
-    let got = get(&hoard, origin, "/second").await;
+    let got = get_raw(&hoard, origin, "/second").await;
     assert_eq!(
         body_of(&got),
         "good body",
@@ -214,8 +214,8 @@ async fn stale_if_error_covers_malformed_answers_and_resets() {
                              Content-Length: 8\r\nConnection: close\r\n\r\nold copy";
         let (origin, taken) = raw::scripted_origin(vec![(stale, Then::Close), (bad, then)]).await;
         let hoard = Hoard::start(&[]).await;
-        assert_eq!(body_of(&get(&hoard, origin, "/sie").await), "old copy");
-        let got = get(&hoard, origin, "/sie").await;
+        assert_eq!(body_of(&get_raw(&hoard, origin, "/sie").await), "old copy");
+        let got = get_raw(&hoard, origin, "/sie").await;
         assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
         assert_eq!(body_of(&got), "old copy");
         assert!(got.contains("stale-if-error"), "{got:?}");

@@ -50,10 +50,6 @@ async fn accelerator(app: &Origin, extra: &[&str]) -> Hoard {
     Hoard::start(&flags).await
 }
 
-fn get(path: &str, host: &str, extra: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
-}
-
 /// The body after the head.
 fn body_of(response: &str) -> &str {
     response.split("\r\n\r\n").nth(1).unwrap_or_default()
@@ -64,23 +60,43 @@ async fn reverse_mode_keys_the_cache_by_the_host_the_upstream_sees() {
     let app = reflecting_app().await;
     let hoard = accelerator(&app, &[]).await;
 
-    let evil = raw::exchange(hoard.addr, get("/p", "evil.example", "").as_bytes()).await;
+    let evil = raw::exchange(
+        hoard.addr,
+        raw::get_request("/p", "evil.example", "").as_bytes(),
+    )
+    .await;
     assert_eq!(body_of(&evil), "page /p for evil.example token ");
-    let good = raw::exchange(hoard.addr, get("/p", "www.good.example", "").as_bytes()).await;
+    let good = raw::exchange(
+        hoard.addr,
+        raw::get_request("/p", "www.good.example", "").as_bytes(),
+    )
+    .await;
     assert_eq!(
         body_of(&good),
         "page /p for www.good.example token ",
         "{good}"
     );
-    let again = raw::exchange(hoard.addr, get("/p", "WWW.Good.Example", "").as_bytes()).await;
+    let again = raw::exchange(
+        hoard.addr,
+        raw::get_request("/p", "WWW.Good.Example", "").as_bytes(),
+    )
+    .await;
     assert!(
         again.contains("hoard; hit"),
         "host case does not matter: {again}"
     );
     assert_eq!(body_of(&again), "page /p for www.good.example token ");
 
-    raw::exchange(hoard.addr, get("/moved", "evil.example", "").as_bytes()).await;
-    let moved = raw::exchange(hoard.addr, get("/moved", "www.good.example", "").as_bytes()).await;
+    raw::exchange(
+        hoard.addr,
+        raw::get_request("/moved", "evil.example", "").as_bytes(),
+    )
+    .await;
+    let moved = raw::exchange(
+        hoard.addr,
+        raw::get_request("/moved", "www.good.example", "").as_bytes(),
+    )
+    .await;
     assert!(
         moved.contains("location: http://www.good.example/new"),
         "a redirect built from Host is per host: {moved}"
@@ -92,9 +108,17 @@ async fn reverse_mode_keys_the_cache_by_the_host_the_upstream_sees() {
 async fn a_fixed_upstream_host_is_one_key_for_every_client_host() {
     let app = reflecting_app().await;
     let hoard = accelerator(&app, &["--upstream-host", "app.internal"]).await;
-    let first = raw::exchange(hoard.addr, get("/p", "a.example", "").as_bytes()).await;
+    let first = raw::exchange(
+        hoard.addr,
+        raw::get_request("/p", "a.example", "").as_bytes(),
+    )
+    .await;
     assert_eq!(body_of(&first), "page /p for app.internal token ");
-    let second = raw::exchange(hoard.addr, get("/p", "b.example", "").as_bytes()).await;
+    let second = raw::exchange(
+        hoard.addr,
+        raw::get_request("/p", "b.example", "").as_bytes(),
+    )
+    .await;
     assert!(second.contains("hoard; hit"), "{second}");
     assert_eq!(app.seen().len(), 1);
 }
@@ -117,11 +141,11 @@ async fn server_names_answer_their_hosts_and_421_the_rest() {
         "www.good.example:8080",
         "img.static.example",
     ] {
-        let answer = raw::exchange(hoard.addr, get("/p", host, "").as_bytes()).await;
+        let answer = raw::exchange(hoard.addr, raw::get_request("/p", host, "").as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
     }
     for host in ["evil.example", "static.example", "good.example.evil"] {
-        let answer = raw::exchange(hoard.addr, get("/p", host, "").as_bytes()).await;
+        let answer = raw::exchange(hoard.addr, raw::get_request("/p", host, "").as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 421"), "{host}: {answer}");
     }
     assert_eq!(app.seen().len(), 3);
@@ -143,7 +167,7 @@ async fn reverse_mode_is_never_a_forward_proxy_or_a_tunnel() {
     .await;
     let absolute = raw::exchange(
         hoard.addr,
-        get(&internal.url("/"), &internal.addr.to_string(), "").as_bytes(),
+        raw::get_request(&internal.url("/"), &internal.addr.to_string(), "").as_bytes(),
     )
     .await;
     assert!(absolute.starts_with("HTTP/1.1 400"), "{absolute}");
@@ -156,7 +180,11 @@ async fn reverse_mode_is_never_a_forward_proxy_or_a_tunnel() {
     assert!(internal.seen().is_empty() && internal.connections() == 0);
 
     // An absolute-form target naming the upstream itself is an ordinary request.
-    let own = raw::exchange(hoard.addr, get(&app.url("/p"), "x", "").as_bytes()).await;
+    let own = raw::exchange(
+        hoard.addr,
+        raw::get_request(&app.url("/p"), "x", "").as_bytes(),
+    )
+    .await;
     assert!(own.starts_with("HTTP/1.1 200"), "{own}");
 }
 
@@ -166,7 +194,7 @@ async fn a_host_that_is_not_an_authority_is_400_and_forwarded_values_are_quoted(
     let hoard = accelerator(&app, &[]).await;
     let injected = raw::exchange(
         hoard.addr,
-        get("/p", "a.example\", for=6.6.6.6;host=\"b.example", "").as_bytes(),
+        raw::get_request("/p", "a.example\", for=6.6.6.6;host=\"b.example", "").as_bytes(),
     )
     .await;
     assert!(injected.starts_with("HTTP/1.1 400"), "{injected}");
@@ -174,7 +202,7 @@ async fn a_host_that_is_not_an_authority_is_400_and_forwarded_values_are_quoted(
 
     raw::exchange(
         hoard.addr,
-        get("/p", "a.example", "Forwarded: for=6.6.6.6\r\n").as_bytes(),
+        raw::get_request("/p", "a.example", "Forwarded: for=6.6.6.6\r\n").as_bytes(),
     )
     .await;
     let forwarded = app.last().headers["forwarded"].to_str().unwrap().to_owned();
@@ -188,8 +216,11 @@ async fn unkeyed_forwarding_fields_from_clients_never_reach_the_app() {
     let attack = "X-Forwarded-Host: evil.example\r\nX-Original-URL: /admin\r\n\
                   X-Rewrite-URL: /admin\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Scheme: https\r\n\
                   X-HTTP-Method-Override: DELETE\r\nX-Forwarded-For: 6.6.6.6\r\n";
-    let attacked =
-        raw::exchange(hoard.addr, get("/p", "www.good.example", attack).as_bytes()).await;
+    let attacked = raw::exchange(
+        hoard.addr,
+        raw::get_request("/p", "www.good.example", attack).as_bytes(),
+    )
+    .await;
     assert_eq!(body_of(&attacked), "page /p for www.good.example token ");
     let seen = app.last().headers;
     for name in [
@@ -203,7 +234,11 @@ async fn unkeyed_forwarding_fields_from_clients_never_reach_the_app() {
     assert_eq!(seen["x-forwarded-host"], "www.good.example");
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
-    let victim = raw::exchange(hoard.addr, get("/p", "www.good.example", "").as_bytes()).await;
+    let victim = raw::exchange(
+        hoard.addr,
+        raw::get_request("/p", "www.good.example", "").as_bytes(),
+    )
+    .await;
     assert!(victim.contains("hoard; hit"), "{victim}");
     assert_eq!(body_of(&victim), "page /p for www.good.example token ");
 }
@@ -214,7 +249,11 @@ async fn forwarding_fields_from_a_trusted_balancer_are_kept() {
     let hoard = accelerator(&app, &["--trust-forwarded", "127.0.0.0/8"]).await;
     let extra = "X-Forwarded-Host: public.example\r\nX-Forwarded-Proto: https\r\n\
                  X-Forwarded-For: 192.0.2.4\r\n";
-    let answer = raw::exchange(hoard.addr, get("/p", "lb.internal", extra).as_bytes()).await;
+    let answer = raw::exchange(
+        hoard.addr,
+        raw::get_request("/p", "lb.internal", extra).as_bytes(),
+    )
+    .await;
     assert_eq!(body_of(&answer), "page /p for public.example token ");
     let seen = app.last().headers;
     assert_eq!(seen["x-forwarded-proto"], "https");

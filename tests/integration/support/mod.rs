@@ -27,6 +27,41 @@ pub(crate) async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} in {metrics}"))
 }
 
+/// What a GET through hoard returned, with `Cache-Status` picked out.
+pub(crate) struct Got {
+    pub(crate) status: u16,
+    pub(crate) cache_status: String,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: String,
+}
+
+/// GETs `url` with `client`, sending `headers`: the one response helper of these tests.
+pub(crate) async fn get(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Got {
+    let mut request = client.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    Got {
+        status: response.status().as_u16(),
+        cache_status: response
+            .headers()
+            .get("cache-status")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+/// A reqwest client that uses the hoard at `proxy` as its HTTP proxy.
+pub(crate) fn client_through(proxy: std::net::SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{proxy}")).unwrap())
+        .build()
+        .unwrap()
+}
+
 /// GETs `url` with `client` and returns the body (any status).
 pub(crate) async fn fetch(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
     client.get(url).send().await.unwrap().text().await.unwrap()

@@ -1,10 +1,11 @@
 //! The real `hoard` binary as a child process: started on a cache directory, used through its
 //! port, signalled and stopped, its console output read back; and `hoard cache ...` runs.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `hoard` process; killed when dropped.
@@ -12,6 +13,10 @@ pub(crate) struct Process {
     child: Child,
     pub addr: SocketAddr,
     cache_dir: Option<tempfile::TempDir>,
+    /// Everything hoard has written to stderr so far, collected as it comes so a test can
+    /// wait for a line (`wait_for_log`).
+    stderr: Arc<(Mutex<String>, Condvar)>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Process {
@@ -45,18 +50,42 @@ impl Process {
             line.contains("forward proxy") && line.contains(cache_dir.to_str().unwrap()),
             "{line}"
         );
+        let stderr: Arc<(Mutex<String>, Condvar)> = Arc::default();
+        let mut pipe = child.stderr.take().unwrap();
+        let collected = Arc::clone(&stderr);
+        let stderr_reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                let (text, arrived) = &*collected;
+                text.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                arrived.notify_all();
+            }
+        });
         Process {
             child,
             addr,
             cache_dir: None,
+            stderr,
+            stderr_reader: Some(stderr_reader),
         }
     }
 
+    /// Waits until hoard has written `needle` to stderr (at most 10 s) and returns all of it.
+    pub(crate) fn wait_for_log(&self, needle: &str) -> String {
+        let (text, arrived) = &*self.stderr;
+        let (text, timeout) = arrived
+            .wait_timeout_while(text.lock().unwrap(), Duration::from_secs(10), |text| {
+                !text.contains(needle)
+            })
+            .unwrap();
+        assert!(!timeout.timed_out(), "no {needle:?} in stderr:\n{text}");
+        text.clone()
+    }
+
     pub(crate) fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .proxy(reqwest::Proxy::http(format!("http://{}", self.addr)).unwrap())
-            .build()
-            .unwrap()
+        super::client_through(self.addr)
     }
 
     /// Peak resident memory so far, from /proc (VmHWM), in bytes.
@@ -97,11 +126,12 @@ impl Process {
     /// Sends SIGTERM and returns what hoard wrote to stderr; asserts a clean exit.
     pub(crate) fn stop(mut self) -> String {
         self.signal("TERM");
-        let output = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
-            .wait_with_output()
-            .unwrap();
-        assert!(output.status.success(), "exit status {:?}", output.status);
-        String::from_utf8_lossy(&output.stderr).into_owned()
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        assert!(status.success(), "exit status {status:?}");
+        self.stderr.0.lock().unwrap().clone()
     }
 }
 

@@ -45,10 +45,7 @@ impl Hoard {
 
     /// A reqwest client that uses this hoard as its HTTP proxy.
     pub(crate) fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .proxy(reqwest::Proxy::http(format!("http://{}", self.addr)).unwrap())
-            .build()
-            .unwrap()
+        super::client_through(self.addr)
     }
 
     /// Stops accepting, lets in-flight requests finish, and waits for the server to end.

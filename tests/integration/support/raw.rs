@@ -10,6 +10,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Sends `request` to `addr` and reads until the server closes (or 10 s pass).
+/// A `GET target` request head with `Host: host`, `extra` header lines (each ending in
+/// `\r\n`) and `Connection: close`.
+pub(crate) fn get_request(target: &str, host: &str, extra: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+}
+
 pub(crate) async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
