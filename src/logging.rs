@@ -1,5 +1,5 @@
 //! Console and log output: the access-log line per request (stderr or `--access-log FILE`, in
-//! Squid, combined or JSON format) and, with `-v`, the seed's step-by-step trace of request and
+//! Squid, combined or JSON format) and, with `-v`, a step-by-step trace of request and
 //! response heads on both sides (never bodies).
 //!
 //! Logging observes; it must not change a request or a response.

@@ -1,4 +1,4 @@
-//! The index: which responses are cached, answered from memory (the seed's `CACHE_LOG`), and
+//! The index: which responses are cached, answered from memory, and
 //! persisted in a redb database so it survives restarts and crashes.
 //!
 //! In memory it is a size-bounded S3-FIFO map (quick_cache, sharded, no global lock) from the

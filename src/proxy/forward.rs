@@ -15,7 +15,7 @@ use super::{Mode, OriginClient, Proxy, ProxyError, Rules, headers};
 use crate::body::{self, ProxyBody};
 use crate::exchange::Exchange;
 
-/// Redirects hoard follows itself with `--follow-redirects` (the gateway's, as the seed did).
+/// Redirects hoard follows itself with `--follow-redirects` (the gateway's).
 const MAX_REDIRECTS: usize = 10;
 
 /// A request ready for an origin: absolute URI, end-to-end headers only, our `Via` added.

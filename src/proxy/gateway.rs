@@ -1,4 +1,4 @@
-//! The seed's path-prefix gateway: `http://hoard/www.example.com/page` fetches
+//! The path-prefix gateway: `http://hoard/www.example.com/page` fetches
 //! `http://www.example.com/page`, so a plain browser can use hoard without proxy settings.
 //!
 //! This file decides which origin URL a gateway request means (from its path, its `Referer`, or
@@ -55,8 +55,8 @@ impl Site {
 }
 
 /// The site each client address used last, for requests that name no site and carry no
-/// `Referer` (a browser's `/favicon.ico`). Bounded, and safe under concurrency; the seed kept
-/// one global.
+/// `Referer` (a browser's `/favicon.ico`). Bounded, and safe under concurrency (one
+/// global slot would send one client's favicon to another's site).
 pub struct RecentSites {
     by_client: Cache<IpAddr, Arc<Site>>,
 }
