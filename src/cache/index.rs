@@ -332,7 +332,7 @@ impl Index {
 mod tests {
     use super::*;
     use crate::cache::policy::Freshness;
-    use crate::cache::storage::{DiskStorage, Storage};
+    use crate::cache::storage::Storage;
     use http::{HeaderMap, HeaderValue, StatusCode};
 
     pub(super) fn entry(i: u64) -> Arc<StoredResponse> {
@@ -366,7 +366,7 @@ mod tests {
 
     fn open_with_disk(dir: &Path) -> ((Index, LoadReport), Arc<Tiers>) {
         let lock = DirLock::acquire(dir).unwrap();
-        let disk = Arc::new(Tiers::new(1 << 20, DiskStorage::open(dir, &lock).unwrap()));
+        let disk = Arc::new(Tiers::open(dir, &lock, 1 << 20).unwrap());
         (
             Index::open(dir, lock, 1 << 40, 1 << 20, disk.clone()).unwrap(),
             disk,

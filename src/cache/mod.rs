@@ -47,7 +47,7 @@ use crate::body::ProxyBody;
 use collapse::Collapser;
 use index::{Index, IndexError};
 use respond::from_origin;
-use storage::{DiskStorage, Tiers};
+use storage::Tiers;
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -109,9 +109,9 @@ impl Cache {
         // Before anything else touches the directory: a second hoard must not empty the
         // first one's tmp/ (its fills in flight) before finding out it cannot run.
         let lock = storage::DirLock::acquire(&settings.dir)?;
-        let disk = DiskStorage::open(&settings.dir, &lock)
+        let tiers = Tiers::open(&settings.dir, &lock, settings.memory_size)
             .map_err(|e| CacheError::Directory(settings.dir.clone(), e))?;
-        let tiers = Arc::new(Tiers::new(settings.memory_size, disk));
+        let tiers = Arc::new(tiers);
         let (index, report) = Index::open(
             &settings.dir,
             lock,

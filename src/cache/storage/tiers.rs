@@ -3,10 +3,13 @@
 //! removed from. The cache asks for "bytes `start..end` of this body" and gets a stream or a
 //! `BodyError`; which tier answered, and how it was checked, stays in here.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::read::{self, Check};
-use super::{BodyId, DiskStorage, MemoryStorage, Storage, StorageError, StoredBody, Usage};
+use super::{
+    BodyId, DirLock, DiskStorage, MemoryStorage, Storage, StorageError, StoredBody, Usage,
+};
 use crate::body::{self, ProxyBody};
 
 pub use read::Corrupt;
@@ -40,14 +43,15 @@ pub struct Tiers {
 }
 
 impl Tiers {
-    /// One object may take at most an eighth of the memory tier, so a few large bodies cannot
-    /// flush everything else.
-    pub fn new(memory_size: u64, disk: DiskStorage) -> Tiers {
-        Tiers {
+    /// The disk tier in cache directory `dir` (whose lock the caller holds) under a memory
+    /// tier of `memory_size` bytes. One object may take at most an eighth of the memory tier,
+    /// so a few large bodies cannot flush everything else.
+    pub fn open(dir: &Path, lock: &DirLock, memory_size: u64) -> Result<Tiers, StorageError> {
+        Ok(Tiers {
             memory: Arc::new(MemoryStorage::new(memory_size, memory_size / 8)),
-            disk: Arc::new(disk),
+            disk: Arc::new(DiskStorage::open(dir, lock)?),
             verified: Arc::new(quick_cache::sync::Cache::new(1 << 16)),
-        }
+        })
     }
 
     pub fn disk(&self) -> &DiskStorage {
