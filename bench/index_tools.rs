@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::tests::{entry, open};
+use super::tests::{entry, insert_now, open};
 use crate::cache::CacheKey;
 
 /// Not a test: fills the cache directory `HOARD_FILL_DIR` with `HOARD_FILL_ENTRIES`
@@ -29,7 +29,7 @@ fn fill_index_for_the_scale_bench() {
         let mut entry = (*entry(i)).clone();
         entry.key = CacheKey::from_url(format!("http://scale.invalid/item/{i}"));
         entry.body = u64::MAX - i;
-        index.insert(Arc::new(entry));
+        insert_now(&index, Arc::new(entry));
         if i % 100_000 == 0 {
             index.flush();
         }
@@ -46,7 +46,7 @@ fn startup_with_100k_entries() {
     let dir = tempfile::tempdir().unwrap();
     let (index, _) = open(dir.path());
     for i in 0..100_000 {
-        index.insert(entry(i));
+        insert_now(&index, entry(i));
     }
     index.close();
     drop(index);

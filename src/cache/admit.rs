@@ -11,6 +11,7 @@ use http::{Request, Response, StatusCode};
 
 use super::collapse::{FillLock, FillResult};
 use super::control::CacheControl;
+use super::index::{Generation, Published};
 use super::lookup::RequestHead;
 use super::policy::{self, Freshness, NotStorable, now_secs};
 use super::respond::from_origin;
@@ -21,6 +22,9 @@ use crate::body::{self, ProxyBody};
 /// Everything about the request that admitting its response needs.
 pub(super) struct Admission {
     pub(super) key: CacheKey,
+    /// The key's invalidation generation when the request went out: the response is
+    /// published only if no invalidation came in between.
+    pub(super) generation: Generation,
     pub(super) head: RequestHead,
     pub(super) request_cc: CacheControl,
     /// When the request went to the origin (RFC 9111 §4.2.3), in Unix seconds.
@@ -30,21 +34,6 @@ pub(super) struct Admission {
 }
 
 impl Admission {
-    pub(super) fn new<B>(
-        key: CacheKey,
-        request: &Request<B>,
-        request_cc: CacheControl,
-        lock: Option<FillLock>,
-    ) -> Admission {
-        Admission {
-            key,
-            head: RequestHead::of(request),
-            request_cc,
-            request_time: now_secs(),
-            lock,
-        }
-    }
-
     /// Tells waiting followers how the fill ended.
     pub(super) fn finish(&mut self, result: FillResult) {
         if let Some(lock) = self.lock.take() {
@@ -54,6 +43,24 @@ impl Admission {
 }
 
 impl Cache {
+    /// The admission for `request`, about to go to the origin.
+    pub(super) fn admission<B>(
+        &self,
+        key: CacheKey,
+        request: &Request<B>,
+        request_cc: CacheControl,
+        lock: Option<FillLock>,
+    ) -> Admission {
+        Admission {
+            generation: self.index.generation(&key),
+            key,
+            head: RequestHead::of(request),
+            request_cc,
+            request_time: now_secs(),
+            lock,
+        }
+    }
+
     /// Stores the origin's response if allowed (streaming it to the client meanwhile) and
     /// answers a client conditional from it.
     pub(super) fn admit_and_answer(
@@ -135,21 +142,30 @@ impl Cache {
             body_len: 0,
             checksum: [0; 32],
         };
-        let lock = admission.lock;
+        let (lock, generation) = (admission.lock, admission.generation);
         let cache = Arc::clone(self);
         let on_done = Box::new(move |stored: Option<(u64, [u8; 32])>| {
             if let Some((len, checksum)) = stored {
                 entry.body_len = len;
                 entry.checksum = checksum;
-                if cache.index.insert_durable(Arc::new(entry)) {
-                    if let Some(lock) = lock {
-                        lock.finish(FillResult::Stored);
+                let result = match cache.index.insert_durable(Arc::new(entry), generation) {
+                    Published::Yes => FillResult::Stored,
+                    Published::Superseded => {
+                        cache.count_not_stored(NotStorable::Invalidated);
+                        let _ = cache.tiers.remove(body_id);
+                        FillResult::NotStored
                     }
-                } else {
-                    // The index could not record it (a full or read-only disk): the body
-                    // would be unreachable after a restart, so it is not kept now either.
-                    cache.store_failures.fetch_add(1, Ordering::Relaxed);
-                    let _ = cache.tiers.remove(body_id);
+                    Published::Failed => {
+                        // The index could not record it (a full or read-only disk): the
+                        // body would be unreachable after a restart, so it is not kept now
+                        // either; followers retry.
+                        cache.store_failures.fetch_add(1, Ordering::Relaxed);
+                        let _ = cache.tiers.remove(body_id);
+                        return;
+                    }
+                };
+                if let Some(lock) = lock {
+                    lock.finish(result);
                 }
             }
             // Otherwise the lock drops unfinished: followers retry instead of hanging.

@@ -14,6 +14,7 @@ pub use load::{IndexDamage, IndexRebuilt, LoadReport};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +36,28 @@ const MAX_VARIANTS: usize = 16;
 
 /// All cached variants of one URL; replaced as a whole on change, so readers never lock.
 pub(super) type Variants = Arc<Vec<Arc<StoredResponse>>>;
+
+/// Invalidation generations are kept per stripe of keys: a fixed table, so keys never
+/// invalidated cost nothing. Two keys sharing a stripe only means an invalidation of one
+/// discards a fill of the other that was in flight at that moment (a miss later, never a
+/// wrong answer).
+const GENERATION_STRIPES: usize = 1 << 16;
+
+/// How many invalidations a key's stripe has seen: taken when a request goes to the origin,
+/// checked when its response is published (RFC 9111 §4.4: a response fetched before an
+/// unsafe request succeeded must not be stored after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Generation(u64);
+
+/// What became of a fill's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Published {
+    Yes,
+    /// The key was invalidated since the request went out; the entry is dropped.
+    Superseded,
+    /// The database could not record it (a full or read-only disk).
+    Failed,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -121,6 +144,8 @@ pub(super) struct Index {
     ops: mpsc::Sender<Op>,
     /// Serialises read-modify-write of one URL's variant list; hits never take it.
     write_locks: Box<[Mutex<()>]>,
+    /// Bumped, under the key's write lock, by every `remove` (see `Generation`).
+    generations: Box<[AtomicU64]>,
     evictions: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -163,6 +188,7 @@ impl Index {
             map,
             ops,
             write_locks: (0..64).map(|_| Mutex::new(())).collect(),
+            generations: (0..GENERATION_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             evictions: Arc::clone(&evictions),
         };
 
@@ -204,29 +230,58 @@ impl Index {
         (variants.first()?.key == *key).then_some(variants)
     }
 
-    /// Adds or replaces the variant with the same `Vary` values and persists it in the
-    /// background (a 304 refresh, whose loss in a crash only means older headers); a replaced
-    /// body is deleted unless the new entry keeps it.
-    pub(super) fn insert(&self, entry: Arc<StoredResponse>) {
+    /// `key`'s invalidation generation now.
+    pub(super) fn generation(&self, key: &CacheKey) -> Generation {
+        Generation(self.stripe(key.hash()).load(Ordering::Acquire))
+    }
+
+    fn stripe(&self, hash: u128) -> &AtomicU64 {
+        &self.generations[(hash % GENERATION_STRIPES as u128) as usize]
+    }
+
+    /// Adds or replaces the variant with the same `Vary` values, unless `key` was
+    /// invalidated since `generation` was taken, and persists it in the background (a 304
+    /// refresh, whose loss in a crash only means older headers); a replaced body is deleted
+    /// unless the new entry keeps it.
+    pub(super) fn insert(&self, entry: Arc<StoredResponse>, generation: Generation) -> Published {
+        let hash = entry.key.hash();
+        let _guard = self.lock(hash);
+        if self.generation(&entry.key) != generation {
+            return Published::Superseded;
+        }
         let _ = self.ops.send(Op::Change(Change::Put(entry.clone())));
-        self.publish(entry);
+        self.publish_locked(entry);
+        Published::Yes
     }
 
     /// Like `insert`, but returns only once the entry is committed to the database, and
-    /// publishes it only then: an entry anyone has seen survives a crash. `false` when the
-    /// commit failed (the entry is not published). Blocks; call it off the async reactor.
-    pub(super) fn insert_durable(&self, entry: Arc<StoredResponse>) -> bool {
+    /// publishes it only then: an entry anyone has seen survives a crash. One superseded
+    /// while it was being committed is deleted again, row and body. Blocks; call it off the
+    /// async reactor.
+    pub(super) fn insert_durable(
+        &self,
+        entry: Arc<StoredResponse>,
+        generation: Generation,
+    ) -> Published {
+        if self.generation(&entry.key) != generation {
+            return Published::Superseded;
+        }
         let _ = self.ops.send(Op::Change(Change::Put(entry.clone())));
         if !self.flush() {
-            return false;
+            return Published::Failed;
         }
-        self.publish(entry);
-        true
+        let _guard = self.lock(entry.key.hash());
+        if self.generation(&entry.key) != generation {
+            let _ = self.ops.send(Op::Change(Change::Delete(entry.body)));
+            return Published::Superseded;
+        }
+        self.publish_locked(entry);
+        Published::Yes
     }
 
-    fn publish(&self, entry: Arc<StoredResponse>) {
+    /// Puts `entry` into the map; the caller holds its key's write lock.
+    fn publish_locked(&self, entry: Arc<StoredResponse>) {
         let hash = entry.key.hash();
-        let _guard = self.lock(hash);
         let mut variants: Vec<Arc<StoredResponse>> = self
             .map
             .peek(&hash)
@@ -261,9 +316,11 @@ impl Index {
         let _ = self.ops.send(Op::Change(Change::Delete(entry.body)));
     }
 
-    /// Forgets every variant of `key` (invalidation, purge). Returns how many there were.
+    /// Forgets every variant of `key` (invalidation, purge), and any fill of it still in
+    /// flight (its generation moves on). Returns how many variants there were.
     pub(super) fn remove(&self, key: &CacheKey) -> usize {
         let _guard = self.lock(key.hash());
+        self.stripe(key.hash()).fetch_add(1, Ordering::AcqRel);
         match self.map.remove(&key.hash()) {
             Some((_, variants)) if variants.first().is_some_and(|v| v.key == *key) => {
                 for variant in variants.iter() {
@@ -360,6 +417,12 @@ mod tests {
         })
     }
 
+    /// Inserts `entry` at its key's current generation.
+    pub(super) fn insert_now(index: &Index, entry: Arc<StoredResponse>) {
+        let generation = index.generation(&entry.key);
+        assert_eq!(index.insert(entry, generation), Published::Yes);
+    }
+
     pub(super) fn open(dir: &Path) -> (Index, LoadReport) {
         open_with_disk(dir).0
     }
@@ -386,19 +449,19 @@ mod tests {
         let exists = |id| disk.disk().read(id).unwrap().is_some();
         let first = entry(0);
         store_body(&disk, first.body);
-        index.insert(first.clone());
+        insert_now(&index, first.clone());
         // A 304 refresh keeps the body.
         let mut refreshed = (*first).clone();
         refreshed
             .headers
             .insert("x-refreshed", HeaderValue::from_static("1"));
-        index.insert(Arc::new(refreshed));
+        insert_now(&index, Arc::new(refreshed));
         // A second variant keeps the first.
         let mut second = (*first).clone();
         second.vary = vec![("accept".into(), Some("text/plain".into()))];
         second.body = 77;
         store_body(&disk, 77);
-        index.insert(Arc::new(second));
+        insert_now(&index, Arc::new(second));
         index.flush();
         assert!(exists(first.body), "the refreshed entry's body survived");
         assert!(exists(77));
@@ -406,7 +469,7 @@ mod tests {
         let mut replacement = (*first).clone();
         replacement.body = 78;
         store_body(&disk, 78);
-        index.insert(Arc::new(replacement));
+        insert_now(&index, Arc::new(replacement));
         index.flush();
         assert!(!exists(first.body), "the replaced body is deleted");
         assert!(exists(77) && exists(78));
@@ -417,7 +480,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (index, _) = open(dir.path());
         for i in 0..10 {
-            index.insert(entry(i));
+            insert_now(&index, entry(i));
         }
         assert_eq!(index.remove(&entry(3).key), 1);
         index.close();
@@ -434,7 +497,11 @@ mod tests {
         let ((index, _), disk) = open_with_disk(dir.path());
         let stored = entry(0);
         store_body(&disk, stored.body);
-        assert!(index.insert_durable(stored.clone()));
+        let generation = index.generation(&stored.key);
+        assert_eq!(
+            index.insert_durable(stored.clone(), generation),
+            Published::Yes
+        );
         index.close();
         drop((index, disk));
         std::fs::write(dir.path().join("index.redb"), b"garbage".repeat(100)).unwrap();
@@ -452,7 +519,7 @@ mod tests {
             "the orphaned body is gone"
         );
         // The fresh database works, and a reopen finds it healthy.
-        index.insert(entry(1));
+        insert_now(&index, entry(1));
         index.close();
         drop((index, disk));
         let (index, report) = open(dir.path());

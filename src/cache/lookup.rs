@@ -142,12 +142,12 @@ impl Cache {
         // exchange's, which would be copied with it on every request.
         match next {
             Next::Revalidate(entry) => {
-                let admission = Admission::new(key, &request, request_cc, lock);
+                let admission = self.admission(key, &request, request_cc, lock);
                 Box::pin(self.revalidate(entry, request, admission, origin)).await
             }
             Next::Fetch(_) if request_cc.only_if_cached => Ok(not_cached()),
             Next::Fetch(outcome) => {
-                let admission = Admission::new(key, &request, request_cc, lock);
+                let admission = self.admission(key, &request, request_cc, lock);
                 Box::pin(self.fetch(request, admission, CacheStatus::new(outcome), origin)).await
             }
         }

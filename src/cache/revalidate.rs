@@ -10,6 +10,7 @@ use http::{Method, Request, StatusCode};
 use super::admit::Admission;
 use super::collapse::{FillResult, Role};
 use super::control::CacheControl;
+use super::index::Published;
 use super::lookup::RequestHead;
 use super::policy::{self, Freshness, NotStorable, now_secs};
 use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served, StoredResponse, entry};
@@ -136,6 +137,7 @@ impl Cache {
         let origin = Arc::clone(origin);
         let entry = Arc::clone(entry);
         let mut admission = Admission {
+            generation: self.index.generation(key),
             key: key.clone(),
             head,
             request_cc: CacheControl::default(),
@@ -198,11 +200,17 @@ impl Cache {
             freshness,
             ..entry.clone()
         });
-        match shared {
-            Ok(()) => {
-                self.index.insert(Arc::clone(&refreshed));
-                admission.finish(FillResult::Stored);
+        let shared = shared.and_then(|()| {
+            match self
+                .index
+                .insert(Arc::clone(&refreshed), admission.generation)
+            {
+                Published::Superseded => Err(NotStorable::Invalidated),
+                _ => Ok(()),
             }
+        });
+        match shared {
+            Ok(()) => admission.finish(FillResult::Stored),
             Err(reason) => {
                 self.count_not_stored(reason);
                 admission.finish(FillResult::NotStored);

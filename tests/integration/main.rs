@@ -13,6 +13,7 @@ mod errors;
 mod exposure;
 mod forward;
 mod gateway;
+mod invalidation;
 mod origin_faults;
 mod poisoning;
 mod reverse;

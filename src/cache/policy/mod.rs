@@ -65,10 +65,13 @@ pub enum NotStorable {
     NoFreshness,
     /// Larger than `--max-object-size`.
     TooLarge,
+    /// The URL was invalidated (an unsafe request, a purge) while this response was on its
+    /// way; it predates the change, so it is dropped (RFC 9111 §4.4).
+    Invalidated,
 }
 
 impl NotStorable {
-    pub const ALL: [NotStorable; 9] = [
+    pub const ALL: [NotStorable; 10] = [
         NotStorable::Method,
         NotStorable::Status,
         NotStorable::NoStore,
@@ -78,6 +81,7 @@ impl NotStorable {
         NotStorable::VaryStar,
         NotStorable::NoFreshness,
         NotStorable::TooLarge,
+        NotStorable::Invalidated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +95,7 @@ impl NotStorable {
             NotStorable::VaryStar => "vary-star",
             NotStorable::NoFreshness => "no-freshness",
             NotStorable::TooLarge => "too-large",
+            NotStorable::Invalidated => "invalidated",
         }
     }
 }
