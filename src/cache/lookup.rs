@@ -59,8 +59,12 @@ enum Lookup {
         entry: Arc<StoredResponse>,
         refresh: bool,
     },
-    /// A stale one the origin must confirm first.
-    Validate(Arc<StoredResponse>),
+    /// One the origin must confirm first: stale, or fresh but the request's directives
+    /// (`no-cache`, `max-age=0`, ...) ask for validation (`forced_by_client`).
+    Validate {
+        entry: Arc<StoredResponse>,
+        forced_by_client: bool,
+    },
     /// Nothing usable stored (`UriMiss` or `VaryMiss`).
     Miss(CacheOutcome),
     /// `only-if-cached`, and what is stored would need the origin: 504.
@@ -69,7 +73,10 @@ enum Lookup {
 
 /// Where the request goes once the lookup is settled.
 enum Next {
-    Revalidate(Arc<StoredResponse>),
+    Revalidate {
+        entry: Arc<StoredResponse>,
+        forced_by_client: bool,
+    },
     Fetch(CacheOutcome),
 }
 
@@ -110,11 +117,25 @@ impl Cache {
                     (entry, CacheStatus::new(CacheOutcome::Stale).detail(why))
                 }
                 Lookup::NotCached => return Ok(not_cached()),
-                Lookup::Validate(entry) if !may_lead => break Next::Revalidate(entry),
-                Lookup::Validate(entry) => match self.lead_or_wait(&key, true, round).await {
+                Lookup::Validate {
+                    entry,
+                    forced_by_client,
+                } if !may_lead => {
+                    break Next::Revalidate {
+                        entry,
+                        forced_by_client,
+                    };
+                }
+                Lookup::Validate {
+                    entry,
+                    forced_by_client,
+                } => match self.lead_or_wait(&key, true, round).await {
                     Wait::Go(leader) => {
                         lock = leader;
-                        break Next::Revalidate(entry);
+                        break Next::Revalidate {
+                            entry,
+                            forced_by_client,
+                        };
                     }
                     Wait::LookAgain => continue,
                 },
@@ -141,9 +162,12 @@ impl Cache {
         // Boxed so that the future of a hit (the fast path) is not as large as the origin
         // exchange's, which would be copied with it on every request.
         match next {
-            Next::Revalidate(entry) => {
+            Next::Revalidate {
+                entry,
+                forced_by_client,
+            } => {
                 let admission = self.admission(key, &request, request_cc, lock);
-                Box::pin(self.revalidate(entry, request, admission, origin)).await
+                Box::pin(self.revalidate(entry, request, admission, forced_by_client, origin)).await
             }
             Next::Fetch(_) if request_cc.only_if_cached => Ok(not_cached()),
             Next::Fetch(outcome) => {
@@ -162,7 +186,8 @@ impl Cache {
         let Some(entry) = select_variant(&variants, headers) else {
             return Lookup::Miss(CacheOutcome::VaryMiss);
         };
-        match entry.freshness.verdict(request_cc, now_secs()) {
+        let now = now_secs();
+        match entry.freshness.verdict(request_cc, now) {
             Verdict::Fresh => Lookup::Hit(entry),
             Verdict::StaleAllowed => Lookup::Stale {
                 entry,
@@ -173,7 +198,11 @@ impl Cache {
                 refresh: true,
             },
             Verdict::Validate if request_cc.only_if_cached => Lookup::NotCached,
-            Verdict::Validate => Lookup::Validate(entry),
+            Verdict::Validate => Lookup::Validate {
+                forced_by_client: entry.freshness.verdict(&CacheControl::default(), now)
+                    == Verdict::Fresh,
+                entry,
+            },
         }
     }
 

@@ -74,6 +74,11 @@ pub trait Origin: Send + Sync + 'static {
         &self,
         request: Request<ProxyBody>,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Self::Error>> + Send;
+
+    /// Whether `error` means the origin could not answer (unreachable, timed out, a broken
+    /// response): then a stale copy may stand in (RFC 9111 §4.2.4). A refusal (a denied
+    /// destination, a bad request body) is not that.
+    fn unavailable(error: &Self::Error) -> bool;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -90,6 +90,9 @@ pub struct Served {
 pub struct CacheStatus {
     pub outcome: CacheOutcome,
     pub fwd_status: Option<u16>,
+    /// The stored response was fresh, but the request's directives (`no-cache`,
+    /// `max-age=0`, ...) sent it forward: RFC 9211 `fwd=request`, not `fwd=stale`.
+    pub fwd_request: bool,
     pub stored: bool,
     /// Remaining freshness in seconds; negative when stale.
     pub ttl: Option<i64>,
@@ -101,6 +104,7 @@ impl CacheStatus {
         CacheStatus {
             outcome,
             fwd_status: None,
+            fwd_request: false,
             stored: false,
             ttl: None,
             detail: None,
@@ -118,7 +122,11 @@ impl CacheStatus {
         // One buffer, handed to the HeaderValue without a copy: this runs on every hit.
         let mut text = String::with_capacity(64);
         text.push_str("hoard");
-        match self.outcome.fwd() {
+        let fwd = match self.outcome.fwd() {
+            Some(_) if self.fwd_request => Some("request"),
+            fwd => fwd,
+        };
+        match fwd {
             None if self.outcome != CacheOutcome::NotCached => text.push_str("; hit"),
             None => {}
             Some(fwd) => {

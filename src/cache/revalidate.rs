@@ -12,7 +12,7 @@ use super::collapse::{FillResult, Role};
 use super::control::CacheControl;
 use super::index::Published;
 use super::lookup::RequestHead;
-use super::policy::{self, Freshness, NotStorable, now_secs};
+use super::policy::{self, Freshness, NotStorable, StaleOnError, now_secs};
 use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served, StoredResponse, entry};
 use crate::body::{self, ProxyBody};
 
@@ -32,6 +32,7 @@ impl Cache {
         entry: Arc<StoredResponse>,
         request: Request<ProxyBody>,
         mut admission: Admission,
+        forced_by_client: bool,
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
         let conditional = conditional_request(without_conditionals(request), &entry);
@@ -49,6 +50,7 @@ impl Cache {
                 let refresh = self.refresh(&entry, &mut admission, not_modified);
                 let mut status = CacheStatus::new(CacheOutcome::Revalidated);
                 status.fwd_status = Some(304);
+                status.fwd_request = forced_by_client;
                 if let Err(reason) = refresh.shared {
                     status.detail = Some(reason.as_str());
                 }
@@ -75,20 +77,27 @@ impl Cache {
                 }
                 Ok(answered)
             }
-            Ok(response) if response.status().is_server_error() && usable_on_error() => {
-                let mut status = CacheStatus::new(CacheOutcome::Stale).detail("stale-if-error");
+            Ok(response) if response.status().is_server_error() && usable_on_error().is_some() => {
+                let why = usable_on_error().map_or("stale-if-error", StaleOnError::detail);
+                let mut status = CacheStatus::new(CacheOutcome::Stale).detail(why);
                 status.fwd_status = Some(response.status().as_u16());
                 drop(response);
                 self.answer_or_fetch(entry, admission, status, origin).await
             }
-            Err(e) if usable_on_error() => {
+            Err(e) if O::unavailable(&e) && usable_on_error().is_some() => {
                 tracing::info!(url = admission.key.url(), error = %e, "serving stale: the origin failed");
-                let status = CacheStatus::new(CacheOutcome::Stale).detail("stale-if-error");
+                let why = usable_on_error().map_or("stale-if-error", StaleOnError::detail);
+                let status = CacheStatus::new(CacheOutcome::Stale).detail(why);
                 self.answer_or_fetch(entry, admission, status, origin).await
             }
             Err(e) => Err(e),
             Ok(response) => {
-                let mut status = CacheStatus::new(CacheOutcome::Refreshed);
+                let outcome = if forced_by_client {
+                    CacheOutcome::ClientRefresh
+                } else {
+                    CacheOutcome::Refreshed
+                };
+                let mut status = CacheStatus::new(outcome);
                 status.fwd_status = Some(response.status().as_u16());
                 Ok(self.admit_and_answer(admission, response, status))
             }

@@ -173,9 +173,11 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
     pub heuristic_max: Duration,
 
-    /// Serve a stale response this long past its freshness when the origin is down, times
-    /// out or answers 5xx, even without `stale-if-error` (unless `must-revalidate`).
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    /// Serve a stale response up to this long past its freshness when the origin is down,
+    /// times out or answers 5xx, even without `stale-if-error` (as Squid's `max_stale` and
+    /// Traffic Server's `max_stale_age` do); never for `must-revalidate`,
+    /// `proxy-revalidate`, `s-maxage` or `no-cache` responses. `0s` turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "1w", value_parser = parse_duration)]
     pub stale_if_error: Duration,
 
     /// In the gateway, follow origin redirects (at most 10) and return the final response,

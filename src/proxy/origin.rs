@@ -39,6 +39,10 @@ impl OriginClient {
 impl cache::Origin for OriginClient {
     type Error = UpstreamError;
 
+    fn unavailable(error: &UpstreamError) -> bool {
+        error.origin_unavailable()
+    }
+
     async fn fetch(
         &self,
         request: Request<ProxyBody>,

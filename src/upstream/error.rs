@@ -68,6 +68,22 @@ impl UpstreamError {
         }
     }
 
+    /// The origin could not be reached or did not give a usable answer (as opposed to a
+    /// refusal by hoard's own rules or a client's broken request body).
+    pub fn origin_unavailable(&self) -> bool {
+        match self {
+            UpstreamError::Dns { .. }
+            | UpstreamError::Connect { .. }
+            | UpstreamError::ConnectTimeout { .. }
+            | UpstreamError::FirstByteTimeout { .. }
+            | UpstreamError::Protocol { .. }
+            | UpstreamError::Tls(_) => true,
+            UpstreamError::Denied(_)
+            | UpstreamError::Loop(_)
+            | UpstreamError::RequestBody { .. } => false,
+        }
+    }
+
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,

@@ -17,5 +17,6 @@ mod invalidation;
 mod origin_faults;
 mod poisoning;
 mod reverse;
+mod stale;
 mod support;
 mod tls;

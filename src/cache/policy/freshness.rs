@@ -117,26 +117,49 @@ impl Freshness {
         Verdict::Validate
     }
 
-    /// RFC 5861 §4: may this response be served stale because the origin failed?
+    /// May this response be served stale because the origin failed, and on whose word:
+    /// a `stale-if-error` directive (RFC 5861 §4), or hoard's grace for a disconnected cache
+    /// (RFC 9111 §4.2.4, `--stale-if-error`). Never for `must-revalidate`,
+    /// `proxy-revalidate`, `s-maxage` (§5.2.2.2, §5.2.2.8, §5.2.2.10) or `no-cache`
+    /// (§5.2.2.4: not without successful validation).
     pub fn usable_on_error(
         &self,
         request_cc: &CacheControl,
         now: u64,
         settings: &PolicySettings,
-    ) -> bool {
-        if self.must_revalidate {
-            return false;
+    ) -> Option<StaleOnError> {
+        if self.must_revalidate || self.no_cache {
+            return None;
         }
-        let window = [
-            self.stale_if_error,
-            request_cc.stale_if_error,
-            Some(settings.stale_if_error_grace.as_secs()),
-        ]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(0);
-        window > 0 && self.staleness(now) <= window
+        let staleness = self.staleness(now);
+        let directive = [self.stale_if_error, request_cc.stale_if_error]
+            .into_iter()
+            .flatten()
+            .max();
+        if directive.is_some_and(|window| staleness <= window) {
+            return Some(StaleOnError::Directive);
+        }
+        let grace = settings.stale_if_error_grace.as_secs();
+        (grace > 0 && staleness <= grace).then_some(StaleOnError::Grace)
+    }
+}
+
+/// Why a stale response may stand in for a failed origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleOnError {
+    /// The response's or the request's `stale-if-error`.
+    Directive,
+    /// hoard's own grace (`--stale-if-error`).
+    Grace,
+}
+
+impl StaleOnError {
+    /// The `Cache-Status` detail that says so.
+    pub fn detail(self) -> &'static str {
+        match self {
+            StaleOnError::Directive => "stale-if-error",
+            StaleOnError::Grace => "origin-unavailable",
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use super::control::CacheControl;
 
 mod freshness;
 
-pub use freshness::{Freshness, Verdict};
+pub use freshness::{Freshness, StaleOnError, Verdict};
 
 /// Settings the operator can tune.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -187,8 +187,43 @@ fn stale_while_revalidate_and_stale_if_error_windows() {
     let none = CacheControl::default();
     assert_eq!(f.verdict(&none, t + 25), Verdict::StaleWhileRevalidate);
     assert_eq!(f.verdict(&none, t + 31), Verdict::Validate);
-    assert!(f.usable_on_error(&none, t + 100, &SETTINGS));
-    assert!(!f.usable_on_error(&none, t + 111, &SETTINGS));
+    assert_eq!(
+        f.usable_on_error(&none, t + 100, &SETTINGS),
+        Some(StaleOnError::Directive)
+    );
+    assert_eq!(f.usable_on_error(&none, t + 111, &SETTINGS), None);
+    let week = PolicySettings {
+        stale_if_error_grace: Duration::from_secs(7 * 86_400),
+        ..SETTINGS
+    };
+    assert_eq!(
+        f.usable_on_error(&none, t + 111, &week),
+        Some(StaleOnError::Grace)
+    );
+    // Never for responses that forbid serving stale, whatever the grace or the directive.
+    for forbids in [
+        "no-cache",
+        "must-revalidate",
+        "proxy-revalidate",
+        "s-maxage=10",
+    ] {
+        let strict = fresh(
+            &[
+                ("date", &date(t)),
+                (
+                    "cache-control",
+                    &format!("max-age=10, stale-if-error=100, {forbids}"),
+                ),
+            ],
+            t,
+            t,
+        );
+        assert_eq!(
+            strict.usable_on_error(&none, t + 50, &week),
+            None,
+            "{forbids}"
+        );
+    }
 }
 
 #[test]

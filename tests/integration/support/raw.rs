@@ -93,13 +93,8 @@ pub(crate) async fn scripted_origin(
             let n = counter.fetch_add(1, Ordering::SeqCst);
             let (response, then) = script[n.min(script.len() - 1)];
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream).await {
+                    return;
                 }
                 let _ = stream.write_all(response).await;
                 match then {
@@ -113,6 +108,36 @@ pub(crate) async fn scripted_origin(
         }
     });
     (addr, taken)
+}
+
+/// An origin that answers one connection with `response`, then stops listening: later
+/// requests find the port closed (connection refused), as when an origin goes down.
+pub(crate) async fn origin_that_goes_down(response: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        drop(listener);
+        if read_head(&mut stream).await {
+            let _ = stream.write_all(response).await;
+        }
+    });
+    addr
+}
+
+/// Reads one request head; `false` if the connection ended first.
+async fn read_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 /// A port on 127.0.0.1 where nothing listens.
