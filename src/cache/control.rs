@@ -59,21 +59,32 @@ impl CacheControl {
         // An invalid number for a freshness directive makes the response stale rather than
         // fresh forever (RFC 9111 §4.2.1 and §5.2.2.1).
         let seconds = || arg.map_or(Some(0), parse_delta_seconds).or(Some(0));
+        // A directive given twice counts the first time (§4.2.1: `max-age=1, max-age=3600`
+        // is fresh for one second): later values only fill what is still unset.
+        fn first(slot: &mut Option<u64>, value: impl FnOnce() -> Option<u64>) {
+            if slot.is_none() {
+                *slot = value();
+            }
+        }
         match name {
-            "max-age" => self.max_age = seconds(),
-            "s-maxage" => self.s_maxage = seconds(),
+            "max-age" => first(&mut self.max_age, seconds),
+            "s-maxage" => first(&mut self.s_maxage, seconds),
             "no-store" => self.no_store = true,
             "no-cache" => self.no_cache = true,
             "private" => self.private = true,
             "public" => self.public = true,
             "must-revalidate" => self.must_revalidate = true,
             "proxy-revalidate" => self.proxy_revalidate = true,
-            "stale-while-revalidate" => {
-                self.stale_while_revalidate = arg.and_then(parse_delta_seconds)
+            "stale-while-revalidate" => first(&mut self.stale_while_revalidate, || {
+                arg.and_then(parse_delta_seconds)
+            }),
+            "stale-if-error" => first(&mut self.stale_if_error, || {
+                arg.and_then(parse_delta_seconds)
+            }),
+            "max-stale" if self.max_stale.is_none() => {
+                self.max_stale = Some(arg.and_then(parse_delta_seconds))
             }
-            "stale-if-error" => self.stale_if_error = arg.and_then(parse_delta_seconds),
-            "max-stale" => self.max_stale = Some(arg.and_then(parse_delta_seconds)),
-            "min-fresh" => self.min_fresh = arg.and_then(parse_delta_seconds),
+            "min-fresh" => first(&mut self.min_fresh, || arg.and_then(parse_delta_seconds)),
             "only-if-cached" => self.only_if_cached = true,
             _ => {}
         }

@@ -12,6 +12,7 @@ mod destinations;
 mod errors;
 mod exposure;
 mod forward;
+mod freshness;
 mod gateway;
 mod invalidation;
 mod origin_faults;

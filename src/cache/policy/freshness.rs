@@ -38,12 +38,16 @@ impl Freshness {
     ) -> Freshness {
         let cc = CacheControl::parse(headers);
         let date = header_date(headers, header::DATE);
-        // §4.2.3
+        // §4.2.3; a list (`Age: 7200, 0`, from a hop that appended) counts its first member,
+        // parameters ignored; an invalid value is as if absent.
         let age_value = headers
             .get(header::AGE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(0, |v| v.parse::<u64>().unwrap_or(1 << 31));
         let apparent_age = date.map_or(0, |date| response_time.saturating_sub(date));
         let response_delay = response_time.saturating_sub(request_time);
         let corrected_age_value = age_value.saturating_add(response_delay);

@@ -12,6 +12,7 @@ use http::{Method, StatusCode};
 
 use super::control::CacheControl;
 
+mod date;
 mod freshness;
 
 pub use freshness::{Freshness, StaleOnError, Verdict};
@@ -32,10 +33,9 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The first `name` field as an HTTP date (any of the three forms), in Unix seconds.
 fn header_date(headers: &HeaderMap, name: HeaderName) -> Option<u64> {
-    let text = headers.get(name)?.to_str().ok()?;
-    let time = httpdate::parse_http_date(text.trim()).ok()?;
-    Some(time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+    date::parse(headers.get(name)?.to_str().ok()?, now_secs())
 }
 
 /// RFC 9110 §15.1: statuses a cache may store without explicit freshness.
