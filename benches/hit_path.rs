@@ -59,6 +59,7 @@ fn hit_path(c: &mut Criterion) {
     let settings = PolicySettings {
         heuristic_max: std::time::Duration::from_secs(86_400),
         stale_if_error_grace: std::time::Duration::ZERO,
+        own_cache_control: http::HeaderName::from_static("hoard-cache-control"),
     };
     let headers = response_headers();
     let now = 1_795_665_600;

@@ -91,7 +91,7 @@ impl Cache {
         mut status: CacheStatus,
     ) -> Served {
         let head = &admission.head;
-        let response_cc = CacheControl::parse(response.headers());
+        let response_cc = self.settings.policy.directives(response.headers());
         let content_length = response
             .headers()
             .get(header::CONTENT_LENGTH)

@@ -1,9 +1,14 @@
 //! `Cache-Control` parsing (RFC 9111 §5.2) for requests and responses, plus `Pragma: no-cache`
-//! (§5.4). Written by hand: the directive grammar is small, and the crates that parse it drop
-//! the stale-* extensions this cache acts on.
+//! (§5.4), and the targeted fields of RFC 9213 (hoard's own, then `CDN-Cache-Control`), which
+//! take precedence over `Cache-Control` for a response. `Cache-Control` is parsed by hand: the
+//! directive grammar is small, and the crates that parse it drop the stale-* extensions this
+//! cache acts on. Targeted fields are structured-field dictionaries, parsed with `sfv`.
 
 use http::HeaderMap;
-use http::header::{CACHE_CONTROL, PRAGMA};
+use http::header::{CACHE_CONTROL, HeaderName, PRAGMA};
+
+/// RFC 9213 §3: the field every CDN-like cache obeys.
+pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 
 /// Largest delta-seconds we keep: RFC 9111 §1.2.2 says to treat anything larger as 2^31.
 const DELTA_SECONDS_MAX: u64 = 1 << 31;
@@ -26,6 +31,9 @@ pub struct CacheControl {
     pub max_stale: Option<Option<u64>>,
     pub min_fresh: Option<u64>,
     pub only_if_cached: bool,
+    /// A response's directives came from a targeted field: `Expires` does not count then
+    /// (RFC 9213 §2.2).
+    pub targeted: bool,
 }
 
 impl CacheControl {
@@ -38,6 +46,17 @@ impl CacheControl {
             }
         }
         cc
+    }
+
+    /// A response's directives for hoard's own decisions: those of the first targeted field
+    /// with a valid, non-empty value, in the order `own` (hoard's field), `CDN-Cache-Control`;
+    /// else `Cache-Control` (RFC 9213 §2.2). A targeted field that is not a valid
+    /// structured-field dictionary is ignored.
+    pub fn parse_response(headers: &HeaderMap, own: &HeaderName) -> CacheControl {
+        [own, &CDN_CACHE_CONTROL]
+            .into_iter()
+            .find_map(|name| targeted(headers, name))
+            .unwrap_or_else(|| CacheControl::parse(headers))
     }
 
     /// A request's directives, with `Pragma: no-cache` counted when there is no
@@ -89,6 +108,46 @@ impl CacheControl {
             _ => {}
         }
     }
+}
+
+/// The directives of targeted field `name` (its lines combined, RFC 9651 §4.2), if it is
+/// present with a valid, non-empty dictionary value. `max-age=60` is an integer, `public` a
+/// true boolean, `no-cache="set-cookie"` a string; a directive of another shape is ignored.
+fn targeted(headers: &HeaderMap, name: &HeaderName) -> Option<CacheControl> {
+    let mut text = String::new();
+    for value in headers.get_all(name) {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(value.to_str().ok()?);
+    }
+    let dictionary: sfv::Dictionary = sfv::Parser::new(&text).parse().ok()?;
+    if dictionary.is_empty() {
+        return None;
+    }
+    let mut cc = CacheControl {
+        targeted: true,
+        ..CacheControl::default()
+    };
+    for (key, entry) in &dictionary {
+        let sfv::ListEntry::Item(item) = entry else {
+            continue;
+        };
+        let value = &item.bare_item;
+        let arg = if value.as_boolean() == Some(true) {
+            None
+        } else if let Some(seconds) = value.as_integer().map(i64::from) {
+            Some(seconds.max(0).to_string())
+        } else if let Some(text) = value.as_string() {
+            Some(text.as_str().to_owned())
+        } else if let Some(token) = value.as_token() {
+            Some(token.as_str().to_owned())
+        } else {
+            continue;
+        };
+        cc.apply(key.as_str(), arg.as_deref());
+    }
+    Some(cc)
 }
 
 fn parse_delta_seconds(text: &str) -> Option<u64> {

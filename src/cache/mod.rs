@@ -228,8 +228,22 @@ impl Cache {
             .sum()
     }
 
-    /// Answers `request` (absolute URI) from the cache, the origin, or both.
+    /// Answers `request` (absolute URI) from the cache, the origin, or both. hoard's own
+    /// targeted field is for hoard alone: it never goes downstream.
     pub async fn serve<O: Origin>(
+        self: &Arc<Self>,
+        request: Request<ProxyBody>,
+        origin: &Arc<O>,
+    ) -> Result<Served, O::Error> {
+        let mut served = self.serve_any(request, origin).await?;
+        served
+            .response
+            .headers_mut()
+            .remove(&self.settings.policy.own_cache_control);
+        Ok(served)
+    }
+
+    async fn serve_any<O: Origin>(
         self: &Arc<Self>,
         request: Request<ProxyBody>,
         origin: &Arc<O>,

@@ -194,7 +194,7 @@ impl Cache {
             &admission.request_cc,
             entry.status,
             &merged,
-            &CacheControl::parse(&merged),
+            &self.settings.policy.directives(&merged),
         );
         let headers = entry::compact_headers(&policy::shareable(&merged));
         let freshness = Freshness::new(

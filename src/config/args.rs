@@ -180,6 +180,12 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "1w", value_parser = parse_duration)]
     pub stale_if_error: Duration,
 
+    /// The targeted cache-control field hoard obeys above `CDN-Cache-Control` and
+    /// `Cache-Control` (RFC 9213), and removes from responses before they go downstream,
+    /// e.g. `Surrogate-Control` for origins written for Fastly or Varnish.
+    #[arg(long, value_name = "FIELD", default_value = "Hoard-Cache-Control", value_parser = parse_field_name)]
+    pub targeted_cache_control: http::HeaderName,
+
     /// In the gateway, follow origin redirects (at most 10) and return the final response,
     /// instead of handing the redirect to the browser.
     #[arg(long)]
@@ -215,6 +221,10 @@ pub(super) fn loopback() -> Vec<IpNet> {
             128,
         )),
     ]
+}
+
+fn parse_field_name(s: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("{s:?} is not a field name"))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

@@ -309,6 +309,7 @@ impl Args {
             policy: PolicySettings {
                 heuristic_max: self.heuristic_max,
                 stale_if_error_grace: self.stale_if_error,
+                own_cache_control: self.targeted_cache_control,
             },
             // A follower waits as long as its own request to the origin could take.
             collapse_wait: self.connect_timeout + self.first_byte_timeout,

@@ -20,4 +20,5 @@ mod poisoning;
 mod reverse;
 mod stale;
 mod support;
+mod targeted;
 mod tls;

@@ -36,7 +36,7 @@ impl Freshness {
         response_time: u64,
         settings: &PolicySettings,
     ) -> Freshness {
-        let cc = CacheControl::parse(headers);
+        let cc = settings.directives(headers);
         let date = header_date(headers, header::DATE);
         // §4.2.3; a list (`Age: 7200, 0`, from a hop that appended) counts its first member,
         // parameters ignored; an invalid value is as if absent.
@@ -193,7 +193,7 @@ fn lifetime(
     if let Some(max_age) = cc.max_age {
         return max_age;
     }
-    if headers.contains_key(header::EXPIRES) {
+    if !cc.targeted && headers.contains_key(header::EXPIRES) {
         // An invalid Expires (e.g. "0") means "already expired" (§5.3).
         return header_date(headers, header::EXPIRES)
             .map_or(0, |expires| expires.saturating_sub(date));

@@ -18,12 +18,22 @@ mod freshness;
 pub use freshness::{Freshness, StaleOnError, Verdict};
 
 /// Settings the operator can tune.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PolicySettings {
     /// Upper bound for heuristic freshness (10% of the time since Last-Modified).
     pub heuristic_max: Duration,
     /// Staleness hoard accepts when the origin fails, even without `stale-if-error`.
     pub stale_if_error_grace: Duration,
+    /// hoard's own targeted field (RFC 9213): obeyed above `CDN-Cache-Control` and
+    /// `Cache-Control`, and removed from responses before they go downstream.
+    pub own_cache_control: HeaderName,
+}
+
+impl PolicySettings {
+    /// A response's directives as hoard obeys them (see `CacheControl::parse_response`).
+    pub fn directives(&self, response: &HeaderMap) -> CacheControl {
+        CacheControl::parse_response(response, &self.own_cache_control)
+    }
 }
 
 /// Seconds since the Unix epoch, the unit every timestamp here uses.
@@ -145,7 +155,7 @@ pub fn storable(
     }
     let explicit = response_cc.s_maxage.is_some()
         || response_cc.max_age.is_some()
-        || response.contains_key(header::EXPIRES)
+        || (!response_cc.targeted && response.contains_key(header::EXPIRES))
         || response_cc.public;
     let validator =
         response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);

@@ -6,6 +6,7 @@ use http::HeaderValue;
 const SETTINGS: PolicySettings = PolicySettings {
     heuristic_max: Duration::from_secs(86_400),
     stale_if_error_grace: Duration::ZERO,
+    own_cache_control: HeaderName::from_static("hoard-cache-control"),
 };
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
