@@ -103,10 +103,10 @@ pub(super) fn vary_fields(response: &HeaderMap) -> Option<Vec<HeaderName>> {
     Some(fields)
 }
 
-/// Request fields whose whole value is case-insensitive by their grammar (content
-/// negotiation: media ranges, codings, charsets and language tags; RFC 9110 §12.5), and which
-/// are comma-separated lists, so items may be trimmed and lines joined.
-const CASE_INSENSITIVE_LISTS: [HeaderName; 4] = [
+/// The content-negotiation fields (RFC 9110 §12.5): lists of tokens (media ranges, codings,
+/// charsets, language tags, all case-insensitive) with q-values, compared by the preference
+/// they express rather than by their text (`negotiation_key`).
+const NEGOTIATION_FIELDS: [HeaderName; 4] = [
     header::ACCEPT,
     header::ACCEPT_ENCODING,
     header::ACCEPT_LANGUAGE,
@@ -114,9 +114,9 @@ const CASE_INSENSITIVE_LISTS: [HeaderName; 4] = [
 ];
 
 /// The request's values for `fields`, normalised only as far as each field's grammar allows
-/// (RFC 9111 §4.1): the content-negotiation lists are lowercased with whitespace around
-/// items removed; any other field keeps its exact bytes (a token, a cookie or an
-/// authorization differs by case), its lines joined with `, `. An absent field is `None`,
+/// (RFC 9111 §4.1): the content-negotiation fields by the preference they express
+/// (`negotiation_key`); any other field keeps its exact bytes (a token, a cookie or an
+/// authorization differs by case), its lines joined with `,`. An absent field is `None`,
 /// which only matches absence.
 pub(super) fn vary_values(
     request: &HeaderMap,
@@ -125,31 +125,127 @@ pub(super) fn vary_values(
     fields
         .iter()
         .map(|name| {
-            let lines = request.get_all(name).iter();
-            let values: Vec<String> = if CASE_INSENSITIVE_LISTS.contains(name) {
-                lines
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
-                    .flat_map(|v| {
-                        v.split(',')
-                            .map(|item| item.split_whitespace().collect::<Vec<_>>().join(" "))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect()
-            } else {
-                lines
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .collect()
-            };
-            let value = (!values.is_empty()).then(|| values.join(","));
+            let lines: Vec<String> = request
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            let value = (!lines.is_empty()).then(|| {
+                if NEGOTIATION_FIELDS.contains(name) {
+                    negotiation_key(&lines.join(","))
+                } else {
+                    lines.join(",")
+                }
+            });
             (name.as_str().to_owned(), value)
         })
         .collect()
+}
+
+/// A negotiation list by the preference it expresses: its members (token and parameters
+/// other than `q`; token and parameter names lowercased, parameter values kept) in order of
+/// preference (by q-value, ties in the order given), then the refused ones (`q=0`) sorted.
+/// So `en, fr` and `fr;q=0.9, en` are one key, `fr, en` another, and `de;q=0` differs from
+/// no `de` at all.
+fn negotiation_key(list: &str) -> String {
+    let mut accepted: Vec<(u32, usize, String)> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    for (position, member) in split_outside_quotes(list, ',').into_iter().enumerate() {
+        let mut parts = split_outside_quotes(member, ';').into_iter();
+        let token = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        if token.is_empty() {
+            continue;
+        }
+        let mut key = token;
+        let mut quality = 1000;
+        for parameter in parts {
+            let (name, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+            let name = name.trim().to_ascii_lowercase();
+            if name == "q" {
+                quality = parse_quality(value.trim()).unwrap_or(1000);
+            } else if !name.is_empty() {
+                key.push(';');
+                key.push_str(&name);
+                key.push('=');
+                key.push_str(value.trim());
+            }
+        }
+        if quality == 0 {
+            refused.push(key);
+        } else {
+            accepted.push((quality, position, key));
+        }
+    }
+    accepted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    refused.sort();
+    refused.dedup();
+    let mut out: Vec<String> = Vec::new();
+    for (_, _, key) in accepted {
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    out.extend(refused.into_iter().map(|key| key + ";q=0"));
+    out.join(",")
+}
+
+/// A q-value (RFC 9110 §12.4.2: `0` to `1` with up to three decimals) in thousandths.
+fn parse_quality(text: &str) -> Option<u32> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if !matches!(whole, "0" | "1")
+        || fraction.len() > 3
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u32>().ok()?;
+    let value = whole.parse::<u32>().ok()? * 1000 + thousandths;
+    (value <= 1000).then_some(value)
+}
+
+/// Splits on `separator` except inside double quotes.
+fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                parts.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn negotiation_lists_compare_by_preference() {
+        let key = |text| negotiation_key(text);
+        assert_eq!(key("en, fr"), key("fr;q=0.9, en"));
+        assert_eq!(key("EN-us , De"), key("en-US,de"));
+        assert_eq!(key("gzip;q=1.0, br;Q=0.5"), key("gzip, br;q=0.5"));
+        assert_ne!(key("en, fr"), key("fr, en"));
+        assert_ne!(key("en, de;q=0"), key("en"));
+        assert_eq!(
+            key("text/html;level=1;q=0.5, */*;q=0.1"),
+            "text/html;level=1,*/*"
+        );
+        assert_eq!(
+            key("text/plain;format=\"A,b\", text/html"),
+            "text/plain;format=\"A,b\",text/html",
+            "parameter values keep their case and quoted commas"
+        );
+    }
 
     #[test]
     fn scheme_host_and_default_port_are_normalised() {

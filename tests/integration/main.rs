@@ -22,3 +22,4 @@ mod stale;
 mod support;
 mod targeted;
 mod tls;
+mod vary;
