@@ -25,6 +25,9 @@ pub struct CacheControl {
     pub public: bool,
     pub must_revalidate: bool,
     pub proxy_revalidate: bool,
+    /// RFC 9111 §5.2.2.3: store only if the status code is understood, and then despite
+    /// `no-store`.
+    pub must_understand: bool,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
     /// Request: `Some(None)` is `max-stale` without a value (any staleness is fine).
@@ -94,6 +97,7 @@ impl CacheControl {
             "public" => self.public = true,
             "must-revalidate" => self.must_revalidate = true,
             "proxy-revalidate" => self.proxy_revalidate = true,
+            "must-understand" => self.must_understand = true,
             "stale-while-revalidate" => first(&mut self.stale_while_revalidate, || {
                 arg.and_then(parse_delta_seconds)
             }),

@@ -1,11 +1,16 @@
 //! Invalidation (RFC 9111 §4.4): unsafe methods forwarded, then the target and same-origin
-//! `Location` / `Content-Location` forgotten.
+//! `Location` / `Content-Location` forgotten; and a POST response that says it is the
+//! target's representation (explicit freshness, `Content-Location` = the target) stored to
+//! answer later GETs (RFC 9110 §9.3.3).
 
 use std::sync::Arc;
 
 use http::header::{self};
 use http::{Method, Request, Uri};
 
+use super::collapse::Role;
+use super::control::CacheControl;
+use super::lookup::RequestHead;
 use super::respond::from_origin;
 use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served};
 use crate::body::ProxyBody;
@@ -14,27 +19,52 @@ impl Cache {
     /// Methods the cache does not answer: forward, and after success invalidate the target and
     /// same-origin `Location` / `Content-Location` (RFC 9111 §4.4).
     pub(super) async fn forward_other<O: Origin>(
-        &self,
+        self: &Arc<Self>,
         key: CacheKey,
         request: Request<ProxyBody>,
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
         let safe = matches!(*request.method(), Method::OPTIONS | Method::TRACE);
-        let uri = request.uri().clone();
+        let post = RequestHead::of(&request);
+        let request_cc = CacheControl::parse_request(request.headers());
         let response = origin.fetch(request).await?;
-        if !safe && (response.status().is_success() || response.status().is_redirection()) {
-            self.index.remove(&key);
-            for name in [header::LOCATION, header::CONTENT_LOCATION] {
-                let target = response.headers().get(name).and_then(|v| v.to_str().ok());
-                if let Some(target) = target.and_then(|t| same_origin_key(&uri, &key, t)) {
-                    self.index.remove(&target);
-                }
+        let status = CacheStatus::new(CacheOutcome::Method);
+        if safe || !(response.status().is_success() || response.status().is_redirection()) {
+            return Ok(from_origin(response, &status));
+        }
+        self.index.remove(&key);
+        let mut represents_target = false;
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let target = response.headers().get(&name).and_then(|v| v.to_str().ok());
+            if let Some(target) = target.and_then(|t| same_origin_key(&post.uri, &key, t)) {
+                represents_target |= name == header::CONTENT_LOCATION && target == key;
+                self.index.remove(&target);
             }
         }
-        Ok(from_origin(
-            response,
-            &CacheStatus::new(CacheOutcome::Method),
-        ))
+        let response_cc = self.settings.policy.directives(response.headers());
+        let explicit = response_cc.max_age.is_some()
+            || response_cc.s_maxage.is_some()
+            || (!response_cc.targeted && response.headers().contains_key(header::EXPIRES));
+        let representation = matches!(response.status().as_u16(), 200 | 203);
+        if post.method == Method::POST && represents_target && explicit && representation {
+            // Stored as the target's GET response; the generation is taken after the
+            // invalidation above, which this response is newer than.
+            let get = Request::get(post.uri.clone())
+                .body(())
+                .map(|mut get| {
+                    *get.headers_mut() = post.headers.clone();
+                    get
+                })
+                .unwrap_or_default();
+            // Leading the key's fill, if no GET does, makes GETs arriving meanwhile wait for it.
+            let lock = match self.collapser.join(key.hash()) {
+                Role::Leader(lock) => Some(lock),
+                Role::Follower(_) => None,
+            };
+            let admission = self.admission(key, &get, request_cc, lock);
+            return Ok(self.admit(admission, response, status));
+        }
+        Ok(from_origin(response, &status))
     }
 }
 

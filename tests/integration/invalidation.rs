@@ -161,3 +161,83 @@ async fn a_background_revalidation_finishing_after_an_invalidation_stores_nothin
         after.cache_status
     );
 }
+
+/// An origin whose POST answers name `content_location` and are fresh for ten minutes, and
+/// whose GETs are counted in their body.
+async fn posting_origin(content_location: &'static str) -> Origin {
+    let served = Arc::new(AtomicUsize::new(0));
+    Origin::start(move |request: Request<Incoming>| {
+        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if request.method() == Method::POST {
+                return Response::builder()
+                    .header("cache-control", "max-age=600")
+                    .header("content-location", content_location)
+                    .body(body::full("the result of the post"))
+                    .unwrap();
+            }
+            Response::builder()
+                .header("cache-control", "max-age=600")
+                .body(body::full(format!("get #{n}")))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_post_response_that_is_the_targets_representation_answers_later_gets() {
+    let origin = posting_origin("/form").await;
+    let hoard = Hoard::start(&[]).await;
+    let client = hoard.client();
+    let url = origin.url("/form");
+    let posted = client.post(&url).body("a=1").send().await.unwrap();
+    assert_eq!(posted.text().await.unwrap(), "the result of the post");
+    let got = get(&client, &url, &[]).await;
+    assert_eq!(got.body, "the result of the post", "{}", got.cache_status);
+    assert!(got.cache_status.contains("; hit"), "{}", got.cache_status);
+    assert_eq!(origin.seen().len(), 1, "the GET never reached the origin");
+}
+
+#[tokio::test]
+async fn a_post_response_for_another_url_is_not_stored_for_the_target() {
+    let origin = posting_origin("/elsewhere").await;
+    let hoard = Hoard::start(&[]).await;
+    let client = hoard.client();
+    let url = origin.url("/form");
+    client.post(&url).body("a=1").send().await.unwrap();
+    let got = get(&client, &url, &[]).await;
+    assert_eq!(got.body, "get #2");
+}
+
+#[tokio::test]
+async fn must_understand_stores_understood_statuses_despite_no_store() {
+    let origin = Origin::start(|request: Request<Incoming>| async move {
+        let status = if request.uri().path() == "/odd" {
+            299
+        } else {
+            200
+        };
+        Response::builder()
+            .status(status)
+            .header("cache-control", "no-store, must-understand, max-age=600")
+            .body(body::full("body"))
+            .unwrap()
+    })
+    .await;
+    let hoard = Hoard::start(&[]).await;
+    let client = hoard.client();
+    get(&client, &origin.url("/known"), &[]).await;
+    let known = get(&client, &origin.url("/known"), &[]).await;
+    assert!(
+        known.cache_status.contains("; hit"),
+        "{}",
+        known.cache_status
+    );
+    let odd = get(&client, &origin.url("/odd"), &[]).await;
+    assert!(
+        odd.cache_status.contains("detail=status"),
+        "{}",
+        odd.cache_status
+    );
+}

@@ -48,6 +48,15 @@ fn header_date(headers: &HeaderMap, name: HeaderName) -> Option<u64> {
     date::parse(headers.get(name)?.to_str().ok()?, now_secs())
 }
 
+/// Final status codes whose caching semantics hoard implements (those RFC 9110 defines, but
+/// 206 and 304, which are not complete responses to store).
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=205 | 300..=303 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
 /// RFC 9110 §15.1: statuses a cache may store without explicit freshness.
 pub fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
@@ -129,7 +138,12 @@ pub fn storable(
     {
         return Err(NotStorable::Status);
     }
-    if request_cc.no_store || response_cc.no_store {
+    // §5.2.2.3: `must-understand` is for caches that know the status code's semantics;
+    // for those it overrides `no-store` (which older caches obey instead).
+    if response_cc.must_understand && !understood(status) {
+        return Err(NotStorable::Status);
+    }
+    if request_cc.no_store || (response_cc.no_store && !response_cc.must_understand) {
         return Err(NotStorable::NoStore);
     }
     if response_cc.private {
