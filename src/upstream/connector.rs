@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::destinations::{DenyingResolver, DestinationPolicy};
+use super::keep_alive::ExpiringStream;
 
 #[derive(Clone)]
 pub(super) struct GuardedConnector {
@@ -31,7 +32,7 @@ impl GuardedConnector {
 }
 
 impl tower_service::Service<Uri> for GuardedConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = ExpiringStream;
     type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -47,12 +48,12 @@ impl tower_service::Service<Uri> for GuardedConnector {
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             before_dialling.map_err(|denied| -> Self::Error { Box::new(denied) })?;
-            let stream = connecting.await?;
+            let stream: TokioIo<TcpStream> = connecting.await?;
             let peer = stream.inner().peer_addr()?;
             policy
                 .check_connected(&host, peer)
                 .map_err(|denied| -> Self::Error { Box::new(denied) })?;
-            Ok(stream)
+            Ok(ExpiringStream::new(stream))
         })
     }
 }

@@ -130,6 +130,36 @@ impl UpstreamError {
     }
 }
 
+/// Whether a request failed because its connection was already dead: closed or reset by the
+/// origin before any response byte (a pooled connection the origin gave up on), as opposed
+/// to a connect failure, a timeout or a malformed answer.
+pub(super) fn stale_connection(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() || request_body_error(error).is_some() {
+        return false;
+    }
+    let mut next = error.source();
+    while let Some(e) = next {
+        if let Some(hyper_error) = e.downcast_ref::<hyper::Error>()
+            && (hyper_error.is_incomplete_message() || hyper_error.is_canceled())
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            )
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// "dns error: failed to lookup address information: Name or service not known", without the
 /// outermost "client error (Connect)" that says nothing to a person.
 fn source_chain(error: &hyper_util::client::legacy::Error) -> String {

@@ -7,6 +7,7 @@
 mod connector;
 mod destinations;
 mod error;
+mod keep_alive;
 
 pub use destinations::{Denied, DenyReason, DestRule, DestinationPolicy, canonical, resolve};
 pub use error::UpstreamError;
@@ -15,10 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{CaptureConnection, HttpConnector, capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 
@@ -105,8 +107,24 @@ impl UpstreamClient {
             .unwrap_or_default();
         self.policy.check_uri(request.uri())?;
         let conditional = is_conditional(&request);
-        let pending = self.client.request(request);
-        match tokio::time::timeout(self.connect_timeout + self.first_byte_timeout, pending).await {
+        let (mut request, again) = replayable(request).await?;
+        // A pooled connection the origin closed while it sat idle fails the request sent on
+        // it before any answer comes; an idempotent request (RFC 9110 §9.2.2) is then sent
+        // once more, on a fresh connection (hyper-util drops the dead one). A fresh
+        // connection that fails is the origin's failure, reported as it is.
+        let used = again.as_ref().map(|_| capture_connection(&mut request));
+        let exchange = async {
+            match (self.client.request(request).await, again) {
+                (Err(e), Some(again))
+                    if error::stale_connection(&e) && used.as_ref().is_some_and(was_reused) =>
+                {
+                    tracing::debug!(%host, error = %e, "retrying on a fresh connection");
+                    self.client.request(again).await
+                }
+                (result, _) => result,
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout + self.first_byte_timeout, exchange).await {
             // A 304 says "the copy you have is current": to a request that named no copy it
             // is nonsense, and passing it on would leave the client (or the cache) without a body.
             Ok(Ok(response)) if response.status() == StatusCode::NOT_MODIFIED && !conditional => {
@@ -126,6 +144,10 @@ impl UpstreamClient {
                 })
             }
             Ok(Ok(response)) => {
+                let keep_alive = response
+                    .extensions()
+                    .get::<Arc<keep_alive::OriginKeepAlive>>()
+                    .cloned();
                 // hyper decodes only `chunked`; a body still in another transfer coding would
                 // be passed on (and stored) with no word of it once the field is removed.
                 if let Err(framing) = body::check_transfer_encoding(response.headers()) {
@@ -135,7 +157,14 @@ impl UpstreamClient {
                     });
                 }
                 let idle = TimeLimit::Idle(self.read_timeout);
-                Ok(response.map(|incoming| body::time_limited(incoming, idle)))
+                let response = response.map(|incoming| body::time_limited(incoming, idle));
+                Ok(match keep_alive {
+                    Some(keep_alive) => {
+                        keep_alive.answered(response.headers());
+                        response.map(|body| keep_alive.watch(body))
+                    }
+                    None => response,
+                })
             }
             Ok(Err(e)) => Err(UpstreamError::from_client_error(
                 host,
@@ -148,6 +177,52 @@ impl UpstreamClient {
             }),
         }
     }
+}
+
+/// Whether the connection a request went out on had carried a response before.
+fn was_reused(used: &CaptureConnection) -> bool {
+    let metadata = used.connection_metadata();
+    let Some(connected) = metadata.as_ref() else {
+        return false;
+    };
+    let mut extras = http::Extensions::new();
+    connected.get_extras(&mut extras);
+    extras
+        .get::<Arc<keep_alive::OriginKeepAlive>>()
+        .is_some_and(|keep_alive| keep_alive.reused())
+}
+
+/// Bodies up to this size are kept so an idempotent request can be sent again.
+const REPLAYABLE_BODY: u64 = 64 * 1024;
+
+/// `request`, and a copy to send again if it is idempotent and its body is empty or small
+/// and of known length (read whole first: a larger or streaming body is never held back).
+async fn replayable(
+    request: Request<ProxyBody>,
+) -> Result<(Request<ProxyBody>, Option<Request<ProxyBody>>), UpstreamError> {
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    let small = hyper::body::Body::size_hint(request.body())
+        .exact()
+        .is_some_and(|len| len <= REPLAYABLE_BODY);
+    if !idempotent || !small {
+        return Ok((request, None));
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| UpstreamError::RequestBody {
+            too_large: e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some(),
+            reason: e.to_string(),
+        })?
+        .to_bytes();
+    let again = Request::from_parts(parts.clone(), body::full(bytes.clone()));
+    Ok((Request::from_parts(parts, body::full(bytes)), Some(again)))
 }
 
 /// Whether `request` lets the origin answer 304 (RFC 9110 §15.4.5).

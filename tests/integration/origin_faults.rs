@@ -4,6 +4,8 @@
 //! `stale-if-error` allows, and keeps serving afterwards.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::support::Hoard;
 use crate::support::raw::{self, Then};
@@ -221,4 +223,127 @@ async fn stale_if_error_covers_malformed_answers_and_resets() {
         assert!(got.contains("stale-if-error"), "{got:?}");
         assert_eq!(taken.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
+}
+
+/// An origin that answers the first request on each connection (keeping it open) and resets
+/// the connection when a second request arrives on it: a pooled connection it gave up on.
+/// Also returns how many requests it has reset.
+async fn one_request_per_connection_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let resets = Arc::new(AtomicUsize::new(0));
+    let counter = resets.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut answered = false;
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen).into_owned();
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    if answered {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let _ = stream.set_zero_linger();
+                        return;
+                    }
+                    let length: usize = text[..head_end]
+                        .lines()
+                        .find_map(|line| {
+                            let line = line.to_ascii_lowercase();
+                            let value = line.strip_prefix("content-length:")?;
+                            value.trim().parse().ok()
+                        })
+                        .unwrap_or(0);
+                    if seen.len() < head_end + 4 + length {
+                        continue;
+                    }
+                    let method = text.split(' ').next().unwrap_or_default().to_owned();
+                    let body = format!("{method} ok");
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    seen.clear();
+                    answered = true;
+                }
+            });
+        }
+    });
+    (addr, resets)
+}
+
+#[tokio::test]
+async fn an_idempotent_request_on_a_dead_pooled_connection_is_sent_again_on_a_fresh_one() {
+    let (origin, resets) = one_request_per_connection_origin().await;
+    let hoard = Hoard::start(&[]).await;
+    let client = hoard.client();
+    let url = |path: &str| format!("http://{origin}{path}");
+    // Each request waits a moment, so the connection the last one used is back in hoard's
+    // pool (it returns there from another task once its response has been read).
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        crate::support::fetch(&client, url("/first")).await,
+        "GET ok"
+    );
+    for (round, method) in [http::Method::PUT, http::Method::DELETE, http::Method::GET]
+        .into_iter()
+        .enumerate()
+    {
+        settle().await;
+        // A GET with a body would close its connection after it: GETs carry none.
+        let body = if method == http::Method::GET {
+            ""
+        } else {
+            "x=1"
+        };
+        let response = client
+            .request(method.clone(), url("/again"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{method}");
+        assert_eq!(response.text().await.unwrap(), format!("{method} ok"));
+        assert_eq!(
+            resets.load(Ordering::SeqCst),
+            round + 1,
+            "{method} met a dead connection"
+        );
+    }
+    // A POST is not idempotent: it is not sent twice, and the failure is reported.
+    settle().await;
+    let posted = client.post(url("/post")).body("x=1").send().await.unwrap();
+    assert_eq!(resets.load(Ordering::SeqCst), 4);
+    assert_eq!(posted.status(), 502);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_is_given_up_before_the_origins_keep_alive_timeout() {
+    let origin = crate::support::Origin::start(|_| async {
+        http::Response::builder()
+            .header("keep-alive", "timeout=2")
+            .body(hoard::body::full("short-lived"))
+            .unwrap()
+    })
+    .await;
+    let hoard = Hoard::start(&[]).await;
+    let client = hoard.client();
+    crate::support::fetch(&client, origin.url("/a")).await;
+    crate::support::fetch(&client, origin.url("/b")).await;
+    assert_eq!(origin.connections(), 1, "reused within the timeout");
+    // One second before the origin's two would close it, hoard has let the connection go.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    crate::support::fetch(&client, origin.url("/c")).await;
+    assert_eq!(
+        origin.connections(),
+        2,
+        "a fresh connection after the timeout"
+    );
 }
