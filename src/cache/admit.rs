@@ -16,7 +16,7 @@ use super::lookup::RequestHead;
 use super::policy::{self, Freshness, NotStorable, now_secs};
 use super::respond::from_origin;
 use super::storage::new_body_id;
-use super::{Cache, CacheKey, CacheStatus, Served, StoredResponse, entry, fill, key};
+use super::{Cache, CacheKey, CacheStatus, Served, StoredResponse, entry, fill, key, slice};
 use crate::body::{self, ProxyBody};
 
 /// Everything about the request that admitting its response needs.
@@ -97,11 +97,22 @@ impl Cache {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        // A slice is stored as the 206 the origin sent for it (`slice.rs`); anything else
+        // under a slice's key (a 200 for the whole object) is not a slice.
+        let storable_status = match admission.key.sliced_url() {
+            Some(_)
+                if slice::is_slice_answer(&head.headers, response.headers(), response.status()) =>
+            {
+                StatusCode::OK
+            }
+            Some(_) => StatusCode::PARTIAL_CONTENT,
+            None => response.status(),
+        };
         let decision = policy::storable(
             &head.method,
             &head.headers,
             &admission.request_cc,
-            response.status(),
+            storable_status,
             response.headers(),
             &response_cc,
         )

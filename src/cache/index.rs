@@ -346,6 +346,15 @@ impl Index {
             .collect()
     }
 
+    /// The keys of every stored slice (`slice.rs`), for start-up.
+    pub(super) fn slice_keys(&self) -> Vec<CacheKey> {
+        self.map
+            .iter()
+            .filter_map(|(_, variants)| variants.first().map(|v| v.key.clone()))
+            .filter(|key| key.sliced_url().is_some())
+            .collect()
+    }
+
     /// Every stored variant whose URL starts with `prefix`.
     pub(super) fn entries_with_prefix(&self, prefix: &str) -> Vec<Arc<StoredResponse>> {
         self.map

@@ -10,6 +10,9 @@ use std::sync::OnceLock;
 use http::Uri;
 use http::header::{self, HeaderMap, HeaderName};
 
+/// Between a URL and a slice number in a slice's key.
+const SLICE_MARK: &str = " slice=";
+
 /// The primary key of a cached resource.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -77,6 +80,23 @@ impl CacheKey {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The key of slice `index` of this URL (see `slice.rs`): the URL and ` slice=N`, which
+    /// no URL can be (a parsed URI holds no space).
+    pub(super) fn slice(&self, index: u64) -> CacheKey {
+        CacheKey::from_url(format!("{}{SLICE_MARK}{index}", self.url))
+    }
+
+    /// For a slice's key: the URL it is a slice of.
+    pub(super) fn sliced_url(&self) -> Option<&str> {
+        self.url.split_once(SLICE_MARK).map(|(url, _)| url)
+    }
+
+    /// For a slice's key: the key of the URL it is a slice of, and the slice's number.
+    pub(super) fn slice_of(&self) -> Option<(CacheKey, u64)> {
+        let (url, index) = self.url.split_once(SLICE_MARK)?;
+        Some((CacheKey::from_url(url.to_owned()), index.parse().ok()?))
     }
 
     pub fn hash(&self) -> u128 {

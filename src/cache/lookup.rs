@@ -239,8 +239,10 @@ impl Cache {
         status: CacheStatus,
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
-        if request.method() != Method::GET || request.headers().contains_key(header::RANGE) {
-            // HEAD and ranges of uncached objects pass through; the next full GET fills.
+        let ranged = request.headers().contains_key(header::RANGE);
+        if request.method() != Method::GET || (ranged && admission.key.sliced_url().is_none()) {
+            // HEAD and ranges of uncached objects pass through (unless they are slices); the
+            // next full GET fills.
             let response = origin.fetch(request).await?;
             return Ok(from_origin(
                 response,

@@ -22,6 +22,7 @@ pub mod policy;
 mod range;
 mod respond;
 mod revalidate;
+mod slice;
 pub mod storage;
 
 pub use entry::StoredResponse;
@@ -62,6 +63,9 @@ pub struct CacheSettings {
     pub policy: PolicySettings,
     /// How long a collapsed request waits for the leader before fetching on its own.
     pub collapse_wait: Duration,
+    /// Range requests are answered from slices of this many bytes, each fetched and stored
+    /// on its own (`slice.rs`); 0: ranges of uncached objects pass through.
+    pub slice_size: u64,
 }
 
 /// How the cache reaches the origin. The proxy implements it; the cache never dials itself.
@@ -104,6 +108,8 @@ pub struct Cache {
     not_stored: [AtomicU64; NotStorable::ALL.len()],
     /// Fills and background refreshes, awaited at shutdown.
     background: TaskTracker,
+    /// The URLs with stored slices, and how many each may have.
+    sliced: slice::SlicedUrls,
 }
 
 impl Cache {
@@ -124,6 +130,7 @@ impl Cache {
             settings.max_object_size,
             Arc::clone(&tiers),
         )?;
+        let sliced = slice::SlicedUrls::of_stored(index.slice_keys());
         Ok((
             Cache {
                 index,
@@ -134,6 +141,7 @@ impl Cache {
                 store_failures: Arc::default(),
                 not_stored: Default::default(),
                 background: TaskTracker::new(),
+                sliced,
             },
             report,
         ))
@@ -186,9 +194,13 @@ impl Cache {
         self.tiers.disk_usage()
     }
 
-    /// Forgets every stored variant of `uri`; returns how many there were.
+    /// Forgets every stored variant of `uri`, and its slices; returns how many variants
+    /// there were.
     pub fn purge(&self, uri: &Uri) -> usize {
-        CacheKey::from_uri(uri).map_or(0, |key| self.index.remove(&key))
+        CacheKey::from_uri(uri).map_or(0, |key| {
+            self.forget_slices(&key);
+            self.index.remove(&key)
+        })
     }
 
     /// Every stored response whose URL starts with `prefix` (`""` for all), for the offline
@@ -267,6 +279,11 @@ impl Cache {
                 response,
                 &CacheStatus::new(CacheOutcome::Bypass).detail("request-body"),
             ));
+        }
+        if request.method() == Method::GET
+            && let Some(wanted) = slice::wanted(self, &key, request.headers())
+        {
+            return Box::pin(self.serve_sliced(key, request, wanted, origin)).await;
         }
         self.look_up_and_serve(key, request, origin).await
     }

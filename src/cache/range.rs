@@ -14,56 +14,68 @@ pub(super) enum RangeAnswer {
     Unsatisfiable,
 }
 
-pub(super) fn answer(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswer {
-    let Some(range) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return RangeAnswer::Full;
-    };
-    if !if_range_holds(request, stored) || len == 0 {
-        return RangeAnswer::Full;
+/// One byte range as a request asks for it, before the length is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Requested {
+    /// `bytes=a-b`
+    FromTo(u64, u64),
+    /// `bytes=a-`
+    From(u64),
+    /// `bytes=-n`: the last `n` bytes.
+    Last(u64),
+}
+
+impl Requested {
+    /// The request's single byte range; `None` when absent, invalid or several.
+    pub(super) fn of(request: &HeaderMap) -> Option<Requested> {
+        let range = request.get(header::RANGE)?.to_str().ok()?;
+        let (unit, spec) = range.split_once('=')?;
+        if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+            return None;
+        }
+        let (first, last) = spec.trim().split_once('-')?;
+        let number = |s: &str| -> Option<u64> {
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+        };
+        match (first.trim(), last.trim()) {
+            ("", suffix) => number(suffix).map(Requested::Last),
+            (first, "") => number(first).map(Requested::From),
+            (first, last) => match (number(first)?, number(last)?) {
+                (start, end) if start <= end => Some(Requested::FromTo(start, end)),
+                _ => None,
+            },
+        }
     }
-    let Some((unit, spec)) = range.split_once('=') else {
-        return RangeAnswer::Full;
-    };
-    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
-        return RangeAnswer::Full;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return RangeAnswer::Full;
-    };
-    let number = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
-    };
-    match (first.trim(), last.trim()) {
-        ("", suffix) => match number(suffix) {
-            Some(0) => RangeAnswer::Unsatisfiable,
-            Some(n) => RangeAnswer::Partial {
+
+    /// The bytes of a body of `len` bytes this range means.
+    pub(super) fn resolve(self, len: u64) -> RangeAnswer {
+        match self {
+            Requested::Last(0) => RangeAnswer::Unsatisfiable,
+            _ if len == 0 => RangeAnswer::Unsatisfiable,
+            Requested::Last(n) => RangeAnswer::Partial {
                 start: len - n.min(len),
                 end: len - 1,
             },
-            None => RangeAnswer::Full,
-        },
-        (first, "") => match number(first) {
-            Some(start) if start < len => RangeAnswer::Partial {
+            Requested::From(start) | Requested::FromTo(start, _) if start >= len => {
+                RangeAnswer::Unsatisfiable
+            }
+            Requested::From(start) => RangeAnswer::Partial {
                 start,
                 end: len - 1,
             },
-            Some(_) => RangeAnswer::Unsatisfiable,
-            None => RangeAnswer::Full,
-        },
-        (first, last) => match (number(first), number(last)) {
-            (Some(start), Some(end)) if start <= end => {
-                if start >= len {
-                    RangeAnswer::Unsatisfiable
-                } else {
-                    RangeAnswer::Partial {
-                        start,
-                        end: end.min(len - 1),
-                    }
-                }
-            }
-            _ => RangeAnswer::Full,
-        },
+            Requested::FromTo(start, end) => RangeAnswer::Partial {
+                start,
+                end: end.min(len - 1),
+            },
+        }
     }
+}
+
+pub(super) fn answer(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswer {
+    if !if_range_holds(request, stored) || len == 0 {
+        return RangeAnswer::Full;
+    }
+    Requested::of(request).map_or(RangeAnswer::Full, |range| range.resolve(len))
 }
 
 /// RFC 9110 §13.1.5: a range applies only if the validator in `If-Range` still matches,

@@ -253,7 +253,10 @@ pub(super) fn conditional_request(
     entry: &StoredResponse,
 ) -> Request<ProxyBody> {
     let headers = request.headers_mut();
-    headers.remove(header::RANGE);
+    // A slice is revalidated as the range it is; anything else as the whole response.
+    if entry.key.sliced_url().is_none() {
+        headers.remove(header::RANGE);
+    }
     headers.remove(header::IF_RANGE);
     if let Some(etag) = entry.headers.get(header::ETAG) {
         headers.insert(header::IF_NONE_MATCH, etag.clone());

@@ -169,6 +169,13 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub max_object_size: u64,
 
+    /// Answer range requests from slices of this size (e.g. `1MiB`), like nginx's `slice`
+    /// module: only the slices a range covers are fetched (with a range request of their
+    /// own), and each is stored and revalidated on its own, so a large file is never fetched
+    /// whole for one range. `0`: ranges of uncached objects pass through.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
+    pub slice_size: u64,
+
     /// Upper bound on heuristic freshness (10% of the time since Last-Modified).
     #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
     pub heuristic_max: Duration,

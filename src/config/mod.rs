@@ -313,6 +313,7 @@ impl Args {
             },
             // A follower waits as long as its own request to the origin could take.
             collapse_wait: self.connect_timeout + self.first_byte_timeout,
+            slice_size: self.slice_size,
         };
         let or_loopback = |list: Vec<IpNet>| if list.is_empty() { loopback() } else { list };
         let upstream = UpstreamSettings {

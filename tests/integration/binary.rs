@@ -248,15 +248,35 @@ async fn crash_test_origin() -> Origin {
             .trim_start_matches("/obj/")
             .parse()
             .unwrap_or(0);
-        let body = object_body(n);
+        let whole = object_body(n);
+        let len = whole.len() as u64;
+        // Ranges too (hoard fetches slices with them): `bytes=a-b` gets a 206.
+        let range = request
+            .headers()
+            .get("range")
+            .and_then(|r| r.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+            .filter(|&(start, _)| start < len)
+            .map(|(start, end)| (start, end.min(len - 1)));
+        let mut builder = Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header("etag", format!("\"{n}\""));
+        let body = match range {
+            Some((start, end)) => {
+                builder = builder
+                    .status(206)
+                    .header("content-range", format!("bytes {start}-{end}/{len}"));
+                whole.slice(start as usize..=end as usize)
+            }
+            None => whole,
+        };
         // Sent in small chunks with pauses so a kill often lands mid-body.
         let chunks: Vec<Bytes> = body.chunks(16 * 1024).map(Bytes::copy_from_slice).collect();
         let stream = futures_util::stream::iter(chunks).then(|chunk| async move {
             tokio::task::yield_now().await;
             Ok::<_, std::io::Error>(Frame::data(chunk))
         });
-        Response::builder()
-            .header("cache-control", "max-age=3600")
+        builder
             .header("content-length", body.len().to_string())
             .body(body::stream(http_body_util::StreamBody::new(stream)))
             .unwrap()
@@ -270,11 +290,21 @@ async fn fetch_object(
     origin: &Origin,
     n: u64,
 ) -> Option<(Bytes, String)> {
-    let response = client
-        .get(origin.url(&format!("/obj/{n}")))
-        .send()
-        .await
-        .ok()?;
+    fetch_part(client, origin, n, None).await
+}
+
+/// GETs object `n`, or bytes `start..=end` of it; the body only if it arrived whole.
+async fn fetch_part(
+    client: &reqwest::Client,
+    origin: &Origin,
+    n: u64,
+    range: Option<(u64, u64)>,
+) -> Option<(Bytes, String)> {
+    let mut request = client.get(origin.url(&format!("/obj/{n}")));
+    if let Some((start, end)) = range {
+        request = request.header("range", format!("bytes={start}-{end}"));
+    }
+    let response = request.send().await.ok()?;
     let status = response
         .headers()
         .get("cache-status")?
@@ -314,8 +344,11 @@ async fn kill_9_under_load_never_leads_to_a_wrong_or_truncated_body() {
     };
     let mut mismatches = 0;
     let mut complete = 0;
+    // Slices of 64 KiB: the objects (up to 400 KB) span several, and ranges of them are
+    // stored slice by slice beside whole objects.
+    let flags = ["--slice-size", "64KiB"];
     for _ in 0..rounds {
-        let process = Process::start_in(dir, &[]);
+        let process = Process::start_in(dir, &flags);
         let client = process.client();
         let mut load = Vec::new();
         for worker in 0..16 {
@@ -326,8 +359,19 @@ async fn kill_9_under_load_never_leads_to_a_wrong_or_truncated_body() {
                 let (mut ok, mut bad) = (0, 0);
                 for i in 0.. {
                     let n = (start.wrapping_add(i * 31 + worker)) % OBJECTS;
-                    match fetch_object(&client, &origin, n).await {
-                        Some((body, _)) if body == object_body(n) => ok += 1,
+                    let whole = object_body(n);
+                    // Odd workers ask for ranges (some inside one slice, some across several).
+                    let range = (worker % 2 == 1).then(|| {
+                        let len = whole.len() as u64;
+                        let first = start.wrapping_add(i * 7919) % len;
+                        (first, (first + (start % 150_000)).min(len - 1))
+                    });
+                    let expected = match range {
+                        Some((first, last)) => whole.slice(first as usize..=last as usize),
+                        None => whole,
+                    };
+                    match fetch_part(&client, &origin, n, range).await {
+                        Some((body, _)) if body == expected => ok += 1,
                         Some(_) => bad += 1,
                         None => break,
                     }
@@ -343,11 +387,20 @@ async fn kill_9_under_load_never_leads_to_a_wrong_or_truncated_body() {
             mismatches += bad;
         }
     }
-    // After the last kill, every object hoard serves must be exactly the origin's.
-    let process = Process::start_in(dir, &[]);
+    // After the last kill, every object and range hoard serves must be exactly the origin's.
+    let process = Process::start_in(dir, &flags);
     let client = process.client();
     let mut hits = 0;
     for n in 0..OBJECTS {
+        let whole = object_body(n);
+        let last = (whole.len() as u64).saturating_sub(1);
+        let range = (last / 3, last / 3 + last / 2);
+        let (part, _) = fetch_part(&client, &origin, n, Some(range))
+            .await
+            .expect("a complete range");
+        if part != whole.slice(range.0 as usize..=range.1 as usize) {
+            mismatches += 1;
+        }
         let (body, status) = fetch_object(&client, &origin, n)
             .await
             .expect("a complete response");

@@ -18,6 +18,7 @@ mod invalidation;
 mod origin_faults;
 mod poisoning;
 mod reverse;
+mod slices;
 mod stale;
 mod support;
 mod targeted;

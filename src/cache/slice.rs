@@ -1,0 +1,294 @@
+//! Slices, like nginx's `slice` module (`--slice-size`): a range request is answered from
+//! fixed-size slices of the object, each fetched from the origin with a range request of its
+//! own, stored as the 206 the origin sent (under the URL's key plus the slice number), and
+//! freshened, revalidated and collapsed on its own through the usual lookup. Only the slices
+//! the range covers are fetched, so a large file is never fetched whole for one range.
+//!
+//! Every slice must belong to the same representation: the same total length and validator
+//! as the first one used. If the object changed between slices, the response is cut off
+//! (its status was already sent) and the URL's slices are forgotten, so the next request
+//! starts afresh.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyStream, StreamBody};
+
+use super::lookup::RequestHead;
+use super::range::{RangeAnswer, Requested};
+use super::respond::{from_storage, header_value};
+use super::revalidate::without_conditionals;
+use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served};
+use crate::body::{self, BoxError, ProxyBody};
+
+/// How many slices each sliced URL may have stored (by the URL key's hash), so that an
+/// invalidation or purge of the URL reaches all of them.
+#[derive(Default)]
+pub(super) struct SlicedUrls(Mutex<HashMap<u128, u64>>);
+
+impl SlicedUrls {
+    /// The slices the index holds at start-up.
+    pub(super) fn of_stored(slice_keys: Vec<CacheKey>) -> SlicedUrls {
+        let sliced = SlicedUrls::default();
+        for (key, index) in slice_keys.iter().filter_map(CacheKey::slice_of) {
+            sliced.note(&key, index);
+        }
+        sliced
+    }
+
+    /// Slice `index` of `key` may be stored from now on.
+    fn note(&self, key: &CacheKey, index: u64) {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(key.hash()).or_default();
+        *count = (*count).max(index + 1);
+    }
+
+    /// Takes the slice count of `key`, which is about to be forgotten.
+    fn take(&self, key: &CacheKey) -> u64 {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        counts.remove(&key.hash()).unwrap_or(0)
+    }
+}
+
+/// `Content-Range: bytes a-b/total` as (a, b, total).
+pub(super) fn content_range(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
+    let text = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let (unit, rest) = text.trim().split_once(' ')?;
+    let (span, total) = rest.split_once('/')?;
+    let (start, end) = span.split_once('-')?;
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    let (start, end, total) = (number(start)?, number(end)?, number(total)?);
+    (unit.eq_ignore_ascii_case("bytes") && start <= end && end < total)
+        .then_some((start, end, total))
+}
+
+/// Whether a GET for `key` is one to answer from slices: slicing is on, no whole response is
+/// stored (that answers ranges itself), and the request has one byte range and no
+/// conditionals (which the whole-response path evaluates).
+pub(super) fn wanted(cache: &Cache, key: &CacheKey, request: &HeaderMap) -> Option<Requested> {
+    if cache.settings.slice_size == 0 || !request.contains_key(header::RANGE) {
+        return None;
+    }
+    let conditional = [
+        header::IF_RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+    ]
+    .iter()
+    .any(|name| request.contains_key(name));
+    if conditional || cache.index.get(key).is_some() {
+        return None;
+    }
+    Requested::of(request)
+}
+
+/// Whether `response` is the slice a slice request (`request`) asked for: a 206 starting
+/// where the requested range starts.
+pub(super) fn is_slice_answer(
+    request: &HeaderMap,
+    response: &HeaderMap,
+    status: StatusCode,
+) -> bool {
+    let asked = match Requested::of(request) {
+        Some(Requested::FromTo(start, _)) => start,
+        _ => return false,
+    };
+    status == StatusCode::PARTIAL_CONTENT
+        && content_range(response).is_some_and(|(start, _, _)| start == asked)
+}
+
+/// What identifies the representation a slice belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Representation {
+    total: u64,
+    validator: Option<HeaderValue>,
+}
+
+impl Representation {
+    fn of(response: &Response<ProxyBody>, first_byte: u64) -> Option<Representation> {
+        if response.status() != StatusCode::PARTIAL_CONTENT {
+            return None;
+        }
+        let (start, _, total) = content_range(response.headers())?;
+        let headers = response.headers();
+        let validator = headers
+            .get(header::ETAG)
+            .or_else(|| headers.get(header::LAST_MODIFIED))
+            .cloned();
+        (start == first_byte).then_some(Representation { total, validator })
+    }
+}
+
+impl Cache {
+    /// A GET with one byte range, answered from slices.
+    pub(super) async fn serve_sliced<O: Origin>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        request: Request<ProxyBody>,
+        wanted: Requested,
+        origin: &Arc<O>,
+    ) -> Result<Served, O::Error> {
+        let size = self.settings.slice_size;
+        let mut head = RequestHead::of(&without_conditionals(request));
+        head.headers.remove(header::RANGE);
+        // The last n bytes: the length is known only from a slice, so the first comes first.
+        let mut index = match wanted {
+            Requested::FromTo(start, _) | Requested::From(start) => start / size,
+            Requested::Last(_) => 0,
+        };
+        let mut served = self.slice(&key, index, &head, origin).await?;
+        let Some(representation) = Representation::of(&served.response, index * size) else {
+            // Not a slice (the origin ignored the range, or answered an error): as it came.
+            return Ok(served);
+        };
+        let (start, end) = match wanted.resolve(representation.total) {
+            RangeAnswer::Partial { start, end } => (start, end),
+            _ => return Ok(unsatisfiable(representation.total)),
+        };
+        if start / size != index {
+            index = start / size;
+            let unused =
+                std::mem::replace(&mut served, self.slice(&key, index, &head, origin).await?);
+            if unused.outcome != CacheOutcome::Hit {
+                // Fetched for its length only: still stored for the next range that needs it.
+                tokio::spawn(body::drain(unused.response.into_body()));
+            }
+            if Representation::of(&served.response, index * size).as_ref() != Some(&representation)
+            {
+                self.forget_slices(&key);
+                return Ok(served);
+            }
+        }
+        let (parts, first_body) = served.response.into_parts();
+        let mut headers = parts.headers;
+        headers.insert(
+            header::CONTENT_RANGE,
+            header_value(format!("bytes {start}-{end}/{}", representation.total)),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+        let first = window(
+            first_body,
+            start - index * size,
+            (index * size + size).min(end + 1) - start,
+            served.outcome,
+        );
+        let rest = {
+            let (cache, origin, key) = (Arc::clone(self), Arc::clone(origin), key.clone());
+            stream::iter(index + 1..=end / size).then(move |index| {
+                let (cache, origin, key, head) =
+                    (cache.clone(), origin.clone(), key.clone(), head.clone());
+                let representation = representation.clone();
+                async move {
+                    let from = index * size;
+                    let take = (from + size).min(end + 1) - from;
+                    let served = cache
+                        .slice(&key, index, &head, &origin)
+                        .await
+                        .map_err(|e| -> BoxError { e.to_string().into() })?;
+                    if Representation::of(&served.response, from) != Some(representation) {
+                        cache.forget_slices(&key);
+                        return Err(format!("{} changed between slices", key.url()).into());
+                    }
+                    Ok(window(served.response.into_body(), 0, take, served.outcome))
+                }
+            })
+        };
+        let frames = stream::once(async move { Ok::<_, BoxError>(first) })
+            .chain(rest)
+            .flat_map(|part| match part {
+                Ok(body) => BodyStream::new(body).left_stream(),
+                Err(e) => stream::once(async move { Err(e) }).right_stream(),
+            });
+        let mut response = Response::new(body::stream(StreamBody::new(frames)));
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        *response.headers_mut() = headers;
+        Ok(Served {
+            response,
+            outcome: served.outcome,
+            upstream_status: served.upstream_status,
+        })
+    }
+
+    /// Slice `index` of `key`, through the usual lookup: from storage, or fetched with a
+    /// range request and stored as it streams.
+    async fn slice<O: Origin>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        index: u64,
+        head: &RequestHead,
+        origin: &Arc<O>,
+    ) -> Result<Served, O::Error> {
+        let size = self.settings.slice_size;
+        let mut request = head.to_request();
+        *request.method_mut() = Method::GET;
+        let range = format!("bytes={}-{}", index * size, index * size + size - 1);
+        request
+            .headers_mut()
+            .insert(header::RANGE, header_value(range));
+        self.sliced.note(key, index);
+        Box::pin(self.look_up_and_serve(key.slice(index), request, origin)).await
+    }
+
+    /// Forgets every stored slice of `key` (and fills of them in flight).
+    pub(super) fn forget_slices(&self, key: &CacheKey) {
+        for index in 0..self.sliced.take(key) {
+            self.index.remove(&key.slice(index));
+        }
+    }
+}
+
+/// 416 for a range beyond a body of `total` bytes.
+fn unsatisfiable(total: u64) -> Served {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_RANGE,
+        header_value(format!("bytes */{total}")),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    from_storage(response, &CacheStatus::new(CacheOutcome::Hit))
+}
+
+/// Bytes `skip..skip + take` of a slice's body. A slice fetched from the origin is read to
+/// its end in the background once the window is done, so that it is stored whole.
+fn window(body: ProxyBody, skip: u64, take: u64, outcome: CacheOutcome) -> ProxyBody {
+    let drain_rest = outcome != CacheOutcome::Hit && outcome != CacheOutcome::Stale;
+    let state = (Some(body), skip, take);
+    let frames = stream::unfold(state, move |(body, mut skip, mut take)| async move {
+        let mut body = body?;
+        loop {
+            let frame = match http_body_util::BodyExt::frame(&mut body).await {
+                None => return Some((Err("slice ended early".into()), (None, 0, 0))),
+                Some(Err(e)) => return Some((Err(e), (None, 0, 0))),
+                Some(Ok(frame)) => frame,
+            };
+            let Ok(mut data): Result<Bytes, _> = frame.into_data() else {
+                continue;
+            };
+            let dropped = skip.min(data.len() as u64);
+            skip -= dropped;
+            let _ = data.split_to(dropped as usize);
+            let kept = take.min(data.len() as u64);
+            data.truncate(kept as usize);
+            take -= kept;
+            if take == 0 {
+                // Now, not on a later poll: with the length sent, hyper may not poll again.
+                if drain_rest {
+                    tokio::spawn(body::drain(body));
+                }
+                return Some((Ok(hyper::body::Frame::data(data)), (None, 0, 0)));
+            }
+            if !data.is_empty() {
+                return Some((Ok(hyper::body::Frame::data(data)), (Some(body), skip, take)));
+            }
+        }
+    });
+    body::stream(StreamBody::new(frames))
+}

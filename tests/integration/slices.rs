@@ -1,0 +1,173 @@
+//! Slices (`--slice-size`, like nginx's `slice` module): a range request fetches only the
+//! slices it covers, each with a range request of its own, and later ranges reuse them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hoard::body;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::support::{Hoard, Origin};
+
+const LEN: u64 = 5 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// Byte `i` of version `v` of the object.
+fn byte(v: u64, i: u64) -> u8 {
+    ((i * 7 + i / 251 + v * 13) % 256) as u8
+}
+
+fn bytes(v: u64, start: u64, end: u64) -> Vec<u8> {
+    (start..=end).map(|i| byte(v, i)).collect()
+}
+
+/// An origin serving a 5 MiB object, in version `version`, with byte ranges (206) unless
+/// `ranges` is false.
+async fn ranged_origin(version: Arc<AtomicU64>, ranges: bool) -> Origin {
+    Origin::start(move |request: Request<Incoming>| {
+        let v = version.load(Ordering::SeqCst);
+        async move {
+            let builder = Response::builder()
+                .header("cache-control", "max-age=600")
+                .header("etag", format!("\"v{v}\""))
+                .header("accept-ranges", "bytes");
+            let range = request
+                .headers()
+                .get("range")
+                .and_then(|r| r.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
+                .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()));
+            match range {
+                Some((start, _)) if ranges && start >= LEN => builder
+                    .status(416)
+                    .header("content-range", format!("bytes */{LEN}"))
+                    .body(body::empty())
+                    .unwrap(),
+                Some((start, end)) if ranges => {
+                    let end = end.min(LEN - 1);
+                    builder
+                        .status(206)
+                        .header("content-range", format!("bytes {start}-{end}/{LEN}"))
+                        .body(body::full(bytes(v, start, end)))
+                        .unwrap()
+                }
+                _ => builder.body(body::full(bytes(v, 0, LEN - 1))).unwrap(),
+            }
+        }
+    })
+    .await
+}
+
+/// The `Range` of every request the origin got, in order (`-` for none).
+fn ranges_seen(origin: &Origin) -> Vec<String> {
+    origin
+        .seen()
+        .iter()
+        .map(|seen| {
+            seen.headers
+                .get("range")
+                .map_or("-".to_owned(), |r| r.to_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+async fn get_range(client: &reqwest::Client, url: &str, range: &str) -> reqwest::Response {
+    client.get(url).header("range", range).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_range_fetches_only_the_slices_it_covers_and_later_ranges_reuse_them() {
+    let origin = ranged_origin(Arc::new(AtomicU64::new(1)), true).await;
+    let hoard = Hoard::start(&["--slice-size", "1MiB"]).await;
+    let client = hoard.client();
+    let url = origin.url("/video.mp4");
+
+    let response = get_range(&client, &url, "bytes=1500000-2600000").await;
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes 1500000-2600000/{LEN}").as_str()
+    );
+    assert_eq!(
+        response.bytes().await.unwrap(),
+        bytes(1, 1_500_000, 2_600_000)
+    );
+    assert_eq!(
+        ranges_seen(&origin),
+        [
+            format!("bytes={}-{}", MIB, 2 * MIB - 1),
+            format!("bytes={}-{}", 2 * MIB, 3 * MIB - 1)
+        ],
+        "only the two slices the range covers"
+    );
+
+    // A range inside them needs the origin no more.
+    let again = get_range(&client, &url, "bytes=1600000-2200000").await;
+    assert!(
+        again.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("; hit"),
+        "{:?}",
+        again.headers()["cache-status"]
+    );
+    assert_eq!(again.bytes().await.unwrap(), bytes(1, 1_600_000, 2_200_000));
+    assert_eq!(origin.seen().len(), 2, "{:?}", ranges_seen(&origin));
+
+    // The last bytes, and an open-ended range: never the whole object from the origin.
+    let tail = get_range(&client, &url, "bytes=-1000").await;
+    assert_eq!(tail.bytes().await.unwrap(), bytes(1, LEN - 1000, LEN - 1));
+    let open = get_range(&client, &url, &format!("bytes={}-", LEN - 10)).await;
+    assert_eq!(open.bytes().await.unwrap(), bytes(1, LEN - 10, LEN - 1));
+    assert!(ranges_seen(&origin).iter().all(|range| range != "-"));
+    let beyond = get_range(&client, &url, &format!("bytes={LEN}-")).await;
+    assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+}
+
+#[tokio::test]
+async fn an_object_that_changes_between_slices_is_cut_off_and_then_fetched_afresh() {
+    let version = Arc::new(AtomicU64::new(1));
+    let origin = ranged_origin(version.clone(), true).await;
+    let hoard = Hoard::start(&["--slice-size", "1MiB"]).await;
+    let client = hoard.client();
+    let url = origin.url("/changing");
+    let first = get_range(&client, &url, "bytes=0-99").await;
+    assert_eq!(first.bytes().await.unwrap(), bytes(1, 0, 99));
+
+    version.store(2, Ordering::SeqCst);
+    // Slice 0 is the stored version 1, slice 1 comes as version 2: never a mix.
+    let mixed = get_range(&client, &url, &format!("bytes=0-{}", MIB + 99)).await;
+    assert_eq!(mixed.status(), StatusCode::PARTIAL_CONTENT);
+    assert!(mixed.bytes().await.is_err(), "the response is cut off");
+
+    let fresh = get_range(&client, &url, &format!("bytes=0-{}", MIB + 99)).await;
+    assert_eq!(fresh.bytes().await.unwrap(), bytes(2, 0, MIB + 99));
+}
+
+#[tokio::test]
+async fn an_unsafe_request_forgets_the_slices() {
+    let version = Arc::new(AtomicU64::new(1));
+    let origin = ranged_origin(version.clone(), true).await;
+    let hoard = Hoard::start(&["--slice-size", "1MiB"]).await;
+    let client = hoard.client();
+    let url = origin.url("/doc");
+    get_range(&client, &url, "bytes=10-20")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    client.post(&url).send().await.unwrap();
+    version.store(2, Ordering::SeqCst);
+    let after = get_range(&client, &url, "bytes=10-20").await;
+    assert_eq!(after.bytes().await.unwrap(), bytes(2, 10, 20));
+}
+
+#[tokio::test]
+async fn an_origin_that_ignores_ranges_has_its_whole_answer_passed_on() {
+    let origin = ranged_origin(Arc::new(AtomicU64::new(1)), false).await;
+    let hoard = Hoard::start(&["--slice-size", "1MiB"]).await;
+    let client = hoard.client();
+    let response = get_range(&client, &origin.url("/whole"), "bytes=0-9").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap().len() as u64, LEN);
+}
