@@ -97,12 +97,10 @@ impl Cache {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        // A slice is stored as the 206 the origin sent for it (`slice.rs`); anything else
-        // under a slice's key (a 200 for the whole object) is not a slice.
-        let storable_status = match admission.key.sliced_url() {
-            Some(_)
-                if slice::is_slice_answer(&head.headers, response.headers(), response.status()) =>
-            {
+        // A part of a body is stored as the 206 the origin sent for it (`slice.rs`);
+        // anything else under a part's key (a 200 for the whole object) is not that part.
+        let storable_status = match admission.key.part_of() {
+            Some((_, part)) if slice::is_part_answer(part, &head.headers, &response) => {
                 StatusCode::OK
             }
             Some(_) => StatusCode::PARTIAL_CONTENT,

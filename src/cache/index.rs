@@ -346,12 +346,12 @@ impl Index {
             .collect()
     }
 
-    /// The keys of every stored slice (`slice.rs`), for start-up.
-    pub(super) fn slice_keys(&self) -> Vec<CacheKey> {
+    /// Every stored part of a body (`slice.rs`), for start-up.
+    pub(super) fn parts(&self) -> Vec<Arc<StoredResponse>> {
         self.map
             .iter()
-            .filter_map(|(_, variants)| variants.first().map(|v| v.key.clone()))
-            .filter(|key| key.sliced_url().is_some())
+            .filter_map(|(_, variants)| variants.first().cloned())
+            .filter(|entry| entry.key.is_part())
             .collect()
     }
 

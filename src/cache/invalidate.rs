@@ -33,14 +33,14 @@ impl Cache {
             return Ok(from_origin(response, &status));
         }
         self.index.remove(&key);
-        self.forget_slices(&key);
+        self.forget_parts(&key);
         let mut represents_target = false;
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let target = response.headers().get(&name).and_then(|v| v.to_str().ok());
             if let Some(target) = target.and_then(|t| same_origin_key(&post.uri, &key, t)) {
                 represents_target |= name == header::CONTENT_LOCATION && target == key;
                 self.index.remove(&target);
-                self.forget_slices(&target);
+                self.forget_parts(&target);
             }
         }
         let response_cc = self.settings.policy.directives(response.headers());

@@ -10,8 +10,19 @@ use std::sync::OnceLock;
 use http::Uri;
 use http::header::{self, HeaderMap, HeaderName};
 
-/// Between a URL and a slice number in a slice's key.
-const SLICE_MARK: &str = " slice=";
+/// Between a URL and the part of its body a key stands for: ` part=slice7` (a slice, see
+/// `slice.rs`) or ` part=100-199` (a piece, a 206 stored as it came). No URL can hold it (a
+/// parsed URI holds no space).
+const PART_MARK: &str = " part=";
+
+/// A part of a URL's body stored on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Part {
+    /// Slice `N` of `--slice-size` bytes.
+    Slice(u64),
+    /// Bytes `a..=b`, as an origin's 206 had them.
+    Piece(u64, u64),
+}
 
 /// The primary key of a cached resource.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -82,21 +93,30 @@ impl CacheKey {
         &self.url
     }
 
-    /// The key of slice `index` of this URL (see `slice.rs`): the URL and ` slice=N`, which
-    /// no URL can be (a parsed URI holds no space).
-    pub(super) fn slice(&self, index: u64) -> CacheKey {
-        CacheKey::from_url(format!("{}{SLICE_MARK}{index}", self.url))
+    /// The key of `part` of this URL's body.
+    pub(super) fn part(&self, part: Part) -> CacheKey {
+        CacheKey::from_url(match part {
+            Part::Slice(index) => format!("{}{PART_MARK}slice{index}", self.url),
+            Part::Piece(start, end) => format!("{}{PART_MARK}{start}-{end}", self.url),
+        })
     }
 
-    /// For a slice's key: the URL it is a slice of.
-    pub(super) fn sliced_url(&self) -> Option<&str> {
-        self.url.split_once(SLICE_MARK).map(|(url, _)| url)
+    /// Whether this is the key of a part of a body rather than of a whole response.
+    pub(super) fn is_part(&self) -> bool {
+        self.url.contains(PART_MARK)
     }
 
-    /// For a slice's key: the key of the URL it is a slice of, and the slice's number.
-    pub(super) fn slice_of(&self) -> Option<(CacheKey, u64)> {
-        let (url, index) = self.url.split_once(SLICE_MARK)?;
-        Some((CacheKey::from_url(url.to_owned()), index.parse().ok()?))
+    /// For a part's key: the key of the URL it is a part of, and which part.
+    pub(super) fn part_of(&self) -> Option<(CacheKey, Part)> {
+        let (url, part) = self.url.split_once(PART_MARK)?;
+        let part = match part.strip_prefix("slice") {
+            Some(index) => Part::Slice(index.parse().ok()?),
+            None => {
+                let (start, end) = part.split_once('-')?;
+                Part::Piece(start.parse().ok()?, end.parse().ok()?)
+            }
+        };
+        Some((CacheKey::from_url(url.to_owned()), part))
     }
 
     pub fn hash(&self) -> u128 {

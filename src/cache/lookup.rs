@@ -239,10 +239,12 @@ impl Cache {
         status: CacheStatus,
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
-        let ranged = request.headers().contains_key(header::RANGE);
-        if request.method() != Method::GET || (ranged && admission.key.sliced_url().is_none()) {
-            // HEAD and ranges of uncached objects pass through (unless they are slices); the
-            // next full GET fills.
+        if request.headers().contains_key(header::RANGE) && !admission.key.is_part() {
+            // A range of an object not stored whole: stored as the piece the origin sends.
+            return self.fetch_piece(request, admission, origin).await;
+        }
+        if request.method() != Method::GET {
+            // A HEAD that misses passes through; the next GET fills.
             let response = origin.fetch(request).await?;
             return Ok(from_origin(
                 response,

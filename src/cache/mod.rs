@@ -108,8 +108,8 @@ pub struct Cache {
     not_stored: [AtomicU64; NotStorable::ALL.len()],
     /// Fills and background refreshes, awaited at shutdown.
     background: TaskTracker,
-    /// The URLs with stored slices, and how many each may have.
-    sliced: slice::SlicedUrls,
+    /// The URLs with stored parts (slices and pieces) and which.
+    parts: slice::Parts,
 }
 
 impl Cache {
@@ -130,7 +130,7 @@ impl Cache {
             settings.max_object_size,
             Arc::clone(&tiers),
         )?;
-        let sliced = slice::SlicedUrls::of_stored(index.slice_keys());
+        let parts = slice::Parts::of_stored(index.parts());
         Ok((
             Cache {
                 index,
@@ -141,7 +141,7 @@ impl Cache {
                 store_failures: Arc::default(),
                 not_stored: Default::default(),
                 background: TaskTracker::new(),
-                sliced,
+                parts,
             },
             report,
         ))
@@ -198,7 +198,7 @@ impl Cache {
     /// there were.
     pub fn purge(&self, uri: &Uri) -> usize {
         CacheKey::from_uri(uri).map_or(0, |key| {
-            self.forget_slices(&key);
+            self.forget_parts(&key);
             self.index.remove(&key)
         })
     }
@@ -283,7 +283,14 @@ impl Cache {
         if request.method() == Method::GET
             && let Some(wanted) = slice::wanted(self, &key, request.headers())
         {
-            return Box::pin(self.serve_sliced(key, request, wanted, origin)).await;
+            if self.settings.slice_size > 0 {
+                return Box::pin(self.serve_sliced(key, request, wanted, origin)).await;
+            }
+            let head = lookup::RequestHead::of(&request);
+            let from_piece = Box::pin(self.serve_from_piece(&key, head, wanted, origin));
+            if let Some(served) = from_piece.await? {
+                return Ok(served);
+            }
         }
         self.look_up_and_serve(key, request, origin).await
     }

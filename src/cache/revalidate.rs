@@ -254,7 +254,7 @@ pub(super) fn conditional_request(
 ) -> Request<ProxyBody> {
     let headers = request.headers_mut();
     // A slice is revalidated as the range it is; anything else as the whole response.
-    if entry.key.sliced_url().is_none() {
+    if !entry.key.is_part() {
         headers.remove(header::RANGE);
     }
     headers.remove(header::IF_RANGE);

@@ -18,39 +18,109 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyStream, StreamBody};
 
+use super::admit::Admission;
+use super::collapse::Role;
+use super::key::Part;
 use super::lookup::RequestHead;
 use super::range::{RangeAnswer, Requested};
-use super::respond::{from_storage, header_value};
+use super::respond::{from_origin, from_storage, header_value};
 use super::revalidate::without_conditionals;
-use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served};
+use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served, StoredResponse};
 use crate::body::{self, BoxError, ProxyBody};
 
-/// How many slices each sliced URL may have stored (by the URL key's hash), so that an
-/// invalidation or purge of the URL reaches all of them.
-#[derive(Default)]
-pub(super) struct SlicedUrls(Mutex<HashMap<u128, u64>>);
+/// Pieces kept per URL; beyond it the oldest is forgotten.
+const MAX_PIECES: usize = 32;
 
-impl SlicedUrls {
-    /// The slices the index holds at start-up.
-    pub(super) fn of_stored(slice_keys: Vec<CacheKey>) -> SlicedUrls {
-        let sliced = SlicedUrls::default();
-        for (key, index) in slice_keys.iter().filter_map(CacheKey::slice_of) {
-            sliced.note(&key, index);
+/// What parts of each URL's body may be stored (by the URL key's hash), so that an
+/// invalidation or purge of the URL reaches all of them, and a range can find its piece.
+#[derive(Default)]
+pub(super) struct Parts(Mutex<HashMap<u128, UrlParts>>);
+
+/// A piece as its 206 had it: bytes `first..=last` of `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Piece {
+    first: u64,
+    last: u64,
+    total: u64,
+}
+
+impl Piece {
+    fn of(headers: &HeaderMap) -> Option<Piece> {
+        let (first, last, total) = content_range(headers)?;
+        Some(Piece { first, last, total })
+    }
+}
+
+#[derive(Default)]
+struct UrlParts {
+    /// Slices `0..slices` may be stored.
+    slices: u64,
+    /// Pieces stored as they came.
+    pieces: Vec<Piece>,
+}
+
+impl Parts {
+    /// The parts the index holds at start-up.
+    pub(super) fn of_stored(entries: Vec<Arc<StoredResponse>>) -> Parts {
+        let parts = Parts::default();
+        for entry in entries {
+            match entry.key.part_of() {
+                Some((key, Part::Slice(index))) => parts.note_slice(&key, index),
+                Some((key, Part::Piece(..))) => {
+                    if let Some(piece) = Piece::of(&entry.headers) {
+                        parts.note_piece(&key, piece);
+                    }
+                }
+                None => {}
+            }
         }
-        sliced
+        parts
+    }
+
+    fn with<T>(&self, key: &CacheKey, f: impl FnOnce(&mut UrlParts) -> T) -> T {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(all.entry(key.hash()).or_default())
     }
 
     /// Slice `index` of `key` may be stored from now on.
-    fn note(&self, key: &CacheKey, index: u64) {
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(key.hash()).or_default();
-        *count = (*count).max(index + 1);
+    fn note_slice(&self, key: &CacheKey, index: u64) {
+        self.with(key, |parts| parts.slices = parts.slices.max(index + 1));
     }
 
-    /// Takes the slice count of `key`, which is about to be forgotten.
-    fn take(&self, key: &CacheKey) -> u64 {
-        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        counts.remove(&key.hash()).unwrap_or(0)
+    /// `piece` of `key` may be stored from now on.
+    fn note_piece(&self, key: &CacheKey, piece: Piece) {
+        self.with(key, |parts| {
+            if !parts.pieces.contains(&piece) {
+                if parts.pieces.len() == MAX_PIECES {
+                    parts.pieces.remove(0);
+                }
+                parts.pieces.push(piece);
+            }
+        });
+    }
+
+    /// A stored piece of `key` holding all of `wanted`, and the bytes wanted.
+    fn covering(&self, key: &CacheKey, wanted: Requested) -> Option<(Piece, u64, u64)> {
+        self.with(key, |parts| {
+            parts
+                .pieces
+                .iter()
+                .rev()
+                .find_map(|&piece| match wanted.resolve(piece.total) {
+                    RangeAnswer::Partial { start, end }
+                        if piece.first <= start && end <= piece.last =>
+                    {
+                        Some((piece, start, end))
+                    }
+                    _ => None,
+                })
+        })
+    }
+
+    /// Takes what may be stored of `key`, which is about to be forgotten.
+    fn take(&self, key: &CacheKey) -> UrlParts {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.remove(&key.hash()).unwrap_or_default()
     }
 }
 
@@ -66,14 +136,21 @@ pub(super) fn content_range(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
         .then_some((start, end, total))
 }
 
-/// Whether a GET for `key` is one to answer from slices: slicing is on, no whole response is
+/// Whether a GET for `key` is one to answer from parts (slices or a piece): no whole response is
 /// stored (that answers ranges itself), and the request has one byte range and no
 /// conditionals (which the whole-response path evaluates).
 pub(super) fn wanted(cache: &Cache, key: &CacheKey, request: &HeaderMap) -> Option<Requested> {
-    if cache.settings.slice_size == 0 || !request.contains_key(header::RANGE) {
+    if !request.contains_key(header::RANGE)
+        || has_conditionals(request)
+        || cache.index.get(key).is_some()
+    {
         return None;
     }
-    let conditional = [
+    Requested::of(request)
+}
+
+fn has_conditionals(request: &HeaderMap) -> bool {
+    [
         header::IF_RANGE,
         header::IF_NONE_MATCH,
         header::IF_MODIFIED_SINCE,
@@ -81,26 +158,28 @@ pub(super) fn wanted(cache: &Cache, key: &CacheKey, request: &HeaderMap) -> Opti
         header::IF_UNMODIFIED_SINCE,
     ]
     .iter()
-    .any(|name| request.contains_key(name));
-    if conditional || cache.index.get(key).is_some() {
-        return None;
-    }
-    Requested::of(request)
+    .any(|name| request.contains_key(name))
 }
 
-/// Whether `response` is the slice a slice request (`request`) asked for: a 206 starting
-/// where the requested range starts.
-pub(super) fn is_slice_answer(
+/// Whether `response` is the part of a body a request for it asked for: for a slice, a 206
+/// starting where the requested range starts; for a piece, a 206 of exactly its bytes.
+pub(super) fn is_part_answer(
+    part: Part,
     request: &HeaderMap,
-    response: &HeaderMap,
-    status: StatusCode,
+    response: &Response<ProxyBody>,
 ) -> bool {
-    let asked = match Requested::of(request) {
-        Some(Requested::FromTo(start, _)) => start,
-        _ => return false,
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return false;
+    }
+    let Some((first, last, _)) = content_range(response.headers()) else {
+        return false;
     };
-    status == StatusCode::PARTIAL_CONTENT
-        && content_range(response).is_some_and(|(start, _, _)| start == asked)
+    match part {
+        Part::Slice(_) => {
+            matches!(Requested::of(request), Some(Requested::FromTo(start, _)) if start == first)
+        }
+        Part::Piece(start, end) => (first, last) == (start, end),
+    }
 }
 
 /// What identifies the representation a slice belongs to.
@@ -161,7 +240,7 @@ impl Cache {
             }
             if Representation::of(&served.response, index * size).as_ref() != Some(&representation)
             {
-                self.forget_slices(&key);
+                self.forget_parts(&key);
                 return Ok(served);
             }
         }
@@ -192,7 +271,7 @@ impl Cache {
                         .await
                         .map_err(|e| -> BoxError { e.to_string().into() })?;
                     if Representation::of(&served.response, from) != Some(representation) {
-                        cache.forget_slices(&key);
+                        cache.forget_parts(&key);
                         return Err(format!("{} changed between slices", key.url()).into());
                     }
                     Ok(window(served.response.into_body(), 0, take, served.outcome))
@@ -231,15 +310,101 @@ impl Cache {
         request
             .headers_mut()
             .insert(header::RANGE, header_value(range));
-        self.sliced.note(key, index);
-        Box::pin(self.look_up_and_serve(key.slice(index), request, origin)).await
+        self.parts.note_slice(key, index);
+        Box::pin(self.look_up_and_serve(key.part(Part::Slice(index)), request, origin)).await
     }
 
-    /// Forgets every stored slice of `key` (and fills of them in flight).
-    pub(super) fn forget_slices(&self, key: &CacheKey) {
-        for index in 0..self.sliced.take(key) {
-            self.index.remove(&key.slice(index));
+    /// Forgets every stored part of `key`'s body (and fills of them in flight).
+    pub(super) fn forget_parts(&self, key: &CacheKey) {
+        let parts = self.parts.take(key);
+        for index in 0..parts.slices {
+            self.index.remove(&key.part(Part::Slice(index)));
         }
+        for piece in parts.pieces {
+            self.index
+                .remove(&key.part(Part::Piece(piece.first, piece.last)));
+        }
+    }
+
+    /// A range of an object not stored whole, fetched as it is asked for: a 206 for a single
+    /// range is stored as a piece (when the request has no conditionals and the URL was not
+    /// invalidated while it was on its way); anything else passes through.
+    pub(super) async fn fetch_piece<O: Origin>(
+        self: &Arc<Self>,
+        request: Request<ProxyBody>,
+        admission: Admission,
+        origin: &Arc<O>,
+    ) -> Result<Served, O::Error> {
+        let plain = !has_conditionals(request.headers());
+        let response = origin.fetch(request).await?;
+        let piece = (response.status() == StatusCode::PARTIAL_CONTENT)
+            .then(|| Piece::of(response.headers()))
+            .flatten();
+        let unchanged = self.index.generation(&admission.key) == admission.generation;
+        let (Some(piece), true, true) = (piece, plain, unchanged) else {
+            return Ok(from_origin(
+                response,
+                &CacheStatus::new(CacheOutcome::Bypass),
+            ));
+        };
+        let Piece { first, last, .. } = piece;
+        self.parts.note_piece(&admission.key, piece);
+        let mut get = admission.head.to_request();
+        // The piece is revalidated as the range it is.
+        get.headers_mut()
+            .insert(header::RANGE, header_value(format!("bytes={first}-{last}")));
+        let piece_key = admission.key.part(Part::Piece(first, last));
+        // Requests for this piece wait for its fill (those that waited on the URL's key
+        // look again when that lock drops, and find the piece).
+        let lock = match self.collapser.join(piece_key.hash()) {
+            Role::Leader(lock) => Some(lock),
+            Role::Follower(_) => None,
+        };
+        let piece_admission = self.admission(piece_key, &get, admission.request_cc, lock);
+        Ok(self.admit(
+            piece_admission,
+            response,
+            CacheStatus::new(CacheOutcome::UriMiss),
+        ))
+    }
+
+    /// A range answered from a stored piece that holds it, if there is one (`None`: go on
+    /// with the usual lookup, which fetches it).
+    pub(super) async fn serve_from_piece<O: Origin>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        head: RequestHead,
+        wanted: Requested,
+        origin: &Arc<O>,
+    ) -> Result<Option<Served>, O::Error> {
+        let Some((Piece { first, last, total }, start, end)) = self.parts.covering(key, wanted)
+        else {
+            return Ok(None);
+        };
+        let mut get = head.to_request();
+        get.headers_mut()
+            .insert(header::RANGE, header_value(format!("bytes={first}-{last}")));
+        let piece_key = key.part(Part::Piece(first, last));
+        let served = Box::pin(self.look_up_and_serve(piece_key, get, origin)).await?;
+        let representation = Representation::of(&served.response, first);
+        if representation.as_ref().map(|r| r.total) != Some(total) {
+            // The origin has something else now; whatever it sent is the answer.
+            return Ok(Some(served));
+        }
+        let (mut parts, body) = served.response.into_parts();
+        parts.headers.insert(
+            header::CONTENT_RANGE,
+            header_value(format!("bytes {start}-{end}/{total}")),
+        );
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+        let body = window(body, start - first, end - start + 1, served.outcome);
+        Ok(Some(Served {
+            response: Response::from_parts(parts, body),
+            outcome: served.outcome,
+            upstream_status: served.upstream_status,
+        }))
     }
 }
 

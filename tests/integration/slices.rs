@@ -171,3 +171,47 @@ async fn an_origin_that_ignores_ranges_has_its_whole_answer_passed_on() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.bytes().await.unwrap().len() as u64, LEN);
 }
+
+#[tokio::test]
+async fn without_slices_a_206_is_stored_as_it_came_and_answers_the_ranges_inside_it() {
+    let version = Arc::new(AtomicU64::new(1));
+    let origin = ranged_origin(version.clone(), true).await;
+    let hoard = Hoard::start(&[]).await;
+    let client = hoard.client();
+    let url = origin.url("/piece");
+    let first = get_range(&client, &url, "bytes=1000-2999").await;
+    assert_eq!(first.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(first.bytes().await.unwrap(), bytes(1, 1000, 2999));
+
+    for (range, start, end) in [
+        ("bytes=1000-2999", 1000, 2999),
+        ("bytes=1500-1600", 1500, 1600),
+    ] {
+        let again = get_range(&client, &url, range).await;
+        assert_eq!(
+            again.headers()["content-range"],
+            format!("bytes {start}-{end}/{LEN}").as_str()
+        );
+        assert!(
+            again.headers()["cache-status"]
+                .to_str()
+                .unwrap()
+                .contains("; hit"),
+            "{range}: {:?}",
+            again.headers()["cache-status"]
+        );
+        assert_eq!(again.bytes().await.unwrap(), bytes(1, start, end));
+    }
+    assert_eq!(ranges_seen(&origin), ["bytes=1000-2999"]);
+
+    // Outside the piece: the origin is asked (and that piece is kept too).
+    let outside = get_range(&client, &url, "bytes=5000-5099").await;
+    assert_eq!(outside.bytes().await.unwrap(), bytes(1, 5000, 5099));
+    assert_eq!(origin.seen().len(), 2);
+
+    // An unsafe request forgets the pieces.
+    client.post(&url).send().await.unwrap();
+    version.store(2, Ordering::SeqCst);
+    let after = get_range(&client, &url, "bytes=1500-1600").await;
+    assert_eq!(after.bytes().await.unwrap(), bytes(2, 1500, 1600));
+}
