@@ -145,7 +145,10 @@ impl Cache {
                 .extensions
                 .get::<hyper::ext::ReasonPhrase>()
                 .map(|r| Bytes::copy_from_slice(r.as_bytes())),
-            headers: entry::compact_headers(&policy::shareable(&parts.headers)),
+            headers: entry::compact_headers(&policy::stored_headers(
+                &parts.headers,
+                &self.settings.policy,
+            )),
             freshness,
             body: body_id,
             body_len: 0,

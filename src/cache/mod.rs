@@ -240,22 +240,14 @@ impl Cache {
             .sum()
     }
 
-    /// Answers `request` (absolute URI) from the cache, the origin, or both. hoard's own
-    /// targeted field is for hoard alone: it never goes downstream.
-    pub async fn serve<O: Origin>(
-        self: &Arc<Self>,
-        request: Request<ProxyBody>,
-        origin: &Arc<O>,
-    ) -> Result<Served, O::Error> {
-        let mut served = self.serve_any(request, origin).await?;
-        served
-            .response
-            .headers_mut()
-            .remove(&self.settings.policy.own_cache_control);
-        Ok(served)
+    /// hoard's own targeted field, which is for hoard alone: whoever sends a response
+    /// downstream removes it.
+    pub fn own_cache_control(&self) -> &HeaderName {
+        &self.settings.policy.own_cache_control
     }
 
-    async fn serve_any<O: Origin>(
+    /// Answers `request` (absolute URI) from the cache, the origin, or both.
+    pub async fn serve<O: Origin>(
         self: &Arc<Self>,
         request: Request<ProxyBody>,
         origin: &Arc<O>,

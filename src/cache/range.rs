@@ -72,7 +72,8 @@ impl Requested {
 }
 
 pub(super) fn answer(request: &HeaderMap, stored: &HeaderMap, len: u64) -> RangeAnswer {
-    if !if_range_holds(request, stored) || len == 0 {
+    // Most requests have no range: one lookup, then nothing else (this runs on every hit).
+    if !request.contains_key(header::RANGE) || !if_range_holds(request, stored) || len == 0 {
         return RangeAnswer::Full;
     }
     Requested::of(request).map_or(RangeAnswer::Full, |range| range.resolve(len))

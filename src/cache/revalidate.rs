@@ -196,10 +196,12 @@ impl Cache {
             &merged,
             &self.settings.policy.directives(&merged),
         );
-        let headers = entry::compact_headers(&policy::shareable(&merged));
+        let headers =
+            entry::compact_headers(&policy::stored_headers(&merged, &self.settings.policy));
+        // From the merge, which still has the 304's own targeted field if it sent one.
         let freshness = Freshness::new(
             entry.status,
-            &headers,
+            &merged,
             admission.request_time,
             now_secs(),
             &self.settings.policy,

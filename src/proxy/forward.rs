@@ -157,6 +157,12 @@ impl Proxy {
         exchange.cache = Some(served.outcome);
         exchange.upstream_status = served.upstream_status;
         let mut response = served.response;
+        // Stored responses never hold hoard's own targeted field; the origin's may.
+        if served.upstream_status.is_some() {
+            response
+                .headers_mut()
+                .remove(self.cache.own_cache_control());
+        }
         self.via.append(response.headers_mut(), Version::HTTP_11);
         // The client hears hoard's own HTTP version.
         *response.version_mut() = Version::HTTP_11;

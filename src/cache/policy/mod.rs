@@ -214,6 +214,20 @@ pub fn shareable(headers: &HeaderMap) -> std::borrow::Cow<'_, HeaderMap> {
     std::borrow::Cow::Owned(shared)
 }
 
+/// The headers a stored response keeps: `shareable` ones, without hoard's own targeted field
+/// (it was read when the freshness was computed, and must never go downstream, so a hit
+/// need not look for it).
+pub fn stored_headers<'h>(
+    headers: &'h HeaderMap,
+    settings: &PolicySettings,
+) -> std::borrow::Cow<'h, HeaderMap> {
+    let mut kept = shareable(headers);
+    if kept.contains_key(&settings.own_cache_control) {
+        kept.to_mut().remove(&settings.own_cache_control);
+    }
+    kept
+}
+
 /// §4.3.4: the stored headers updated with those of a 304, except framing fields.
 pub fn refresh_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
     let mut merged = stored.clone();
