@@ -276,13 +276,19 @@ impl Cache {
             && let Some(wanted) = slice::wanted(self, &key, request.headers())
         {
             if self.settings.slice_size > 0 {
-                return Box::pin(self.serve_sliced(key, request, wanted, origin)).await;
+                return Box::pin(self.serve_sliced(key, request, wanted, false, origin)).await;
             }
             let head = lookup::RequestHead::of(&request);
             let from_piece = Box::pin(self.serve_from_piece(&key, head, wanted, origin));
             if let Some(served) = from_piece.await? {
                 return Ok(served);
             }
+        }
+        if request.method() == Method::GET
+            && slice::complete_from_slices(self, &key, request.headers())
+        {
+            let whole = range::Requested::From(0);
+            return Box::pin(self.serve_sliced(key, request, whole, true, origin)).await;
         }
         self.look_up_and_serve(key, request, origin).await
     }

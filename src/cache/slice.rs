@@ -149,6 +149,17 @@ pub(super) fn wanted(cache: &Cache, key: &CacheKey, request: &HeaderMap) -> Opti
     Requested::of(request)
 }
 
+/// Whether a GET without a range for `key` is to be completed from slices: slicing is on,
+/// some slice of the object is stored (so it is known to be sliceable), no whole response
+/// is, and the request has no conditionals.
+pub(super) fn complete_from_slices(cache: &Cache, key: &CacheKey, request: &HeaderMap) -> bool {
+    cache.settings.slice_size > 0
+        && !request.contains_key(header::RANGE)
+        && cache.index.get(key).is_none()
+        && !has_conditionals(request)
+        && cache.parts.with(key, |parts| parts.slices > 0)
+}
+
 fn has_conditionals(request: &HeaderMap) -> bool {
     [
         header::IF_RANGE,
@@ -205,12 +216,14 @@ impl Representation {
 }
 
 impl Cache {
-    /// A GET with one byte range, answered from slices.
+    /// A GET with one byte range answered from slices (a 206), or with `whole` a GET of
+    /// the whole object, completed from its slices (a 200).
     pub(super) async fn serve_sliced<O: Origin>(
         self: &Arc<Self>,
         key: CacheKey,
         request: Request<ProxyBody>,
         wanted: Requested,
+        whole: bool,
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
         let size = self.settings.slice_size;
@@ -246,10 +259,14 @@ impl Cache {
         }
         let (parts, first_body) = served.response.into_parts();
         let mut headers = parts.headers;
-        headers.insert(
-            header::CONTENT_RANGE,
-            header_value(format!("bytes {start}-{end}/{}", representation.total)),
-        );
+        if whole {
+            headers.remove(header::CONTENT_RANGE);
+        } else {
+            headers.insert(
+                header::CONTENT_RANGE,
+                header_value(format!("bytes {start}-{end}/{}", representation.total)),
+            );
+        }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
         let first = window(
             first_body,
@@ -285,7 +302,11 @@ impl Cache {
                 Err(e) => stream::once(async move { Err(e) }).right_stream(),
             });
         let mut response = Response::new(body::stream(StreamBody::new(frames)));
-        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        *response.status_mut() = if whole {
+            StatusCode::OK
+        } else {
+            StatusCode::PARTIAL_CONTENT
+        };
         *response.headers_mut() = headers;
         Ok(Served {
             response,

@@ -215,3 +215,40 @@ async fn without_slices_a_206_is_stored_as_it_came_and_answers_the_ranges_inside
     let after = get_range(&client, &url, "bytes=1500-1600").await;
     assert_eq!(after.bytes().await.unwrap(), bytes(2, 1500, 1600));
 }
+
+#[tokio::test]
+async fn a_whole_get_of_a_sliced_object_is_completed_from_its_slices() {
+    let origin = ranged_origin(Arc::new(AtomicU64::new(1)), true).await;
+    let hoard = Hoard::start(&["--slice-size", "1MiB"]).await;
+    let client = hoard.client();
+    let url = origin.url("/image.iso");
+    get_range(&client, &url, "bytes=1500000-2600000")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+
+    let whole = client.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert!(!whole.headers().contains_key("content-range"));
+    assert_eq!(whole.bytes().await.unwrap(), bytes(1, 0, LEN - 1));
+    let seen = ranges_seen(&origin);
+    assert!(
+        seen.iter().all(|range| range != "-"),
+        "never fetched whole: {seen:?}"
+    );
+    assert_eq!(seen.len(), 5, "each slice once: {seen:?}");
+
+    // All five slices are stored now: the next whole GET needs no origin.
+    let again = client.get(&url).send().await.unwrap();
+    assert!(
+        again.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("; hit"),
+        "{:?}",
+        again.headers()["cache-status"]
+    );
+    assert_eq!(again.bytes().await.unwrap(), bytes(1, 0, LEN - 1));
+    assert_eq!(origin.seen().len(), 5);
+}
