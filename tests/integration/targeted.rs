@@ -2,24 +2,7 @@
 //! then `Cache-Control` (and `Expires`); its own field never goes downstream, the others
 //! pass unchanged.
 
-use hoard::body;
-use http::{Request, Response};
-use hyper::body::Incoming;
-
-use crate::support::{Hoard, Origin, get};
-
-/// An origin that sends, for path `/N`, the `N`-th header set of `cases`.
-async fn origin_with(cases: &'static [&'static [(&'static str, &'static str)]]) -> Origin {
-    Origin::start(move |request: Request<Incoming>| async move {
-        let index: usize = request.uri().path()[1..].parse().unwrap();
-        let mut builder = Response::builder().header("etag", "\"e\"");
-        for (name, value) in cases[index] {
-            builder = builder.header(*name, *value);
-        }
-        builder.body(body::full("body")).unwrap()
-    })
-    .await
-}
+use crate::support::{Hoard, Origin, get, second_gets_are_hits};
 
 /// GETs `/index` twice: whether the second was a hit, and both responses' headers.
 async fn twice(hoard: &Hoard, origin: &Origin, index: usize) -> (bool, [http::HeaderMap; 2]) {
@@ -68,24 +51,13 @@ static CASES: &[&[(&str, &str)]] = &[
 
 #[tokio::test]
 async fn targeted_fields_take_precedence_in_their_order() {
-    let origin = origin_with(CASES).await;
-    let hoard = Hoard::start(&[]).await;
-    for (index, expect_hit) in [
-        (0, true),
-        (1, false),
-        (2, true),
-        (3, false),
-        (4, false),
-        (5, false),
-    ] {
-        let (hit, _) = twice(&hoard, &origin, index).await;
-        assert_eq!(hit, expect_hit, "{:?}", CASES[index]);
-    }
+    let expected = [true, false, true, false, false, false];
+    second_gets_are_hits(&Hoard::start(&[]).await, CASES, &expected).await;
 }
 
 #[tokio::test]
 async fn hoards_own_field_stays_home_and_the_others_pass_unchanged() {
-    let origin = origin_with(CASES).await;
+    let origin = Origin::per_path(CASES).await;
     let hoard = Hoard::start(&[]).await;
     let (_, responses) = twice(&hoard, &origin, 2).await;
     for headers in &responses {
@@ -97,7 +69,7 @@ async fn hoards_own_field_stays_home_and_the_others_pass_unchanged() {
 
 #[tokio::test]
 async fn the_own_field_can_be_named_for_origins_written_for_other_caches() {
-    let origin = origin_with(CASES).await;
+    let origin = Origin::per_path(CASES).await;
     let hoard = Hoard::start(&["--targeted-cache-control", "Surrogate-Control"]).await;
     let (hit, responses) = twice(&hoard, &origin, 5).await;
     assert!(hit, "Surrogate-Control: max-age=600 is obeyed");

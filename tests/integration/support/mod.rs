@@ -54,6 +54,29 @@ pub(crate) async fn get(client: &reqwest::Client, url: &str, headers: &[(&str, &
     }
 }
 
+/// For a table of header sets served by `Origin::per_path`: GETs each `/N` twice through
+/// `hoard` and checks that the second is a hit exactly when `expected[N]` says so.
+pub(crate) async fn second_gets_are_hits(
+    hoard: &Hoard,
+    cases: &'static [&'static [(&'static str, &'static str)]],
+    expected: &[bool],
+) {
+    let origin = Origin::per_path(cases).await;
+    let client = hoard.client();
+    for (index, expect_hit) in expected.iter().enumerate() {
+        let url = origin.url(&format!("/{index}"));
+        get(&client, &url, &[]).await;
+        let second = get(&client, &url, &[]).await;
+        assert_eq!(
+            second.cache_status.contains("; hit"),
+            *expect_hit,
+            "{:?}: {}",
+            cases[index],
+            second.cache_status
+        );
+    }
+}
+
 /// A reqwest client that uses the hoard at `proxy` as its HTTP proxy.
 pub(crate) fn client_through(proxy: std::net::SocketAddr) -> reqwest::Client {
     reqwest::Client::builder()

@@ -92,6 +92,22 @@ impl Origin {
         origin
     }
 
+    /// An origin that answers `/N` with 200, an ETag and the `N`-th header set of `cases`:
+    /// one origin for a table of cases.
+    pub(crate) async fn per_path(
+        cases: &'static [&'static [(&'static str, &'static str)]],
+    ) -> Origin {
+        Origin::start(move |request: Request<Incoming>| async move {
+            let index: usize = request.uri().path()[1..].parse().unwrap();
+            let mut builder = Response::builder().header("etag", "\"e\"");
+            for (name, value) in cases[index] {
+                builder = builder.header(*name, *value);
+            }
+            builder.body(body::full("body")).unwrap()
+        })
+        .await
+    }
+
     /// An origin that answers every request with 200 and `body`.
     pub(crate) async fn fixed(body: &'static str) -> Origin {
         Origin::start(move |_| async move {
