@@ -279,16 +279,23 @@ impl Cache {
                 return Box::pin(self.serve_sliced(key, request, wanted, false, origin)).await;
             }
             let head = lookup::RequestHead::of(&request);
-            let from_piece = Box::pin(self.serve_from_piece(&key, head, wanted, origin));
-            if let Some(served) = from_piece.await? {
+            let pieces = self.serve_from_pieces(&key, head, wanted, false, origin);
+            if let Some(served) = Box::pin(pieces).await? {
                 return Ok(served);
             }
         }
-        if request.method() == Method::GET
-            && slice::complete_from_slices(self, &key, request.headers())
-        {
-            let whole = range::Requested::From(0);
-            return Box::pin(self.serve_sliced(key, request, whole, true, origin)).await;
+        if request.method() == Method::GET {
+            let all = range::Requested::From(0);
+            if slice::complete_from_slices(self, &key, request.headers()) {
+                return Box::pin(self.serve_sliced(key, request, all, true, origin)).await;
+            }
+            if slice::may_complete_from_pieces(self, &key, request.headers()) {
+                let head = lookup::RequestHead::of(&request);
+                let pieces = self.serve_from_pieces(&key, head, all, true, origin);
+                if let Some(served) = Box::pin(pieces).await? {
+                    return Ok(served);
+                }
+            }
         }
         self.look_up_and_serve(key, request, origin).await
     }

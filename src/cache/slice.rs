@@ -34,7 +34,7 @@ const MAX_PIECES: usize = 32;
 /// What parts of each URL's body may be stored (by the URL key's hash), so that an
 /// invalidation or purge of the URL reaches all of them, and a range can find its piece.
 #[derive(Default)]
-pub(super) struct Parts(Mutex<HashMap<u128, UrlParts>>);
+pub(super) struct Parts(Mutex<HashMap<u128, UrlParts>>, std::sync::atomic::AtomicU64);
 
 /// A piece as its 206 had it: bytes `first..=last` of `total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,12 @@ impl Parts {
         f(all.entry(key.hash()).or_default())
     }
 
+    /// Reads what may be stored of `key` (adding nothing for a URL with no parts).
+    fn peek<T>(&self, key: &CacheKey, f: impl FnOnce(&UrlParts) -> T) -> Option<T> {
+        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(&key.hash()).map(f)
+    }
+
     /// Slice `index` of `key` may be stored from now on.
     fn note_slice(&self, key: &CacheKey, index: u64) {
         self.with(key, |parts| parts.slices = parts.slices.max(index + 1));
@@ -97,24 +103,41 @@ impl Parts {
                 parts.pieces.push(piece);
             }
         });
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// A stored piece of `key` holding all of `wanted`, and the bytes wanted.
-    fn covering(&self, key: &CacheKey, wanted: Requested) -> Option<(Piece, u64, u64)> {
-        self.with(key, |parts| {
-            parts
-                .pieces
-                .iter()
-                .rev()
-                .find_map(|&piece| match wanted.resolve(piece.total) {
-                    RangeAnswer::Partial { start, end }
-                        if piece.first <= start && end <= piece.last =>
-                    {
-                        Some((piece, start, end))
+    /// Stored pieces of `key` that together hold all of `wanted` (of one total length), in
+    /// order, and the bytes wanted.
+    fn chain(&self, key: &CacheKey, wanted: Requested) -> Option<(Vec<Piece>, u64, u64)> {
+        self.peek(key, |parts| {
+            let mut pieces = parts.pieces.clone();
+            pieces.sort_by_key(|piece| (piece.total, piece.first));
+            pieces
+                .chunk_by(|a, b| a.total == b.total)
+                .find_map(|same_total| {
+                    let RangeAnswer::Partial { start, end } = wanted.resolve(same_total[0].total)
+                    else {
+                        return None;
+                    };
+                    // Greedy: from the next byte needed, the piece that reaches furthest.
+                    let (mut chain, mut next) = (Vec::new(), start);
+                    while next <= end {
+                        let piece = same_total
+                            .iter()
+                            .filter(|piece| piece.first <= next && piece.last >= next)
+                            .max_by_key(|piece| piece.last)?;
+                        chain.push(*piece);
+                        next = piece.last + 1;
                     }
-                    _ => None,
+                    Some((chain, start, end))
                 })
         })
+        .flatten()
+    }
+
+    /// Whether any piece is stored at all (a cheap test before a whole GET looks for some).
+    fn any_pieces(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// Takes what may be stored of `key`, which is about to be forgotten.
@@ -157,7 +180,16 @@ pub(super) fn complete_from_slices(cache: &Cache, key: &CacheKey, request: &Head
         && !request.contains_key(header::RANGE)
         && cache.index.get(key).is_none()
         && !has_conditionals(request)
-        && cache.parts.with(key, |parts| parts.slices > 0)
+        && cache.parts.peek(key, |parts| parts.slices > 0) == Some(true)
+}
+
+/// Whether a GET without a range for `key` may be completed from stored pieces: some are
+/// stored (anywhere), none of it whole, and the request has no conditionals.
+pub(super) fn may_complete_from_pieces(cache: &Cache, key: &CacheKey, request: &HeaderMap) -> bool {
+    cache.parts.any_pieces()
+        && !request.contains_key(header::RANGE)
+        && cache.index.get(key).is_none()
+        && !has_conditionals(request)
 }
 
 fn has_conditionals(request: &HeaderMap) -> bool {
@@ -191,6 +223,15 @@ pub(super) fn is_part_answer(
         }
         Part::Piece(start, end) => (first, last) == (start, end),
     }
+}
+
+/// One stored part of a body in a stitched answer: which, the bytes it holds, and the bytes
+/// of it that are sent.
+struct Span {
+    part: Part,
+    first: u64,
+    last: u64,
+    take: (u64, u64),
 }
 
 /// What identifies the representation a slice belongs to.
@@ -274,34 +315,16 @@ impl Cache {
             (index * size + size).min(end + 1) - start,
             served.outcome,
         );
-        let rest = {
-            let (cache, origin, key) = (Arc::clone(self), Arc::clone(origin), key.clone());
-            stream::iter(index + 1..=end / size).then(move |index| {
-                let (cache, origin, key, head) =
-                    (cache.clone(), origin.clone(), key.clone(), head.clone());
-                let representation = representation.clone();
-                async move {
-                    let from = index * size;
-                    let take = (from + size).min(end + 1) - from;
-                    let served = cache
-                        .slice(&key, index, &head, &origin)
-                        .await
-                        .map_err(|e| -> BoxError { e.to_string().into() })?;
-                    if Representation::of(&served.response, from) != Some(representation) {
-                        cache.forget_parts(&key);
-                        return Err(format!("{} changed between slices", key.url()).into());
-                    }
-                    Ok(window(served.response.into_body(), 0, take, served.outcome))
-                }
+        let rest: Vec<Span> = (index + 1..=end / size)
+            .map(|index| Span {
+                part: Part::Slice(index),
+                first: index * size,
+                last: index * size + size - 1,
+                take: (index * size, (index * size + size - 1).min(end)),
             })
-        };
-        let frames = stream::once(async move { Ok::<_, BoxError>(first) })
-            .chain(rest)
-            .flat_map(|part| match part {
-                Ok(body) => BodyStream::new(body).left_stream(),
-                Err(e) => stream::once(async move { Err(e) }).right_stream(),
-            });
-        let mut response = Response::new(body::stream(StreamBody::new(frames)));
+            .collect();
+        let body = self.stitch(&key, head, first, rest, representation, origin);
+        let mut response = Response::new(body);
         *response.status_mut() = if whole {
             StatusCode::OK
         } else {
@@ -325,14 +348,73 @@ impl Cache {
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
         let size = self.settings.slice_size;
+        self.parts.note_slice(key, index);
+        let span = (index * size, index * size + size - 1);
+        self.part(key, Part::Slice(index), span, head, origin).await
+    }
+
+    /// `part` (bytes `first..=last`) of `key`'s body, through the usual lookup.
+    async fn part<O: Origin>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        part: Part,
+        (first, last): (u64, u64),
+        head: &RequestHead,
+        origin: &Arc<O>,
+    ) -> Result<Served, O::Error> {
         let mut request = head.to_request();
         *request.method_mut() = Method::GET;
-        let range = format!("bytes={}-{}", index * size, index * size + size - 1);
+        let range = format!("bytes={first}-{last}");
         request
             .headers_mut()
             .insert(header::RANGE, header_value(range));
-        self.parts.note_slice(key, index);
-        Box::pin(self.look_up_and_serve(key.part(Part::Slice(index)), request, origin)).await
+        Box::pin(self.look_up_and_serve(key.part(part), request, origin)).await
+    }
+
+    /// The body made of `first` and then, one after the other, the wanted bytes of `rest`,
+    /// each fetched (from storage or the origin) only when the one before has been sent.
+    /// A part of another representation (the object changed meanwhile) ends the body with
+    /// an error and forgets the URL's parts.
+    fn stitch<O: Origin>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        head: RequestHead,
+        first: ProxyBody,
+        rest: Vec<Span>,
+        representation: Representation,
+        origin: &Arc<O>,
+    ) -> ProxyBody {
+        let (cache, origin, key) = (Arc::clone(self), Arc::clone(origin), key.clone());
+        let rest = stream::iter(rest).then(move |span| {
+            let (cache, origin, key, head) =
+                (cache.clone(), origin.clone(), key.clone(), head.clone());
+            let representation = representation.clone();
+            async move {
+                let served = cache
+                    .part(&key, span.part, (span.first, span.last), &head, &origin)
+                    .await
+                    .map_err(|e| -> BoxError { e.to_string().into() })?;
+                if Representation::of(&served.response, span.first) != Some(representation) {
+                    cache.forget_parts(&key);
+                    return Err(format!("{} changed between its parts", key.url()).into());
+                }
+                let (from, to) = span.take;
+                let body = served.response.into_body();
+                Ok(window(
+                    body,
+                    from - span.first,
+                    to - from + 1,
+                    served.outcome,
+                ))
+            }
+        });
+        let frames = stream::once(async move { Ok::<_, BoxError>(first) })
+            .chain(rest)
+            .flat_map(|part| match part {
+                Ok(body) => BodyStream::new(body).left_stream(),
+                Err(e) => stream::once(async move { Err(e) }).right_stream(),
+            });
+        body::stream(StreamBody::new(frames))
     }
 
     /// Forgets every stored part of `key`'s body (and fills of them in flight).
@@ -389,38 +471,64 @@ impl Cache {
         ))
     }
 
-    /// A range answered from a stored piece that holds it, if there is one (`None`: go on
-    /// with the usual lookup, which fetches it).
-    pub(super) async fn serve_from_piece<O: Origin>(
+    /// A range (or with `whole`, the whole object) answered from stored pieces that hold
+    /// it, if there are such (`None`: go on with the usual lookup, which fetches it).
+    pub(super) async fn serve_from_pieces<O: Origin>(
         self: &Arc<Self>,
         key: &CacheKey,
         head: RequestHead,
         wanted: Requested,
+        whole: bool,
         origin: &Arc<O>,
     ) -> Result<Option<Served>, O::Error> {
-        let Some((Piece { first, last, total }, start, end)) = self.parts.covering(key, wanted)
-        else {
+        let Some((pieces, start, end)) = self.parts.chain(key, wanted) else {
             return Ok(None);
         };
-        let mut get = head.to_request();
-        get.headers_mut()
-            .insert(header::RANGE, header_value(format!("bytes={first}-{last}")));
-        let piece_key = key.part(Part::Piece(first, last));
-        let served = Box::pin(self.look_up_and_serve(piece_key, get, origin)).await?;
-        let representation = Representation::of(&served.response, first);
-        if representation.as_ref().map(|r| r.total) != Some(total) {
+        let first = pieces[0];
+        let span = (first.first, first.last);
+        let piece = Part::Piece(first.first, first.last);
+        let served = self.part(key, piece, span, &head, origin).await?;
+        let representation = Representation::of(&served.response, first.first)
+            .filter(|representation| representation.total == first.total);
+        let Some(representation) = representation else {
             // The origin has something else now; whatever it sent is the answer.
             return Ok(Some(served));
-        }
+        };
         let (mut parts, body) = served.response.into_parts();
-        parts.headers.insert(
-            header::CONTENT_RANGE,
-            header_value(format!("bytes {start}-{end}/{total}")),
-        );
+        if whole {
+            parts.headers.remove(header::CONTENT_RANGE);
+            parts.status = StatusCode::OK;
+        } else {
+            let range = format!("bytes {start}-{end}/{}", first.total);
+            parts
+                .headers
+                .insert(header::CONTENT_RANGE, header_value(range));
+        }
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
-        let body = window(body, start - first, end - start + 1, served.outcome);
+        let first_end = first.last.min(end);
+        let body = window(
+            body,
+            start - first.first,
+            first_end - start + 1,
+            served.outcome,
+        );
+        let mut next = first_end + 1;
+        let rest = pieces[1..]
+            .iter()
+            .map(|piece| {
+                let take = (next, piece.last.min(end));
+                next = take.1 + 1;
+                Span {
+                    part: Part::Piece(piece.first, piece.last),
+                    first: piece.first,
+                    last: piece.last,
+                    take,
+                }
+            })
+            .collect();
+        let body = self.stitch(key, head, body, rest, representation, origin);
         Ok(Some(Served {
             response: Response::from_parts(parts, body),
             outcome: served.outcome,

@@ -260,3 +260,26 @@ async fn a_whole_get_of_a_sliced_object_is_completed_from_its_slices() {
     assert_eq!(again.bytes().await.unwrap(), bytes(1, 0, LEN - 1));
     assert_eq!(origin.seen().len(), 5);
 }
+
+#[tokio::test]
+async fn pieces_with_one_validator_are_combined_for_ranges_and_into_the_whole_object() {
+    let origin = ranged_origin(Arc::new(AtomicU64::new(1)), true).await;
+    let hoard = Hoard::start(&[]).await;
+    let client = hoard.client();
+    let url = origin.url("/combined");
+    for range in ["bytes=0-2999999", &format!("bytes=3000000-{}", LEN - 1)] {
+        get_range(&client, &url, range).await.bytes().await.unwrap();
+    }
+    assert_eq!(origin.seen().len(), 2);
+
+    let across = get_range(&client, &url, "bytes=2999000-3001000").await;
+    assert_eq!(across.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        across.bytes().await.unwrap(),
+        bytes(1, 2_999_000, 3_001_000)
+    );
+    let whole = client.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.bytes().await.unwrap(), bytes(1, 0, LEN - 1));
+    assert_eq!(origin.seen().len(), 2, "both answered from the two pieces");
+}
