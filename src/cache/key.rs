@@ -10,16 +10,17 @@ use std::sync::OnceLock;
 use http::Uri;
 use http::header::{self, HeaderMap, HeaderName};
 
-/// Between a URL and the part of its body a key stands for: ` part=slice7` (a slice, see
-/// `slice.rs`) or ` part=100-199` (a piece, a 206 stored as it came). No URL can hold it (a
+/// Between a URL and the part of its body a key stands for: ` part=slice0-1048575` (a slice,
+/// see `slice.rs`) or ` part=100-199` (a piece, a 206 stored as it came).  Both name their
+/// bytes, so a slice stored under another `--slice-size` is never taken for this one. No URL can hold it (a
 /// parsed URI holds no space).
 const PART_MARK: &str = " part=";
 
 /// A part of a URL's body stored on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Part {
-    /// Slice `N` of `--slice-size` bytes.
-    Slice(u64),
+    /// A slice: bytes `a..=b` asked for as one of `--slice-size` bytes.
+    Slice(u64, u64),
     /// Bytes `a..=b`, as an origin's 206 had them.
     Piece(u64, u64),
 }
@@ -96,7 +97,7 @@ impl CacheKey {
     /// The key of `part` of this URL's body.
     pub(super) fn part(&self, part: Part) -> CacheKey {
         CacheKey::from_url(match part {
-            Part::Slice(index) => format!("{}{PART_MARK}slice{index}", self.url),
+            Part::Slice(first, last) => format!("{}{PART_MARK}slice{first}-{last}", self.url),
             Part::Piece(start, end) => format!("{}{PART_MARK}{start}-{end}", self.url),
         })
     }
@@ -109,12 +110,16 @@ impl CacheKey {
     /// For a part's key: the key of the URL it is a part of, and which part.
     pub(super) fn part_of(&self) -> Option<(CacheKey, Part)> {
         let (url, part) = self.url.split_once(PART_MARK)?;
-        let part = match part.strip_prefix("slice") {
-            Some(index) => Part::Slice(index.parse().ok()?),
-            None => {
-                let (start, end) = part.split_once('-')?;
-                Part::Piece(start.parse().ok()?, end.parse().ok()?)
-            }
+        let (slice, span) = match part.strip_prefix("slice") {
+            Some(span) => (true, span),
+            None => (false, part),
+        };
+        let (first, last) = span.split_once('-')?;
+        let (first, last) = (first.parse().ok()?, last.parse().ok()?);
+        let part = if slice {
+            Part::Slice(first, last)
+        } else {
+            Part::Piece(first, last)
         };
         Some((CacheKey::from_url(url.to_owned()), part))
     }

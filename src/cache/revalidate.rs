@@ -188,11 +188,18 @@ impl Cache {
         not_modified: &HeaderMap,
     ) -> Refresh {
         let merged = policy::refresh_headers(&entry.headers, not_modified);
+        // A stored part of a body is a 206 by nature; as a stored response it is judged as
+        // the complete one it is part of.
+        let status = if entry.key.is_part() {
+            StatusCode::OK
+        } else {
+            entry.status
+        };
         let shared = policy::storable(
             &Method::GET,
             &admission.head.headers,
             &admission.request_cc,
-            entry.status,
+            status,
             &merged,
             &self.settings.policy.directives(&merged),
         );

@@ -53,8 +53,8 @@ impl Piece {
 
 #[derive(Default)]
 struct UrlParts {
-    /// Slices `0..slices` may be stored.
-    slices: u64,
+    /// Slices (their byte spans) that may be stored.
+    slices: std::collections::BTreeSet<(u64, u64)>,
     /// Pieces stored as they came.
     pieces: Vec<Piece>,
 }
@@ -65,7 +65,7 @@ impl Parts {
         let parts = Parts::default();
         for entry in entries {
             match entry.key.part_of() {
-                Some((key, Part::Slice(index))) => parts.note_slice(&key, index),
+                Some((key, Part::Slice(first, last))) => parts.note_slice(&key, (first, last)),
                 Some((key, Part::Piece(..))) => {
                     if let Some(piece) = Piece::of(&entry.headers) {
                         parts.note_piece(&key, piece);
@@ -88,9 +88,9 @@ impl Parts {
         all.get(&key.hash()).map(f)
     }
 
-    /// Slice `index` of `key` may be stored from now on.
-    fn note_slice(&self, key: &CacheKey, index: u64) {
-        self.with(key, |parts| parts.slices = parts.slices.max(index + 1));
+    /// The slice of `key` holding bytes `span` may be stored from now on.
+    fn note_slice(&self, key: &CacheKey, span: (u64, u64)) {
+        self.with(key, |parts| parts.slices.insert(span));
     }
 
     /// `piece` of `key` may be stored from now on.
@@ -180,7 +180,7 @@ pub(super) fn complete_from_slices(cache: &Cache, key: &CacheKey, request: &Head
         && !request.contains_key(header::RANGE)
         && cache.index.get(key).is_none()
         && !has_conditionals(request)
-        && cache.parts.peek(key, |parts| parts.slices > 0) == Some(true)
+        && cache.parts.peek(key, |parts| !parts.slices.is_empty()) == Some(true)
 }
 
 /// Whether a GET without a range for `key` may be completed from stored pieces: some are
@@ -218,8 +218,12 @@ pub(super) fn is_part_answer(
         return false;
     };
     match part {
-        Part::Slice(_) => {
-            matches!(Requested::of(request), Some(Requested::FromTo(start, _)) if start == first)
+        // The whole slice asked for (or up to the end of the object), nothing shorter.
+        Part::Slice(start, end) => {
+            let total = content_range(response.headers()).map_or(0, |(_, _, total)| total);
+            Requested::of(request) == Some(Requested::FromTo(start, end))
+                && first == start
+                && last == end.min(total.saturating_sub(1))
         }
         Part::Piece(start, end) => (first, last) == (start, end),
     }
@@ -242,6 +246,15 @@ struct Representation {
 }
 
 impl Representation {
+    /// Parts may be combined only under a strong validator (RFC 9110 §15.3.7.3): a strong
+    /// ETag (a bare `Last-Modified` or a weak ETag cannot tell two versions apart).
+    fn combinable(&self) -> bool {
+        self.validator.as_ref().is_some_and(|validator| {
+            let text = validator.as_bytes();
+            text.starts_with(b"\"") && !text.starts_with(b"W/")
+        })
+    }
+
     fn of(response: &Response<ProxyBody>, first_byte: u64) -> Option<Representation> {
         if response.status() != StatusCode::PARTIAL_CONTENT {
             return None;
@@ -277,13 +290,25 @@ impl Cache {
         };
         let mut served = self.slice(&key, index, &head, origin).await?;
         let Some(representation) = Representation::of(&served.response, index * size) else {
-            // Not a slice (the origin ignored the range, or answered an error): as it came.
+            // Not a slice (the origin ignored the range, or answered an error): as it came,
+            // and the object is not taken for sliceable any more.
+            self.forget_parts(&key);
             return Ok(served);
         };
-        let (start, end) = match wanted.resolve(representation.total) {
+        let (start, mut end) = match wanted.resolve(representation.total) {
             RangeAnswer::Partial { start, end } => (start, end),
             _ => return Ok(unsatisfiable(representation.total)),
         };
+        if !representation.combinable() {
+            if whole {
+                // Completing it would mean combining: the whole object comes from the origin.
+                self.forget_parts(&key);
+                return Box::pin(self.look_up_and_serve(key, head.to_request(), origin)).await;
+            }
+            // Without a strong validator only one slice is sent: the bytes of the range it
+            // holds (a 206 may hold less than was asked for; the client asks for the rest).
+            end = end.min(slice_span(start / size, size).1);
+        }
         if start / size != index {
             index = start / size;
             let unused =
@@ -312,17 +337,19 @@ impl Cache {
         let first = window(
             first_body,
             start - index * size,
-            (index * size + size).min(end + 1) - start,
+            (index * size).saturating_add(size).min(end + 1) - start,
             served.outcome,
         );
-        let rest: Vec<Span> = (index + 1..=end / size)
-            .map(|index| Span {
-                part: Part::Slice(index),
-                first: index * size,
-                last: index * size + size - 1,
-                take: (index * size, (index * size + size - 1).min(end)),
-            })
-            .collect();
+        // Lazily: the origin names the total, and a huge one must not become a huge list.
+        let rest = (index + 1..=end / size).map(move |index| {
+            let (first, last) = slice_span(index, size);
+            Span {
+                part: Part::Slice(first, last),
+                first,
+                last,
+                take: (first, last.min(end)),
+            }
+        });
         let body = self.stitch(&key, head, first, rest, representation, origin);
         let mut response = Response::new(body);
         *response.status_mut() = if whole {
@@ -347,10 +374,10 @@ impl Cache {
         head: &RequestHead,
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
-        let size = self.settings.slice_size;
-        self.parts.note_slice(key, index);
-        let span = (index * size, index * size + size - 1);
-        self.part(key, Part::Slice(index), span, head, origin).await
+        let span = slice_span(index, self.settings.slice_size);
+        self.parts.note_slice(key, span);
+        self.part(key, Part::Slice(span.0, span.1), span, head, origin)
+            .await
     }
 
     /// `part` (bytes `first..=last`) of `key`'s body, through the usual lookup.
@@ -380,7 +407,7 @@ impl Cache {
         key: &CacheKey,
         head: RequestHead,
         first: ProxyBody,
-        rest: Vec<Span>,
+        rest: impl Iterator<Item = Span> + Send + 'static,
         representation: Representation,
         origin: &Arc<O>,
     ) -> ProxyBody {
@@ -420,8 +447,8 @@ impl Cache {
     /// Forgets every stored part of `key`'s body (and fills of them in flight).
     pub(super) fn forget_parts(&self, key: &CacheKey) {
         let parts = self.parts.take(key);
-        for index in 0..parts.slices {
-            self.index.remove(&key.part(Part::Slice(index)));
+        for (first, last) in parts.slices {
+            self.index.remove(&key.part(Part::Slice(first, last)));
         }
         for piece in parts.pieces {
             self.index
@@ -494,6 +521,10 @@ impl Cache {
             // The origin has something else now; whatever it sent is the answer.
             return Ok(Some(served));
         };
+        if pieces.len() > 1 && !representation.combinable() {
+            // Combining needs a strong validator: this one piece is no answer, the origin is.
+            return Ok(None);
+        }
         let (mut parts, body) = served.response.into_parts();
         if whole {
             parts.headers.remove(header::CONTENT_RANGE);
@@ -515,7 +546,7 @@ impl Cache {
             served.outcome,
         );
         let mut next = first_end + 1;
-        let rest = pieces[1..]
+        let rest: Vec<Span> = pieces[1..]
             .iter()
             .map(|piece| {
                 let take = (next, piece.last.min(end));
@@ -528,13 +559,20 @@ impl Cache {
                 }
             })
             .collect();
-        let body = self.stitch(key, head, body, rest, representation, origin);
+        let body = self.stitch(key, head, body, rest.into_iter(), representation, origin);
         Ok(Some(Served {
             response: Response::from_parts(parts, body),
             outcome: served.outcome,
             upstream_status: served.upstream_status,
         }))
     }
+}
+
+/// The bytes of slice `index` of `size` bytes (saturating: an index from a client's range
+/// near the end of `u64` names an empty slice, which no origin answers with a 206).
+fn slice_span(index: u64, size: u64) -> (u64, u64) {
+    let first = index.saturating_mul(size);
+    (first, first.saturating_add(size - 1))
 }
 
 /// 416 for a range beyond a body of `total` bytes.

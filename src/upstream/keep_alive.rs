@@ -37,6 +37,10 @@ pub(super) struct OriginKeepAlive {
     reader: AtomicWaker,
     /// Responses received on the connection so far.
     responses: AtomicU64,
+    /// Writes so far: a response's end marks the connection idle only if no request was
+    /// written after that response arrived (hyper may hand the connection on before the
+    /// response's last bytes are read by whoever reads them).
+    writes: AtomicU64,
 }
 
 /// The zero of `idle_since`: a monotonic instant early in the process.
@@ -62,19 +66,22 @@ impl OriginKeepAlive {
                     .then(|| value.trim().parse::<u64>().ok())?
             });
         if let Some(seconds) = timeout {
-            self.timeout.store(seconds, Ordering::Relaxed);
+            // A day at most: beyond that the pool's own idle timeout has long acted.
+            self.timeout.store(seconds.min(86_400), Ordering::Relaxed);
         }
     }
 
     /// `body`, marking the connection idle once it has been read to its end.
     pub(super) fn watch(self: Arc<Self>, body: ProxyBody) -> ProxyBody {
+        let writes = self.writes.load(Ordering::Acquire);
         if body.is_end_stream() {
-            self.turn_idle();
+            self.turn_idle(writes);
             return body;
         }
         http_body_util::BodyExt::boxed_unsync(IdleWhenDone {
             body,
             keep_alive: Some(self),
+            writes,
         })
     }
 
@@ -83,10 +90,21 @@ impl OriginKeepAlive {
         self.responses.load(Ordering::Relaxed) > 0
     }
 
-    fn turn_idle(&self) {
+    /// The response that arrived after `writes` writes has ended: idle from now, unless a
+    /// request has been written since (the connection already carries the next exchange).
+    fn turn_idle(&self, writes: u64) {
         let since = epoch().elapsed().as_millis() as u64 + 1;
         self.idle_since.store(since, Ordering::Release);
+        if self.writes.load(Ordering::Acquire) != writes {
+            self.idle_since.store(0, Ordering::Release);
+            return;
+        }
         self.reader.wake();
+    }
+
+    fn wrote(&self) {
+        self.idle_since.store(0, Ordering::Release);
+        self.writes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// When the connection must be given up, if it is idle and the origin named a timeout.
@@ -159,7 +177,7 @@ impl Write for ExpiringStream {
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        this.keep_alive.idle_since.store(0, Ordering::Release);
+        this.keep_alive.wrote();
         Pin::new(&mut this.io).poll_write(cx, data)
     }
 
@@ -181,7 +199,7 @@ impl Write for ExpiringStream {
         data: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        this.keep_alive.idle_since.store(0, Ordering::Release);
+        this.keep_alive.wrote();
         Pin::new(&mut this.io).poll_write_vectored(cx, data)
     }
 }
@@ -196,6 +214,8 @@ impl Connection for ExpiringStream {
 struct IdleWhenDone {
     body: ProxyBody,
     keep_alive: Option<Arc<OriginKeepAlive>>,
+    /// The connection's writes when the response arrived.
+    writes: u64,
 }
 
 impl Body for IdleWhenDone {
@@ -210,7 +230,7 @@ impl Body for IdleWhenDone {
         if (matches!(polled, Poll::Ready(None)) || self.body.is_end_stream())
             && let Some(keep_alive) = self.keep_alive.take()
         {
-            keep_alive.turn_idle();
+            keep_alive.turn_idle(self.writes);
         }
         polled
     }
