@@ -283,3 +283,160 @@ async fn pieces_with_one_validator_are_combined_for_ranges_and_into_the_whole_ob
     assert_eq!(whole.bytes().await.unwrap(), bytes(1, 0, LEN - 1));
     assert_eq!(origin.seen().len(), 2, "both answered from the two pieces");
 }
+
+/// An origin that says its object is 4 EiB long and answers every range with a slice of
+/// zeros.
+async fn enormous_origin() -> Origin {
+    Origin::start(|request: Request<Incoming>| async move {
+        let start: u64 = request
+            .headers()
+            .get("range")
+            .and_then(|r| r.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
+            .and_then(|(a, _)| a.parse().ok())
+            .unwrap_or(0);
+        const TOTAL: u64 = 4_611_686_018_427_387_904;
+        if start >= TOTAL {
+            return Response::builder()
+                .status(416)
+                .header("content-range", format!("bytes */{TOTAL}"))
+                .body(body::empty())
+                .unwrap();
+        }
+        Response::builder()
+            .status(206)
+            .header("etag", "\"big\"")
+            .header("cache-control", "max-age=600")
+            .header(
+                "content-range",
+                format!("bytes {start}-{}/{TOTAL}", start + MIB - 1),
+            )
+            .body(body::full(vec![0u8; MIB as usize]))
+            .unwrap()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn hostile_totals_and_offsets_cost_nothing_but_the_bytes_sent() {
+    let origin = enormous_origin().await;
+    let hoard = Hoard::start(&["--slice-size", "1MiB"]).await;
+    let client = hoard.client();
+    let url = origin.url("/huge");
+    let mut open = get_range(&client, &url, "bytes=0-").await;
+    assert_eq!(open.status(), StatusCode::PARTIAL_CONTENT);
+    assert!(
+        open.chunk().await.unwrap().is_some(),
+        "the first bytes arrive"
+    );
+    drop(open);
+    // An offset near the end of u64, and then an invalidation of everything asked for.
+    let far = get_range(&client, &url, "bytes=18446744073709551000-").await;
+    assert_eq!(far.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let posted = tokio::time::timeout(std::time::Duration::from_secs(10), client.post(&url).send())
+        .await
+        .expect("an invalidation does not walk a client's offsets");
+    assert!(posted.is_ok());
+}
+
+#[tokio::test]
+async fn without_a_strong_validator_slices_are_not_combined() {
+    let origin = Origin::start(|request: Request<Incoming>| async move {
+        let (start, end) = request
+            .headers()
+            .get("range")
+            .and_then(|r| r.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
+            .map(|(a, b)| {
+                (
+                    a.parse::<u64>().unwrap(),
+                    b.parse::<u64>().unwrap().min(LEN - 1),
+                )
+            })
+            .unwrap();
+        Response::builder()
+            .status(206)
+            .header("etag", "W/\"weak\"")
+            .header("cache-control", "max-age=600")
+            .header("content-range", format!("bytes {start}-{end}/{LEN}"))
+            .body(body::full(bytes(1, start, end)))
+            .unwrap()
+    })
+    .await;
+    let hoard = Hoard::start(&["--slice-size", "1MiB"]).await;
+    let client = hoard.client();
+    let response = get_range(&client, &origin.url("/weak"), "bytes=1500000-2600000").await;
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes 1500000-{}/{LEN}", 2 * MIB - 1).as_str(),
+        "only the first slice's bytes: the client asks again for the rest"
+    );
+    assert_eq!(
+        response.bytes().await.unwrap(),
+        bytes(1, 1_500_000, 2 * MIB - 1)
+    );
+}
+
+#[tokio::test]
+async fn slices_with_validators_only_are_revalidated_and_kept() {
+    // No Cache-Control: heuristic freshness from Last-Modified (206 is heuristically
+    // cacheable), and a 304 keeps the slice.
+    let origin = Origin::start(|request: Request<Incoming>| async move {
+        let builder = Response::builder()
+            .header("etag", "\"static\"")
+            .header("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT");
+        if request.headers().contains_key("if-none-match") {
+            return builder.status(304).body(body::empty()).unwrap();
+        }
+        let (start, end) = request
+            .headers()
+            .get("range")
+            .and_then(|r| r.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
+            .map(|(a, b)| {
+                (
+                    a.parse::<u64>().unwrap(),
+                    b.parse::<u64>().unwrap().min(LEN - 1),
+                )
+            })
+            .unwrap();
+        builder
+            .status(206)
+            .header("content-range", format!("bytes {start}-{end}/{LEN}"))
+            .body(body::full(bytes(1, start, end)))
+            .unwrap()
+    })
+    .await;
+    let hoard = Hoard::start(&["--slice-size", "1MiB"]).await;
+    let client = hoard.client();
+    let url = origin.url("/static.bin");
+    get_range(&client, &url, "bytes=10-20")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let again = get_range(&client, &url, "bytes=10-20").await;
+    assert!(
+        again.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("; hit"),
+        "{:?}",
+        again.headers()["cache-status"]
+    );
+    // A client's no-cache revalidates; the 304 keeps the slice for the next one.
+    let forced = client
+        .get(&url)
+        .header("range", "bytes=10-20")
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forced.bytes().await.unwrap(), bytes(1, 10, 20));
+    let after = get_range(&client, &url, "bytes=10-20").await;
+    assert!(
+        after.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("; hit"),
+        "{:?}",
+        after.headers()["cache-status"]
+    );
+}
