@@ -18,6 +18,7 @@ mod invalidate;
 mod key;
 mod lookup;
 pub mod outcome;
+mod parts;
 pub mod policy;
 mod range;
 mod respond;
@@ -109,7 +110,7 @@ pub struct Cache {
     /// Fills and background refreshes, awaited at shutdown.
     background: TaskTracker,
     /// The URLs with stored parts (slices and pieces) and which.
-    parts: slice::Parts,
+    parts: parts::Parts,
 }
 
 impl Cache {
@@ -130,7 +131,7 @@ impl Cache {
             settings.max_object_size,
             Arc::clone(&tiers),
         )?;
-        let parts = slice::Parts::of_stored(index.parts());
+        let parts = parts::Parts::of_stored(index.parts());
         Ok((
             Cache {
                 index,
@@ -272,31 +273,11 @@ impl Cache {
                 &CacheStatus::new(CacheOutcome::Bypass).detail("request-body"),
             ));
         }
-        if request.method() == Method::GET
-            && let Some(wanted) = slice::wanted(self, &key, request.headers())
-        {
-            if self.settings.slice_size > 0 {
-                return Box::pin(self.serve_sliced(key, request, wanted, false, origin)).await;
-            }
-            let head = lookup::RequestHead::of(&request);
-            let pieces = self.serve_from_pieces(&key, head, wanted, false, origin);
-            if let Some(served) = Box::pin(pieces).await? {
-                return Ok(served);
-            }
-        }
-        if request.method() == Method::GET {
-            let all = range::Requested::From(0);
-            if slice::complete_from_slices(self, &key, request.headers()) {
-                return Box::pin(self.serve_sliced(key, request, all, true, origin)).await;
-            }
-            if slice::may_complete_from_pieces(self, &key, request.headers()) {
-                let head = lookup::RequestHead::of(&request);
-                let pieces = self.serve_from_pieces(&key, head, all, true, origin);
-                if let Some(served) = Box::pin(pieces).await? {
-                    return Ok(served);
-                }
-            }
-        }
+        // Parts of bodies (slices, pieces) answer what they can; the rest is the lookup's.
+        let request = match Box::pin(self.serve_from_parts(&key, request, origin)).await? {
+            Ok(served) => return Ok(served),
+            Err(request) => request,
+        };
         self.look_up_and_serve(key, request, origin).await
     }
 }

@@ -1,16 +1,18 @@
-//! Slices, like nginx's `slice` module (`--slice-size`): a range request is answered from
-//! fixed-size slices of the object, each fetched from the origin with a range request of its
-//! own, stored as the 206 the origin sent (under the URL's key plus the slice number), and
-//! freshened, revalidated and collapsed on its own through the usual lookup. Only the slices
-//! the range covers are fetched, so a large file is never fetched whole for one range.
+//! Parts of bodies, stored on their own. Slices, like nginx's `slice` module
+//! (`--slice-size`): a range request is answered from fixed-size slices of the object, each
+//! fetched with a range request of its own, stored as the 206 the origin sent (under the
+//! URL's key plus the slice's bytes), and freshened, revalidated and collapsed on its own
+//! through the usual lookup; only the slices the range covers are fetched, so a large file
+//! is never fetched whole for one range, and a whole GET can be completed from them. Pieces,
+//! without slicing: a 206 for a range is stored as it came and answers ranges inside it;
+//! pieces of one representation are combined.
 //!
-//! Every slice must belong to the same representation: the same total length and validator
-//! as the first one used. If the object changed between slices, the response is cut off
-//! (its status was already sent) and the URL's slices are forgotten, so the next request
-//! starts afresh.
+//! Parts are combined only under a strong ETag, and every part used must have the first
+//! one's total length and ETag. If the object changed between parts, the response is cut off
+//! (its status was already sent) and the URL's parts are forgotten, so the next request
+//! starts afresh. Which parts each URL has is `parts.rs`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
@@ -22,142 +24,12 @@ use super::admit::Admission;
 use super::collapse::Role;
 use super::key::Part;
 use super::lookup::RequestHead;
+use super::parts::{Piece, content_range};
 use super::range::{RangeAnswer, Requested};
 use super::respond::{from_origin, from_storage, header_value};
 use super::revalidate::without_conditionals;
-use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served, StoredResponse};
+use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served};
 use crate::body::{self, BoxError, ProxyBody};
-
-/// Pieces kept per URL; beyond it the oldest is forgotten.
-const MAX_PIECES: usize = 32;
-
-/// What parts of each URL's body may be stored (by the URL key's hash), so that an
-/// invalidation or purge of the URL reaches all of them, and a range can find its piece.
-#[derive(Default)]
-pub(super) struct Parts(Mutex<HashMap<u128, UrlParts>>, std::sync::atomic::AtomicU64);
-
-/// A piece as its 206 had it: bytes `first..=last` of `total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Piece {
-    first: u64,
-    last: u64,
-    total: u64,
-}
-
-impl Piece {
-    fn of(headers: &HeaderMap) -> Option<Piece> {
-        let (first, last, total) = content_range(headers)?;
-        Some(Piece { first, last, total })
-    }
-}
-
-#[derive(Default)]
-struct UrlParts {
-    /// Slices (their byte spans) that may be stored.
-    slices: std::collections::BTreeSet<(u64, u64)>,
-    /// Pieces stored as they came.
-    pieces: Vec<Piece>,
-}
-
-impl Parts {
-    /// The parts the index holds at start-up.
-    pub(super) fn of_stored(entries: Vec<Arc<StoredResponse>>) -> Parts {
-        let parts = Parts::default();
-        for entry in entries {
-            match entry.key.part_of() {
-                Some((key, Part::Slice(first, last))) => parts.note_slice(&key, (first, last)),
-                Some((key, Part::Piece(..))) => {
-                    if let Some(piece) = Piece::of(&entry.headers) {
-                        parts.note_piece(&key, piece);
-                    }
-                }
-                None => {}
-            }
-        }
-        parts
-    }
-
-    fn with<T>(&self, key: &CacheKey, f: impl FnOnce(&mut UrlParts) -> T) -> T {
-        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        f(all.entry(key.hash()).or_default())
-    }
-
-    /// Reads what may be stored of `key` (adding nothing for a URL with no parts).
-    fn peek<T>(&self, key: &CacheKey, f: impl FnOnce(&UrlParts) -> T) -> Option<T> {
-        let all = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        all.get(&key.hash()).map(f)
-    }
-
-    /// The slice of `key` holding bytes `span` may be stored from now on.
-    fn note_slice(&self, key: &CacheKey, span: (u64, u64)) {
-        self.with(key, |parts| parts.slices.insert(span));
-    }
-
-    /// `piece` of `key` may be stored from now on.
-    fn note_piece(&self, key: &CacheKey, piece: Piece) {
-        self.with(key, |parts| {
-            if !parts.pieces.contains(&piece) {
-                if parts.pieces.len() == MAX_PIECES {
-                    parts.pieces.remove(0);
-                }
-                parts.pieces.push(piece);
-            }
-        });
-        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Stored pieces of `key` that together hold all of `wanted` (of one total length), in
-    /// order, and the bytes wanted.
-    fn chain(&self, key: &CacheKey, wanted: Requested) -> Option<(Vec<Piece>, u64, u64)> {
-        self.peek(key, |parts| {
-            let mut pieces = parts.pieces.clone();
-            pieces.sort_by_key(|piece| (piece.total, piece.first));
-            pieces
-                .chunk_by(|a, b| a.total == b.total)
-                .find_map(|same_total| {
-                    let RangeAnswer::Partial { start, end } = wanted.resolve(same_total[0].total)
-                    else {
-                        return None;
-                    };
-                    // Greedy: from the next byte needed, the piece that reaches furthest.
-                    let (mut chain, mut next) = (Vec::new(), start);
-                    while next <= end {
-                        let piece = same_total
-                            .iter()
-                            .filter(|piece| piece.first <= next && piece.last >= next)
-                            .max_by_key(|piece| piece.last)?;
-                        chain.push(*piece);
-                        next = piece.last + 1;
-                    }
-                    Some((chain, start, end))
-                })
-        })
-        .flatten()
-    }
-
-    /// Whether any piece is stored at all (a cheap test before a whole GET looks for some).
-    fn any_pieces(&self) -> bool {
-        self.1.load(std::sync::atomic::Ordering::Relaxed) > 0
-    }
-
-    /// Takes what may be stored of `key`, which is about to be forgotten.
-    fn take(&self, key: &CacheKey) -> UrlParts {
-        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        all.remove(&key.hash()).unwrap_or_default()
-    }
-}
-
-/// `Content-Range: bytes a-b/total` as (a, b, total).
-pub(super) fn content_range(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
-    let text = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-    let (unit, rest) = text.trim().split_once(' ')?;
-    let (span, total) = rest.split_once('/')?;
-    let (start, end) = span.split_once('-')?;
-    let number = |s: &str| s.trim().parse::<u64>().ok();
-    let (start, end, total) = (number(start)?, number(end)?, number(total)?);
-    (unit.eq_ignore_ascii_case("bytes") && start <= end && end < total)
-        .then_some((start, end, total))
-}
 
 /// Whether a GET for `key` is one to answer from parts (slices or a piece): no whole response is
 /// stored (that answers ranges itself), and the request has one byte range and no
@@ -270,6 +142,39 @@ impl Representation {
 }
 
 impl Cache {
+    /// A GET answered from stored parts of its body (or slices fetched for it), when that
+    /// is how it is to be answered; otherwise the request back, for the usual lookup.
+    pub(super) async fn serve_from_parts<O: Origin>(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        request: Request<ProxyBody>,
+        origin: &Arc<O>,
+    ) -> Result<Result<Served, Request<ProxyBody>>, O::Error> {
+        if request.method() != Method::GET {
+            return Ok(Err(request));
+        }
+        let headers = request.headers();
+        let all = Requested::From(0);
+        let (from_slices, wanted, whole) = match wanted(self, key, headers) {
+            Some(range) => (self.settings.slice_size > 0, range, false),
+            None if complete_from_slices(self, key, headers) => (true, all, true),
+            None if may_complete_from_pieces(self, key, headers) => (false, all, true),
+            None => return Ok(Err(request)),
+        };
+        if from_slices {
+            let sliced = self.serve_sliced(key.clone(), request, wanted, whole, origin);
+            return sliced.await.map(Ok);
+        }
+        let head = RequestHead::of(&request);
+        match self
+            .serve_from_pieces(key, head, wanted, whole, origin)
+            .await?
+        {
+            Some(served) => Ok(Ok(served)),
+            None => Ok(Err(request)),
+        }
+    }
+
     /// A GET with one byte range answered from slices (a 206), or with `whole` a GET of
     /// the whole object, completed from its slices (a 200).
     pub(super) async fn serve_sliced<O: Origin>(
