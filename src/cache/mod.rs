@@ -274,10 +274,14 @@ impl Cache {
             ));
         }
         // Parts of bodies (slices, pieces) answer what they can; the rest is the lookup's.
-        let request = match Box::pin(self.serve_from_parts(&key, request, origin)).await? {
-            Ok(served) => return Ok(served),
-            Err(request) => request,
-        };
+        // Asked only when they could: a hit should not box and move its request for nothing.
+        let mut request = request;
+        if slice::parts_may_answer(self, &request) {
+            request = match Box::pin(self.serve_from_parts(&key, request, origin)).await? {
+                Ok(served) => return Ok(served),
+                Err(request) => request,
+            };
+        }
         self.look_up_and_serve(key, request, origin).await
     }
 }

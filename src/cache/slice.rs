@@ -31,6 +31,15 @@ use super::revalidate::without_conditionals;
 use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served};
 use crate::body::{self, BoxError, ProxyBody};
 
+/// Whether stored or fetched parts could answer `request` at all: a GET with a range, or
+/// any GET when slicing is on or some piece is stored. A cheap test for every request.
+pub(super) fn parts_may_answer(cache: &Cache, request: &Request<ProxyBody>) -> bool {
+    request.method() == Method::GET
+        && (request.headers().contains_key(header::RANGE)
+            || cache.settings.slice_size > 0
+            || cache.parts.any_pieces())
+}
+
 /// Whether a GET for `key` is one to answer from parts (slices or a piece): no whole response is
 /// stored (that answers ranges itself), and the request has one byte range and no
 /// conditionals (which the whole-response path evaluates).
