@@ -131,7 +131,10 @@ impl Cache {
             settings.max_object_size,
             Arc::clone(&tiers),
         )?;
-        let parts = parts::Parts::of_stored(index.parts());
+        let (parts, unregistered) = parts::Parts::of_stored(index.parts());
+        for entry in unregistered {
+            index.remove_variant(&entry);
+        }
         Ok((
             Cache {
                 index,

@@ -289,7 +289,19 @@ impl Cache {
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
         let span = slice_span(index, self.settings.slice_size);
-        self.parts.note_slice(key, span);
+        if !self.parts.note_slice(key, span) {
+            // No room to remember it: fetched for this request, never stored.
+            let mut request = head.to_request();
+            let range = format!("bytes={}-{}", span.0, span.1);
+            request
+                .headers_mut()
+                .insert(header::RANGE, header_value(range));
+            let response = origin.fetch(request).await?;
+            return Ok(from_origin(
+                response,
+                &CacheStatus::new(CacheOutcome::Bypass),
+            ));
+        }
         self.part(key, Part::Slice(span.0, span.1), span, head, origin)
             .await
     }
@@ -392,7 +404,12 @@ impl Cache {
             ));
         };
         let Piece { first, last, .. } = piece;
-        self.parts.note_piece(&admission.key, piece);
+        if !self.parts.note_piece(&admission.key, piece) {
+            return Ok(from_origin(
+                response,
+                &CacheStatus::new(CacheOutcome::Bypass),
+            ));
+        }
         let mut get = admission.head.to_request();
         // The piece is revalidated as the range it is.
         get.headers_mut()
