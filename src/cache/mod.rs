@@ -65,7 +65,7 @@ pub struct CacheSettings {
     /// How long a collapsed request waits for the leader before fetching on its own.
     pub collapse_wait: Duration,
     /// Range requests are answered from slices of this many bytes, each fetched and stored
-    /// on its own (`slice.rs`); 0: ranges of uncached objects pass through.
+    /// on its own (`slice.rs`); 0: ranges are fetched as asked and stored as pieces.
     pub slice_size: u64,
 }
 

@@ -172,7 +172,8 @@ pub struct Args {
     /// Answer range requests from slices of this size (e.g. `1MiB`), like nginx's `slice`
     /// module: only the slices a range covers are fetched (with a range request of their
     /// own), and each is stored and revalidated on its own, so a large file is never fetched
-    /// whole for one range. `0`: ranges of uncached objects pass through.
+    /// whole for one range. `0`: no slices; a range of an object not stored whole is fetched
+    /// as asked and its 206 stored as a piece for later ranges inside it.
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
     pub slice_size: u64,
 
