@@ -89,10 +89,10 @@ impl Cache {
         entry: &Arc<StoredResponse>,
         span: (u64, u64),
     ) -> Option<ProxyBody> {
-        let cache = Arc::clone(self);
-        let corrupt_entry = Arc::clone(entry);
-        let on_corrupt =
-            move || cache.count_corrupt(&corrupt_entry, &"checksum mismatch while streaming");
+        let on_corrupt = || -> Box<dyn FnOnce() + Send> {
+            let (cache, entry) = (Arc::clone(self), Arc::clone(entry));
+            Box::new(move || cache.count_corrupt(&entry, &"checksum mismatch while streaming"))
+        };
         match self.tiers.read(entry.body_ref(), span, on_corrupt).await {
             Ok(body) => Some(body),
             Err(BodyError::Corrupt(corrupt)) => {

@@ -78,12 +78,13 @@ impl Tiers {
     }
 
     /// Bytes `start..end` of `body`. A large disk body is checked as it streams: if it turns
-    /// out corrupt the stream ends with an error and `on_corrupt` runs.
+    /// out corrupt the stream ends with an error and the callback `on_corrupt` makes runs
+    /// (made only for such a body: a memory hit pays nothing for it).
     pub async fn read(
         &self,
         body: BodyRef,
         (start, end): (u64, u64),
-        on_corrupt: impl FnOnce() + Send + 'static,
+        on_corrupt: impl FnOnce() -> Box<dyn FnOnce() + Send>,
     ) -> Result<ProxyBody, BodyError> {
         if let Ok(Some(StoredBody::Bytes(bytes))) = self.memory.read(body.id) {
             return Ok(body::full(bytes.slice(start as usize..end as usize)));
@@ -107,7 +108,7 @@ impl Tiers {
             Check::Checksum {
                 checksum: body.checksum,
                 verified: Box::new(move || verified.insert(body.id, ())),
-                corrupt: Box::new(on_corrupt),
+                corrupt: on_corrupt(),
             }
         };
         Ok(read::stream_checked(
