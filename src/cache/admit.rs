@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::header;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 
 use super::collapse::{FillLock, FillResult};
 use super::control::CacheControl;
@@ -44,17 +44,17 @@ impl Admission {
 
 impl Cache {
     /// The admission for `request`, about to go to the origin.
-    pub(super) fn admission<B>(
+    pub(super) fn admission(
         &self,
         key: CacheKey,
-        request: &Request<B>,
+        head: RequestHead,
         request_cc: CacheControl,
         lock: Option<FillLock>,
     ) -> Admission {
         Admission {
             generation: self.index.generation(&key),
             key,
-            head: RequestHead::of(request),
+            head,
             request_cc,
             request_time: now_secs(),
             lock,

@@ -54,6 +54,15 @@ impl Collapser {
 }
 
 impl Collapser {
+    /// Leads `key`'s fill if nobody does yet (a fill that starts anyway, which requests
+    /// arriving meanwhile should wait for).
+    pub(super) fn lead_if_free(self: &Arc<Self>, key: u128) -> Option<FillLock> {
+        match self.join(key) {
+            Role::Leader(lock) => Some(lock),
+            Role::Follower(_) => None,
+        }
+    }
+
     /// The fetch in flight for `key`, if any, without joining as a leader.
     pub(super) fn in_flight(&self, key: u128) -> Option<watch::Receiver<FillResult>> {
         self.inflight

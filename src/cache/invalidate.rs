@@ -8,7 +8,6 @@ use std::sync::Arc;
 use http::header::{self};
 use http::{Method, Request, Uri};
 
-use super::collapse::Role;
 use super::control::CacheControl;
 use super::lookup::RequestHead;
 use super::respond::from_origin;
@@ -51,19 +50,13 @@ impl Cache {
         if post.method == Method::POST && represents_target && explicit && representation {
             // Stored as the target's GET response; the generation is taken after the
             // invalidation above, which this response is newer than.
-            let get = Request::get(post.uri.clone())
-                .body(())
-                .map(|mut get| {
-                    *get.headers_mut() = post.headers.clone();
-                    get
-                })
-                .unwrap_or_default();
-            // Leading the key's fill, if no GET does, makes GETs arriving meanwhile wait for it.
-            let lock = match self.collapser.join(key.hash()) {
-                Role::Leader(lock) => Some(lock),
-                Role::Follower(_) => None,
+            let get = RequestHead {
+                method: Method::GET,
+                ..post
             };
-            let admission = self.admission(key, &get, request_cc, lock);
+            // Leading the key's fill, if no GET does, makes GETs arriving meanwhile wait for it.
+            let lock = self.collapser.lead_if_free(key.hash());
+            let admission = self.admission(key, get, request_cc, lock);
             return Ok(self.admit(admission, response, status));
         }
         Ok(from_origin(response, &status))

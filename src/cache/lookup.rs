@@ -166,12 +166,12 @@ impl Cache {
                 entry,
                 forced_by_client,
             } => {
-                let admission = self.admission(key, &request, request_cc, lock);
+                let admission = self.admission(key, RequestHead::of(&request), request_cc, lock);
                 Box::pin(self.revalidate(entry, request, admission, forced_by_client, origin)).await
             }
             Next::Fetch(_) if request_cc.only_if_cached => Ok(not_cached()),
             Next::Fetch(outcome) => {
-                let admission = self.admission(key, &request, request_cc, lock);
+                let admission = self.admission(key, RequestHead::of(&request), request_cc, lock);
                 Box::pin(self.fetch(request, admission, CacheStatus::new(outcome), origin)).await
             }
         }

@@ -145,14 +145,7 @@ impl Cache {
         let cache = Arc::clone(self);
         let origin = Arc::clone(origin);
         let entry = Arc::clone(entry);
-        let mut admission = Admission {
-            generation: self.index.generation(key),
-            key: key.clone(),
-            head,
-            request_cc: CacheControl::default(),
-            request_time: now_secs(),
-            lock: Some(lock),
-        };
+        let mut admission = self.admission(key.clone(), head, CacheControl::default(), Some(lock));
         self.background.spawn(async move {
             let request = conditional_request(
                 without_conditionals(admission.head.to_request()),

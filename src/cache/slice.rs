@@ -21,7 +21,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyStream, StreamBody};
 
 use super::admit::Admission;
-use super::collapse::Role;
 use super::key::Part;
 use super::lookup::RequestHead;
 use super::parts::{Piece, content_range};
@@ -410,18 +409,15 @@ impl Cache {
                 &CacheStatus::new(CacheOutcome::Bypass),
             ));
         }
-        let mut get = admission.head.to_request();
+        let mut get = admission.head;
         // The piece is revalidated as the range it is.
-        get.headers_mut()
+        get.headers
             .insert(header::RANGE, header_value(format!("bytes={first}-{last}")));
         let piece_key = admission.key.part(Part::Piece(first, last));
         // Requests for this piece wait for its fill (those that waited on the URL's key
         // look again when that lock drops, and find the piece).
-        let lock = match self.collapser.join(piece_key.hash()) {
-            Role::Leader(lock) => Some(lock),
-            Role::Follower(_) => None,
-        };
-        let piece_admission = self.admission(piece_key, &get, admission.request_cc, lock);
+        let lock = self.collapser.lead_if_free(piece_key.hash());
+        let piece_admission = self.admission(piece_key, get, admission.request_cc, lock);
         Ok(self.admit(
             piece_admission,
             response,
