@@ -238,16 +238,19 @@ impl Cache {
 /// cache can store; the cache answers them itself.
 pub(super) fn without_conditionals(mut request: Request<ProxyBody>) -> Request<ProxyBody> {
     let headers = request.headers_mut();
-    for name in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-    ] {
+    for name in CONDITIONALS {
         headers.remove(name);
     }
     request
 }
+
+/// A request's validators (RFC 9110 §13.1), `If-Range` apart.
+pub(super) const CONDITIONALS: [header::HeaderName; 4] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
 
 /// §4.3.1: validate with the stored ETag and Last-Modified (or, lacking that, Date).
 pub(super) fn conditional_request(

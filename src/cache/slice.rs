@@ -26,7 +26,7 @@ use super::lookup::RequestHead;
 use super::parts::{Piece, content_range};
 use super::range::{RangeAnswer, Requested};
 use super::respond::{from_origin, from_storage, header_value};
-use super::revalidate::without_conditionals;
+use super::revalidate::{CONDITIONALS, without_conditionals};
 use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served};
 use crate::body::{self, BoxError, ProxyBody};
 
@@ -73,15 +73,8 @@ pub(super) fn may_complete_from_pieces(cache: &Cache, key: &CacheKey, request: &
 }
 
 fn has_conditionals(request: &HeaderMap) -> bool {
-    [
-        header::IF_RANGE,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-    ]
-    .iter()
-    .any(|name| request.contains_key(name))
+    request.contains_key(header::IF_RANGE)
+        || CONDITIONALS.iter().any(|name| request.contains_key(name))
 }
 
 /// Whether `response` is the part of a body a request for it asked for: for a slice, a 206
@@ -94,13 +87,12 @@ pub(super) fn is_part_answer(
     if response.status() != StatusCode::PARTIAL_CONTENT {
         return false;
     }
-    let Some((first, last, _)) = content_range(response.headers()) else {
+    let Some((first, last, total)) = content_range(response.headers()) else {
         return false;
     };
     match part {
         // The whole slice asked for (or up to the end of the object), nothing shorter.
         Part::Slice(start, end) => {
-            let total = content_range(response.headers()).map_or(0, |(_, _, total)| total);
             Requested::of(request) == Some(Requested::FromTo(start, end))
                 && first == start
                 && last == end.min(total.saturating_sub(1))
@@ -290,12 +282,7 @@ impl Cache {
         let span = slice_span(index, self.settings.slice_size);
         if !self.parts.note_slice(key, span) {
             // No room to remember it: fetched for this request, never stored.
-            let mut request = head.to_request();
-            let range = format!("bytes={}-{}", span.0, span.1);
-            request
-                .headers_mut()
-                .insert(header::RANGE, header_value(range));
-            let response = origin.fetch(request).await?;
+            let response = origin.fetch(ranged(head, span)).await?;
             return Ok(from_origin(
                 response,
                 &CacheStatus::new(CacheOutcome::Bypass),
@@ -314,12 +301,7 @@ impl Cache {
         head: &RequestHead,
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
-        let mut request = head.to_request();
-        *request.method_mut() = Method::GET;
-        let range = format!("bytes={first}-{last}");
-        request
-            .headers_mut()
-            .insert(header::RANGE, header_value(range));
+        let request = ranged(head, (first, last));
         Box::pin(self.look_up_and_serve(key.part(part), request, origin)).await
     }
 
@@ -493,6 +475,15 @@ impl Cache {
             upstream_status: served.upstream_status,
         }))
     }
+}
+
+/// A GET with `head`'s URL and fields asking for bytes `first..=last`.
+fn ranged(head: &RequestHead, (first, last): (u64, u64)) -> Request<ProxyBody> {
+    let mut request = head.to_request();
+    *request.method_mut() = Method::GET;
+    let range = header_value(format!("bytes={first}-{last}"));
+    request.headers_mut().insert(header::RANGE, range);
+    request
 }
 
 /// The bytes of slice `index` of `size` bytes (saturating: an index from a client's range
