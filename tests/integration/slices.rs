@@ -22,6 +22,13 @@ fn bytes(v: u64, start: u64, end: u64) -> Vec<u8> {
     (start..=end).map(|i| byte(v, i)).collect()
 }
 
+/// The `bytes=a-b` range a request asks for.
+fn asked_range(request: &Request<Incoming>) -> Option<(u64, u64)> {
+    let range = request.headers().get("range")?.to_str().ok()?;
+    let (first, last) = range.strip_prefix("bytes=")?.split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
+
 /// An origin serving a 5 MiB object, in version `version`, with byte ranges (206) unless
 /// `ranges` is false.
 async fn ranged_origin(version: Arc<AtomicU64>, ranges: bool) -> Origin {
@@ -32,11 +39,7 @@ async fn ranged_origin(version: Arc<AtomicU64>, ranges: bool) -> Origin {
                 .header("cache-control", "max-age=600")
                 .header("etag", format!("\"v{v}\""))
                 .header("accept-ranges", "bytes");
-            let range = request
-                .headers()
-                .get("range")
-                .and_then(|r| r.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
-                .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()));
+            let range = asked_range(&request);
             match range {
                 Some((start, _)) if ranges && start >= LEN => builder
                     .status(416)
@@ -288,12 +291,7 @@ async fn pieces_with_one_validator_are_combined_for_ranges_and_into_the_whole_ob
 /// zeros.
 async fn enormous_origin() -> Origin {
     Origin::start(|request: Request<Incoming>| async move {
-        let start: u64 = request
-            .headers()
-            .get("range")
-            .and_then(|r| r.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
-            .and_then(|(a, _)| a.parse().ok())
-            .unwrap_or(0);
+        let start = asked_range(&request).map_or(0, |(start, _)| start);
         const TOTAL: u64 = 4_611_686_018_427_387_904;
         if start >= TOTAL {
             return Response::builder()
@@ -341,17 +339,8 @@ async fn hostile_totals_and_offsets_cost_nothing_but_the_bytes_sent() {
 #[tokio::test]
 async fn without_a_strong_validator_slices_are_not_combined() {
     let origin = Origin::start(|request: Request<Incoming>| async move {
-        let (start, end) = request
-            .headers()
-            .get("range")
-            .and_then(|r| r.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
-            .map(|(a, b)| {
-                (
-                    a.parse::<u64>().unwrap(),
-                    b.parse::<u64>().unwrap().min(LEN - 1),
-                )
-            })
-            .unwrap();
+        let (start, end) = asked_range(&request).unwrap();
+        let end = end.min(LEN - 1);
         Response::builder()
             .status(206)
             .header("etag", "W/\"weak\"")
@@ -386,17 +375,8 @@ async fn slices_with_validators_only_are_revalidated_and_kept() {
         if request.headers().contains_key("if-none-match") {
             return builder.status(304).body(body::empty()).unwrap();
         }
-        let (start, end) = request
-            .headers()
-            .get("range")
-            .and_then(|r| r.to_str().ok()?.strip_prefix("bytes=")?.split_once('-'))
-            .map(|(a, b)| {
-                (
-                    a.parse::<u64>().unwrap(),
-                    b.parse::<u64>().unwrap().min(LEN - 1),
-                )
-            })
-            .unwrap();
+        let (start, end) = asked_range(&request).unwrap();
+        let end = end.min(LEN - 1);
         builder
             .status(206)
             .header("content-range", format!("bytes {start}-{end}/{LEN}"))
