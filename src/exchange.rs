@@ -22,16 +22,20 @@ pub enum RequestMode {
     Gateway,
     Connect,
     Admin,
+    /// Sent on by the fleet member that received it (`--peers`): served here, never sent
+    /// on again.
+    Peer,
 }
 
 impl RequestMode {
     /// Every mode, in declaration order (`mode as usize` indexes it).
-    pub const ALL: [RequestMode; 5] = [
+    pub const ALL: [RequestMode; 6] = [
         RequestMode::Forward,
         RequestMode::Reverse,
         RequestMode::Gateway,
         RequestMode::Connect,
         RequestMode::Admin,
+        RequestMode::Peer,
     ];
 }
 
@@ -56,6 +60,8 @@ pub struct Exchange {
     pub upstream_status: Option<u16>,
     /// A CONNECT tunnel's bytes (up, down), once it has closed.
     pub tunnel: Option<(u64, u64)>,
+    /// The fleet member that answered it, when it was sent to one (`CacheOutcome::Peer`).
+    pub peer: Option<String>,
 }
 
 impl Exchange {
@@ -75,6 +81,7 @@ impl Exchange {
             cache: None,
             upstream_status: None,
             tunnel: None,
+            peer: None,
         }
     }
 }
@@ -94,7 +101,8 @@ mod tests {
             | RequestMode::Reverse
             | RequestMode::Gateway
             | RequestMode::Connect
-            | RequestMode::Admin => (),
+            | RequestMode::Admin
+            | RequestMode::Peer => (),
         };
     }
 }

@@ -256,7 +256,16 @@ fn squid_line(record: &Exchange, bytes: u64, complete: bool, elapsed: Duration) 
         since_epoch.as_secs(),
         since_epoch.subsec_millis()
     );
+    // Squid names a peer picked by hashing the URL `CARP/peer`.
     let hierarchy = match (record.upstream_status, record.uri.authority()) {
+        _ if record.peer.is_some() => format!(
+            "CARP/{}",
+            record
+                .peer
+                .as_deref()
+                .unwrap_or("-")
+                .trim_start_matches("http://")
+        ),
         (Some(_), Some(authority)) => format!("HIER_DIRECT/{}", authority.host()),
         (Some(_), None) => "HIER_DIRECT/-".to_owned(),
         (None, _) => "HIER_NONE/-".to_owned(),
@@ -439,7 +448,17 @@ mod tests {
             started: std::time::Instant::now(),
             started_at: UNIX_EPOCH + Duration::from_millis(784_111_777_250),
             tunnel: None,
+            peer: None,
         }
+    }
+
+    #[test]
+    fn squid_lines_name_the_fleet_member_that_answered() {
+        let mut via_peer = record(Some(CacheOutcome::Peer), Some(200));
+        via_peer.peer = Some("http://10.0.0.6:8080".into());
+        let line = squid_line(&via_peer, 10, true, Duration::from_millis(3));
+        assert!(line.contains(" TCP_MISS/200 "), "{line}");
+        assert!(line.ends_with(" CARP/10.0.0.6:8080 -\n"), "{line}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use http::{Method, Response, StatusCode, Uri};
 
 use crate::body::{self, ProxyBody};
 use crate::cache::Cache;
+use crate::fleet::{Fleet, PeerError};
 use crate::metrics::Metrics;
 
 /// The path prefix that belongs to hoard itself.
@@ -73,33 +74,50 @@ pub fn parse(
     }
 }
 
-/// Answers an admin request.
-pub fn answer(request: AdminRequest, cache: &Cache, metrics: &Metrics) -> Response<ProxyBody> {
+/// Answers an admin request (a purge here only: `purged_in_fleet` reports one given to the
+/// whole fleet).
+pub fn answer(
+    request: AdminRequest,
+    cache: &Cache,
+    metrics: &Metrics,
+    fleet: Option<&Fleet>,
+) -> Response<ProxyBody> {
     match request {
         AdminRequest::Status => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            status_page(cache, metrics),
+            status_page(cache, metrics, fleet),
         ),
         AdminRequest::Metrics => respond(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(cache),
+            metrics.render(cache, fleet),
         ),
         AdminRequest::Stats => respond(
             StatusCode::OK,
             "application/json",
-            metrics.stats(cache).to_string(),
+            metrics.stats(cache, fleet).to_string(),
         ),
-        AdminRequest::PurgeUrl(uri) => purged(cache.purge(&uri)),
-        AdminRequest::PurgePrefix(prefix) => purged(cache.purge_prefix(&prefix)),
+        AdminRequest::PurgeUrl(_) | AdminRequest::PurgePrefix(_) => {
+            purged_in_fleet(purge(&request, cache), &[])
+        }
+    }
+}
+
+/// Applies a purge to this node's cache; how many entries it removed (0 for other
+/// requests).
+pub fn purge(request: &AdminRequest, cache: &Cache) -> usize {
+    match request {
+        AdminRequest::PurgeUrl(uri) => cache.purge(uri),
+        AdminRequest::PurgePrefix(prefix) => cache.purge_prefix(prefix),
+        _ => 0,
     }
 }
 
 /// The main numbers and a chart of the last 30 minutes (requests per second and hit ratio per
 /// 10 s), as one self-contained page: inline SVG, no scripts, no CDN; it reloads every 10 s.
-fn status_page(cache: &Cache, metrics: &Metrics) -> String {
-    let stats = metrics.stats(cache);
+fn status_page(cache: &Cache, metrics: &Metrics, fleet: Option<&Fleet>) -> String {
+    let stats = metrics.stats(cache, fleet);
     let number = |path: &[&str]| {
         let mut value = &stats;
         for key in path {
@@ -162,6 +180,7 @@ fn status_page(cache: &Cache, metrics: &Metrics) -> String {
         .map(|(name, value)| format!("<tr><th>{name}</th><td>{value}</td></tr>"))
         .collect();
 
+    let fleet_table = fleet.map_or_else(String::new, fleet_table);
     let series = metrics.timeline();
     let (width, height) = (720.0, 160.0);
     let step = width / (series.len().max(2) - 1) as f64;
@@ -199,7 +218,7 @@ fn status_page(cache: &Cache, metrics: &Metrics) -> String {
 th{{text-align:left;padding-right:2em;font-weight:normal;color:#555}}svg{{border:1px solid #ddd;background:#fafafa}}
 .rate{{stroke:#1f77b4}}.ratio{{stroke:#2ca02c}}polyline{{fill:none;stroke-width:1.5}}</style></head><body>
 <h1>hoard</h1><table>{table}</table>
-<h2>Last 30 minutes</h2>
+{fleet_table}<h2>Last 30 minutes</h2>
 <p><span style="color:#1f77b4">requests per 10 s</span> (peak {peak}) and <span style="color:#2ca02c">hit ratio</span> (0–100%)</p>
 <svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="requests and hit ratio">
 <polyline class="rate" points="{rate}"/><polyline class="ratio" points="{hit_ratio}"/></svg>
@@ -208,22 +227,59 @@ th{{text-align:left;padding-right:2em;font-weight:normal;color:#555}}svg{{border
     )
 }
 
-/// Like Squid, 404 when there was nothing to purge.
-fn purged(count: usize) -> Response<ProxyBody> {
-    let status = if count > 0 {
+/// Like Squid, 404 when there was nothing to purge, here or at any other member; the JSON
+/// says what each member did (`"fleet": {"http://10.0.0.6:8080": 1, ...: "error: ..."}`).
+pub fn purged_in_fleet(
+    here: usize,
+    others: &[(String, Result<StatusCode, PeerError>)],
+) -> Response<ProxyBody> {
+    let found_elsewhere = others
+        .iter()
+        .any(|(_, result)| matches!(result, Ok(status) if *status == StatusCode::OK));
+    let status = if here > 0 || found_elsewhere {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
     };
-    respond(
-        status,
-        "application/json",
-        serde_json::json!({ "purged": count }).to_string(),
-    )
+    let mut answer = serde_json::json!({ "purged": here });
+    if !others.is_empty() {
+        let fleet: serde_json::Map<String, serde_json::Value> = others
+            .iter()
+            .map(|(member, result)| {
+                let value = match result {
+                    Ok(StatusCode::OK) => "purged".into(),
+                    Ok(StatusCode::NOT_FOUND) => "nothing stored".into(),
+                    Ok(other) => format!("answered {other}").into(),
+                    Err(e) => format!("error: {e}").into(),
+                };
+                (member.clone(), value)
+            })
+            .collect();
+        answer["fleet"] = fleet.into();
+    }
+    respond(status, "application/json", answer.to_string())
 }
 
 fn respond(status: StatusCode, content_type: &'static str, text: String) -> Response<ProxyBody> {
     body::generated(status, content_type, text)
+}
+
+/// The fleet's members: each one's health and share of the keys.
+fn fleet_table(fleet: &Fleet) -> String {
+    let rows: String = fleet
+        .status()
+        .iter()
+        .map(|member| {
+            format!(
+                "<tr><th>{}{}</th><td>{}</td><td>{:.1}% of keys</td></tr>",
+                member.name,
+                if member.is_self { " (this node)" } else { "" },
+                if member.up { "up" } else { "down" },
+                member.share * 100.0
+            )
+        })
+        .collect();
+    format!("<h2>Fleet</h2><table>{rows}</table>\n")
 }
 
 #[cfg(test)]

@@ -160,8 +160,12 @@ impl Cache {
             if let Some((len, checksum)) = stored {
                 entry.body_len = len;
                 entry.checksum = checksum;
-                let result = match cache.index.insert_durable(Arc::new(entry), generation) {
-                    Published::Yes => FillResult::Stored,
+                let entry = Arc::new(entry);
+                let result = match cache.index.insert_durable(Arc::clone(&entry), generation) {
+                    Published::Yes => {
+                        cache.offer_to_shared_tier(entry);
+                        FillResult::Stored
+                    }
                     Published::Superseded => {
                         cache.count_not_stored(NotStorable::Invalidated);
                         let _ = cache.tiers.remove(body_id);

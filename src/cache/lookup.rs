@@ -11,7 +11,6 @@ use http::{Method, Request, Uri};
 use super::admit::Admission;
 use super::collapse::{self, FillLock, FillResult, Role};
 use super::control::CacheControl;
-use super::index::Variants;
 use super::policy::{Verdict, now_secs};
 use super::respond::{from_origin, not_cached};
 use super::revalidate::without_conditionals;
@@ -252,6 +251,12 @@ impl Cache {
             ));
         }
         let request = without_conditionals(request);
+        if let Some(served) = self
+            .from_shared_tier(request.method(), request.headers(), &mut admission, &status)
+            .await
+        {
+            return Ok(served);
+        }
         admission.request_time = now_secs();
         let response = origin.fetch(request).await?;
         Ok(self.admit_and_answer(admission, response, status))
@@ -267,7 +272,10 @@ enum Wait {
 }
 
 /// The most recently stored variant whose `Vary` values match the request (RFC 9111 §4.1).
-fn select_variant(variants: &Variants, request: &HeaderMap) -> Option<Arc<StoredResponse>> {
+pub(super) fn select_variant(
+    variants: &[Arc<StoredResponse>],
+    request: &HeaderMap,
+) -> Option<Arc<StoredResponse>> {
     variants
         .iter()
         .rev()

@@ -23,6 +23,7 @@ pub mod policy;
 mod range;
 mod respond;
 mod revalidate;
+pub mod shared;
 mod slice;
 pub mod storage;
 
@@ -111,6 +112,8 @@ pub struct Cache {
     background: TaskTracker,
     /// The URLs with stored parts (slices and pieces) and which.
     parts: parts::Parts,
+    /// `--shared-tier`: the fleet's object store.
+    shared: Option<shared::Shared>,
 }
 
 impl Cache {
@@ -146,6 +149,7 @@ impl Cache {
                 not_stored: Default::default(),
                 background: TaskTracker::new(),
                 parts,
+                shared: None,
             },
             report,
         ))

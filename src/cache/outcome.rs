@@ -2,6 +2,8 @@
 //! (RFC 9211), and `Served`, the response with that outcome beside it for the request's
 //! record (access log, metrics).
 
+use std::sync::OnceLock;
+
 use http::{HeaderValue, Response};
 
 use crate::body::ProxyBody;
@@ -30,11 +32,14 @@ pub enum CacheOutcome {
     Bypass,
     /// `only-if-cached` and nothing usable was stored: 504.
     NotCached,
+    /// Sent to the fleet member that owns the URL, which answered it (this node stores
+    /// nothing of it).
+    Peer,
 }
 
 impl CacheOutcome {
     /// Every outcome, in declaration order (`outcome as usize` indexes it).
-    pub const ALL: [CacheOutcome; 10] = [
+    pub const ALL: [CacheOutcome; 11] = [
         CacheOutcome::Hit,
         CacheOutcome::Stale,
         CacheOutcome::Revalidated,
@@ -45,6 +50,7 @@ impl CacheOutcome {
         CacheOutcome::Method,
         CacheOutcome::Bypass,
         CacheOutcome::NotCached,
+        CacheOutcome::Peer,
     ];
 
     /// The access-log word.
@@ -58,6 +64,7 @@ impl CacheOutcome {
             CacheOutcome::ClientRefresh => "CLIENT_REFRESH",
             CacheOutcome::Method | CacheOutcome::Bypass => "BYPASS",
             CacheOutcome::NotCached => "NOT_CACHED",
+            CacheOutcome::Peer => "PEER",
         }
     }
 
@@ -70,7 +77,8 @@ impl CacheOutcome {
             CacheOutcome::VaryMiss => Some("vary-miss"),
             CacheOutcome::ClientRefresh => Some("request"),
             CacheOutcome::Method => Some("method"),
-            CacheOutcome::Bypass => Some("bypass"),
+            // A node that does not own a URL does not handle it: its owner does.
+            CacheOutcome::Bypass | CacheOutcome::Peer => Some("bypass"),
         }
     }
 }
@@ -83,6 +91,19 @@ pub struct Served {
     /// The status the origin answered with, when it was asked (a revalidated hit is a 200
     /// to the client and a 304 from the origin).
     pub upstream_status: Option<u16>,
+}
+
+/// The name this cache gives itself in `Cache-Status`: `hoard`, or in a fleet
+/// `hoard/HOST:PORT`, so that each node on a request's path has its own entry (RFC 9211 §2).
+static CACHE_NAME: OnceLock<String> = OnceLock::new();
+
+/// Sets this process's `Cache-Status` name, once, at start (later calls change nothing).
+pub fn set_cache_name(name: String) {
+    let _ = CACHE_NAME.set(name);
+}
+
+fn cache_name() -> &'static str {
+    CACHE_NAME.get().map_or("hoard", String::as_str)
 }
 
 /// One `Cache-Status` entry, built as the request goes.
@@ -121,7 +142,7 @@ impl CacheStatus {
         use std::fmt::Write as _;
         // One buffer, handed to the HeaderValue without a copy: this runs on every hit.
         let mut text = String::with_capacity(64);
-        text.push_str("hoard");
+        text.push_str(cache_name());
         let fwd = match self.outcome.fwd() {
             Some(_) if self.fwd_request => Some("request"),
             fwd => fwd,

@@ -204,6 +204,46 @@ pub struct Args {
     #[arg(long, value_name = "FILE|none")]
     pub access_log: Option<PathBuf>,
 
+    /// Every node of a fleet that acts as one cache, this one included, the same list on
+    /// every node (comma-separated): `http://10.0.0.5:8080,http://10.0.0.6:8080`, or
+    /// `dns:NAME:PORT` for every address NAME resolves to (a Kubernetes headless service),
+    /// re-resolved every 30 s. Each URL has one owner among them (rendezvous hashing);
+    /// other nodes send its cacheable requests there. See docs/fleet.md.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub peers: Vec<crate::fleet::PeerSource>,
+
+    /// This node's own URL in `--peers`, when its listen address does not say it (a wildcard
+    /// `--bind`, a name, a NAT).
+    #[arg(long = "self", value_name = "URL")]
+    pub self_url: Option<String>,
+
+    /// How long the owner of a URL may take to answer (connecting and the response head)
+    /// before the node that received the request serves it itself.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub peer_timeout: Duration,
+
+    /// A shared tier behind the fleet's owners on any S3-compatible object store,
+    /// `s3://BUCKET/PREFIX`: a miss looks there before the origin, and a stored response with
+    /// at least `--shared-tier-min-ttl` of freshness left is written there in the background.
+    /// Credentials come from the standard AWS environment variables or
+    /// `~/.aws/credentials`. See docs/fleet.md.
+    #[arg(long, value_name = "URL")]
+    pub shared_tier: Option<String>,
+
+    /// The shared tier's endpoint for S3-compatible stores other than AWS, e.g.
+    /// `http://minio.internal:9000` or `https://ACCOUNT.r2.cloudflarestorage.com`.
+    #[arg(long, value_name = "URL")]
+    pub shared_tier_endpoint: Option<String>,
+
+    /// Longest a shared-tier read or write may take; a slower one counts as failed (after 5
+    /// failures in a row the tier is skipped for 30 s).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub shared_tier_timeout: Duration,
+
+    /// Only responses with at least this much freshness left are written to the shared tier.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub shared_tier_min_ttl: Duration,
+
     /// Access-log line format.
     #[arg(long, value_enum, default_value = "squid")]
     pub log_format: crate::logging::LogFormat,

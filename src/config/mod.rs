@@ -25,7 +25,9 @@ use http::{HeaderValue, Uri};
 use ipnet::IpNet;
 
 use crate::cache::{CacheSettings, PolicySettings};
+use crate::fleet::{FleetSettings, PeerSource};
 use crate::proxy::{AccessSettings, Mode, ProxySettings, ServerName};
+use crate::shared_tier::SharedTierSettings;
 use crate::upstream::UpstreamSettings;
 
 /// What an invalid flag combination or value is, named so the person can fix it.
@@ -37,6 +39,10 @@ pub enum ConfigError {
     Upstream(String, &'static str),
     #[error("--upstream-host {0:?}: not a valid Host header value")]
     UpstreamHost(String),
+    #[error("--self {0:?}: write this node's URL as it appears in --peers (http://HOST:PORT)")]
+    SelfUrl(String),
+    #[error("--shared-tier {0}")]
+    SharedTier(String),
     #[error("--upstream-host needs --upstream")]
     UpstreamHostWithoutUpstream,
     #[error("--server-name needs --upstream")]
@@ -106,7 +112,8 @@ where
 
 /// Settings a SIGHUP applies to the running server (`Rules` and the access log); a change
 /// to any other needs a restart, and the reload names it.
-pub const RELOADABLE: [&str; 12] = [
+pub const RELOADABLE: [&str; 13] = [
+    "peers",
     "allow",
     "admin-allow",
     "auth-file",
@@ -170,6 +177,8 @@ pub struct Config {
     pub max_connections: usize,
     pub proxy: ProxySettings,
     pub cache: CacheSettings,
+    pub fleet: FleetSettings,
+    pub shared_tier: Option<SharedTierSettings>,
     pub access_log: Option<PathBuf>,
     pub log_format: crate::logging::LogFormat,
     pub verbose: u8,
@@ -350,6 +359,33 @@ impl Args {
                 access,
             },
             cache,
+            fleet: FleetSettings {
+                peers: self.peers,
+                self_url: self
+                    .self_url
+                    .map(|url| match url.parse() {
+                        Ok(PeerSource::Url { host, port }) => {
+                            Ok(crate::fleet::members::name_of(&host, port))
+                        }
+                        _ => Err(ConfigError::SelfUrl(url)),
+                    })
+                    .transpose()?,
+                peer_timeout: self.peer_timeout,
+            },
+            shared_tier: self
+                .shared_tier
+                .map(|url| {
+                    let (bucket, prefix) =
+                        SharedTierSettings::parse_url(&url).map_err(ConfigError::SharedTier)?;
+                    Ok::<_, ConfigError>(SharedTierSettings {
+                        bucket,
+                        prefix,
+                        endpoint: self.shared_tier_endpoint,
+                        timeout: self.shared_tier_timeout,
+                        min_ttl: self.shared_tier_min_ttl,
+                    })
+                })
+                .transpose()?,
             access_log: self.access_log,
             log_format: self.log_format,
             verbose: self.verbose,

@@ -144,9 +144,34 @@ impl Proxy {
         })
     }
 
-    /// The seam: every forward request goes through the cache, which decides whether the
-    /// origin is asked. (After redirects the record holds the last exchange's outcome.)
+    /// The seam: every forward request goes to the member of the fleet that owns its URL,
+    /// or through this node's cache, which decides whether the origin is asked. (After
+    /// redirects the record holds the last exchange's outcome.)
     pub(super) async fn fetch(
+        &self,
+        forward: ForwardRequest,
+        origin: &Arc<OriginClient>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Some(fleet) = &self.fleet else {
+            return self.fetch_here(forward, origin, exchange).await;
+        };
+        origin.check_before_cache(forward.request.uri())?;
+        let forward = match Box::pin(self.via_owner(fleet, forward, origin, exchange)).await {
+            Ok(response) => return Ok(response),
+            Err(forward) => forward,
+        };
+        let (method, uri) = (
+            forward.request.method().clone(),
+            forward.request.uri().clone(),
+        );
+        let response = self.fetch_here(forward, origin, exchange).await?;
+        self.invalidate_in_fleet(&method, &uri, response.status());
+        Ok(response)
+    }
+
+    /// Through this node's cache.
+    pub(super) async fn fetch_here(
         &self,
         forward: ForwardRequest,
         origin: &Arc<OriginClient>,

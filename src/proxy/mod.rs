@@ -17,6 +17,7 @@ pub mod gateway;
 mod guard;
 pub mod headers;
 mod origin;
+mod peer;
 mod reverse;
 mod rewrite;
 mod rules;
@@ -47,6 +48,7 @@ use crate::admin;
 use crate::body::{self, ProxyBody, TimeLimit};
 use crate::cache::Cache;
 use crate::exchange::{Exchange, RequestMode};
+use crate::fleet::Fleet;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::upstream::{DestinationPolicy, UpstreamClient, UpstreamError, canonical};
@@ -124,6 +126,8 @@ pub struct Proxy {
     /// Numbers the requests traced with `-v` (their spans' `id`).
     requests_seen: AtomicU64,
     metrics: Arc<Metrics>,
+    /// `--peers`: the fleet this node is a member of.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Proxy {
@@ -134,6 +138,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         rules: Rules,
         listening: Vec<SocketAddr>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Result<Self, UpstreamError> {
         let mut id = [0u8; 8];
         // A collision only matters between two hoards in one request chain; on the rare
@@ -195,6 +200,7 @@ impl Proxy {
             rules: arc_swap::ArcSwap::from_pointee(rules),
             requests_seen: AtomicU64::new(1),
             metrics,
+            fleet,
         })
     }
 
@@ -205,6 +211,10 @@ impl Proxy {
 
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
+    }
+
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
     }
 
     /// Ends every CONNECT tunnel (at shutdown) and waits until they have reported.
@@ -256,7 +266,7 @@ impl Proxy {
         request: Request<Incoming>,
         connection: &ClientConnection,
     ) -> Handled {
-        let mode = self.mode_of(&request, connection.listener);
+        let mode = self.mode_of(&request, connection);
         // One span per request, so that the steps of concurrent requests in `-v` output can
         // be told apart. Debug level: when it is off, no field below is even evaluated.
         let span = tracing::debug_span!(
@@ -322,9 +332,17 @@ impl Proxy {
     /// and for the access log and metrics. The mode comes from the configuration and the
     /// listener, never from the request alone: in reverse mode every request goes to the
     /// upstream, absolute-form or not.
-    fn mode_of<B>(&self, request: &Request<B>, listener: Listener) -> RequestMode {
+    fn mode_of<B>(&self, request: &Request<B>, connection: &ClientConnection) -> RequestMode {
         let origin_form = request.uri().scheme().is_none();
-        if listener == Listener::Admin
+        if connection.listener == Listener::Proxy
+            && self.fleet.as_ref().is_some_and(|fleet| {
+                fleet
+                    .from_member(connection.peer.ip(), request.headers())
+                    .is_some()
+            })
+        {
+            RequestMode::Peer
+        } else if connection.listener == Listener::Admin
             || request.method().as_str() == "PURGE"
             || (origin_form && request.uri().path().starts_with(admin::PREFIX))
         {
@@ -349,10 +367,12 @@ impl Proxy {
         let (mode, client) = (exchange.mode, exchange.client);
         // One snapshot per request: a SIGHUP reload in the middle cannot mix two rule sets.
         let rules = self.rules.load_full();
+
         let allowed = |list: &[ipnet::IpNet]| list.iter().any(|net| net.contains(&client.ip()));
         // The admin listener is for `--admin-allow` clients, checked below.
         let admin_listener = connection.listener == Listener::Admin;
-        if !admin_listener && !allowed(&rules.allow) {
+        // A fleet member already applied the access rules to its client.
+        if !admin_listener && mode != RequestMode::Peer && !allowed(&rules.allow) {
             self.metrics.denied();
             return Err(ProxyError::Forbidden(
                 "this client is not allowed to use this proxy",
@@ -392,7 +412,7 @@ impl Proxy {
                 }
                 let purge_target = self.purge_target(request.uri(), request.headers());
                 let admin_request = admin::parse(request.method(), request.uri(), purge_target)?;
-                Ok(admin::answer(admin_request, &self.cache, &self.metrics).into())
+                Ok(self.answer_admin(admin_request).await.into())
             }
             // Boxed: each of these futures is several KiB, and every request's future is as
             // large as its largest branch and gets moved (copied) on its way into hyper.
@@ -419,6 +439,9 @@ impl Proxy {
                     tunnel: Some(closed),
                 })
             }
+            RequestMode::Peer => Box::pin(self.serve_member(request, exchange))
+                .await
+                .map(Reply::from),
             RequestMode::Gateway => {
                 let origin = self.origin_for(connection);
                 Box::pin(self.gateway(&rules, request, origin, exchange))
@@ -450,7 +473,7 @@ impl Proxy {
                 (header::PROXY_AUTHORIZATION, ProxyError::ProxyAuthRequired)
             }
             RequestMode::Gateway => (header::AUTHORIZATION, ProxyError::AuthRequired),
-            RequestMode::Reverse | RequestMode::Admin => return Ok(()),
+            RequestMode::Reverse | RequestMode::Admin | RequestMode::Peer => return Ok(()),
         };
         let credential = request.headers_mut().remove(&header);
         let allowed = match users.remembered(credential.as_ref()) {

@@ -17,11 +17,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::cache::shared::Shared;
 use crate::cache::{Cache, CacheError, LoadReport};
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::logging::{self, AccessLog, AccessRecord, LoggedBody};
 use crate::metrics::Metrics;
 use crate::proxy::{ClientConnection, Listener, Proxy, Rules};
+use crate::shared_tier::ObjectStoreTier;
 use crate::upstream::UpstreamError;
 
 /// The listening socket, as `TcpListener::bind` makes it (address reuse, a backlog of 1024),
@@ -97,7 +100,17 @@ async fn reload_on_sighup(
             tracing::warn!(error = %e, "reload: cannot open the new access log, keeping the old one");
         }
         proxy.reload(rules);
-        let pending = started.restart_needed(&config);
+        let mut pending = started.restart_needed(&config);
+        match proxy.fleet() {
+            Some(fleet) => {
+                if let Err(e) = fleet.reload(config.fleet.clone()).await {
+                    tracing::warn!(error = %e, "reload: keeping the running member list");
+                }
+            }
+            // Joining a fleet builds the routing at start.
+            None if !config.fleet.peers.is_empty() => pending.push("peers".to_owned()),
+            None => {}
+        }
         if pending.is_empty() {
             tracing::info!("configuration reloaded");
         } else {
@@ -125,6 +138,10 @@ pub enum ServerError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Auth(#[from] crate::proxy::auth::AuthFileError),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
+    #[error(transparent)]
+    SharedTier(#[from] crate::shared_tier::SharedTierError),
     #[error("cannot open the access log {path}: {source}")]
     AccessLog {
         path: std::path::PathBuf,
@@ -176,7 +193,12 @@ impl Server {
                 addr: config.listen,
                 source: std::io::Error::other(e),
             })?;
-        let (cache, cache_report) = opened?;
+        let (mut cache, cache_report) = opened?;
+        let metrics = Arc::new(Metrics::default());
+        if let Some(settings) = &config.shared_tier {
+            let tier = ObjectStoreTier::open(settings, metrics.clone())?;
+            cache.set_shared_tier(Shared::new(Arc::new(tier), settings.min_ttl));
+        }
         let access_log =
             AccessLog::open(config.access_log.clone(), config.log_format).map_err(|source| {
                 ServerError::AccessLog {
@@ -186,13 +208,17 @@ impl Server {
             })?;
         let access_log = Arc::new(access_log);
         let rules = Rules::load(&config.proxy.access)?;
-        let metrics = Arc::new(Metrics::default());
+        let fleet = Fleet::start(config.fleet.clone(), local_addr, metrics.clone()).await?;
+        if let Some(fleet) = &fleet {
+            crate::cache::outcome::set_cache_name(fleet.cache_name());
+        }
         let proxy = Arc::new(Proxy::new(
             &config.proxy,
             Arc::new(cache),
             metrics.clone(),
             rules,
             listening,
+            fleet,
         )?);
         let reaches_restricted = config.proxy.access.allow.iter().any(|allowed| {
             !config

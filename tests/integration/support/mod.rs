@@ -2,6 +2,8 @@
 //! 127.0.0.1 with ephemeral ports and a temporary cache directory.
 
 pub(crate) mod chromium;
+pub(crate) mod fleet;
+pub(crate) mod moto;
 pub(crate) mod origin;
 pub(crate) mod process;
 pub(crate) mod proxy;

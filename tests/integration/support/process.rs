@@ -33,7 +33,18 @@ impl Process {
 
     /// A hoard using `cache_dir`, which the caller owns.
     pub(crate) fn start_at(cache_dir: &Path, flags: &[&str]) -> Process {
-        let mut child = spawn(cache_dir, flags);
+        Process::start_on_port(cache_dir, 0, flags, &[])
+    }
+
+    /// A hoard listening on `port` (a fleet's members must know each other's ports), with
+    /// `env` added to its environment.
+    pub(crate) fn start_on_port(
+        cache_dir: &Path,
+        port: u16,
+        flags: &[&str],
+        env: &[(String, String)],
+    ) -> Process {
+        let mut child = spawn(cache_dir, port, flags, env);
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -145,7 +156,7 @@ impl Drop for Process {
 /// Runs a `hoard` on `cache_dir` that is expected not to start, and returns how it ended; one
 /// still running after `within` is killed (its output then shows how far it got).
 pub(crate) fn run_to_exit(cache_dir: &Path, flags: &[&str], within: Duration) -> Output {
-    let mut child = spawn(cache_dir, flags);
+    let mut child = spawn(cache_dir, 0, flags, &[]);
     let deadline = Instant::now() + within;
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -174,10 +185,16 @@ pub(crate) fn cache_tool(dir: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
-/// `hoard 0 --cache-dir DIR FLAGS...` with its output piped.
-fn spawn(cache_dir: &Path, flags: &[&str]) -> std::process::Child {
+/// `hoard PORT --cache-dir DIR FLAGS...` with its output piped.
+fn spawn(
+    cache_dir: &Path,
+    port: u16,
+    flags: &[&str],
+    env: &[(String, String)],
+) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_hoard"))
-        .arg("0")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .arg(port.to_string())
         .arg("--cache-dir")
         .arg(cache_dir)
         .args(flags)

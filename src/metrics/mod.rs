@@ -3,7 +3,12 @@
 //! Recorded in one place per event: a request's `Exchange` when it has finished, the accept
 //! loop for connections, the error path for upstream errors.
 //!
-//! Metrics observe; they must not change what a request does.
+//! Metrics observe; they must not change what a request does. The fleet's and the shared
+//! tier's are in `fleet.rs`.
+
+mod fleet;
+
+pub use fleet::FleetMetrics;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,6 +24,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cache::{Cache, CacheOutcome};
 use crate::exchange::{Exchange, RequestMode};
+use crate::fleet::Fleet;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -75,6 +81,8 @@ pub struct Metrics {
     corrupt_bodies: Gauge,
     store_failures: Gauge,
     not_stored: Family<ReasonLabels, Gauge>,
+    /// The fleet's members and the shared tier.
+    pub fleet: FleetMetrics,
     /// Plain totals for `/_hoard/stats`, kept beside the labelled families.
     totals: Totals,
     timeline: Timeline,
@@ -248,7 +256,9 @@ impl Default for Metrics {
             "Stored bodies dropped for failing their checksum since start",
             corrupt_bodies.clone(),
         );
+        let fleet = FleetMetrics::register(&mut registry);
         Metrics {
+            fleet,
             registry,
             requests,
             request_counters: (0..RequestMode::ALL.len() * METHODS.len() * COMMON_STATUSES.len())
@@ -437,7 +447,10 @@ impl Metrics {
 
     /// Reads the cache's sizes into gauges, then renders everything in the Prometheus text
     /// format.
-    pub fn render(&self, cache: &Cache) -> String {
+    pub fn render(&self, cache: &Cache, fleet: Option<&Fleet>) -> String {
+        for member in fleet.map(Fleet::status).unwrap_or_default() {
+            self.fleet.set_up(&member.name, member.up);
+        }
         for (tier, usage) in [
             ("memory", cache.memory_usage()),
             ("disk", cache.disk_usage()),
@@ -472,10 +485,24 @@ impl Metrics {
     }
 
     /// The main numbers as JSON for `/_hoard/stats` and the status page.
-    pub fn stats(&self, cache: &Cache) -> serde_json::Value {
+    pub fn stats(&self, cache: &Cache, fleet: Option<&Fleet>) -> serde_json::Value {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (memory, disk) = (cache.memory_usage(), cache.disk_usage());
+        let members: Vec<serde_json::Value> = fleet
+            .map(Fleet::status)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|member| {
+                serde_json::json!({
+                    "name": member.name,
+                    "this_node": member.is_self,
+                    "up": member.up,
+                    "share": member.share,
+                })
+            })
+            .collect();
         serde_json::json!({
+            "fleet": members,
             "requests": load(&self.totals.requests),
             "cache": {
                 "hits": load(&self.totals.hits),

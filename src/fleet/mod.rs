@@ -1,0 +1,402 @@
+//! A fleet of hoard nodes that acts as one cache (`--peers`): every URL has one owner,
+//! picked by rendezvous hashing of its scheme, host, path and query (`rendezvous`), and
+//! only the owner stores it and asks the origin. Any node takes a request; a node that
+//! does not own a cacheable one sends it to the owner over pooled HTTP (`pool`) with a
+//! `CDN-Loop` hop marker (RFC 8586), and the owner answers from its cache or fetches once,
+//! collapsing the misses of every node into one origin request.
+//!
+//! Members probe each other (`/_hoard/fleet/health`); one that fails a request or two
+//! probes is down, and its keys go to their next candidate until a probe succeeds
+//! (`members::Health`). When no owner answers within `--peer-timeout`, the receiving node
+//! serves the request itself: a client never fails because a peer is down.
+//!
+//! This module owns membership, routing and the peer protocol. It must not answer clients
+//! or touch the cache: `proxy` asks it where a request goes and what a peer answered.
+
+pub mod members;
+mod pool;
+mod probe;
+pub mod rendezvous;
+
+pub use members::{Member, Membership, PeerSource};
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::{self, ProxyBody};
+use crate::metrics::Metrics;
+
+/// The hop marker a node adds when it sends a request to a member (RFC 8586 `CDN-Loop`).
+/// A request that already carries it is never sent to another member again.
+pub const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
+const FLEET_ID: &str = "hoard-fleet";
+
+/// The path prefix of the peer protocol's own endpoints, open to members only.
+pub const FLEET_PREFIX: &str = "/_hoard/fleet/";
+
+/// How far to trust the destinations of a request a member sent on: the receiving node
+/// held its client to the safe destination defaults, or not (`--local-clients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientTrust {
+    Local,
+    Restricted,
+}
+
+/// The fleet's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSettings {
+    /// Every member, this node included; empty: no fleet.
+    pub peers: Vec<PeerSource>,
+    /// This node's own name in `peers` (`--self`); by default the member at the listen
+    /// address is this node.
+    pub self_url: Option<String>,
+    /// How long an owner may take to answer (connection and response head) before the
+    /// receiving node serves the request itself.
+    pub peer_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("cannot resolve fleet member {0}: {1}")]
+    Resolve(String, String),
+}
+
+/// Why a member did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl PeerError {
+    /// The metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerError::Connect(_) => "connect",
+            PeerError::Timeout(_) => "timeout",
+            PeerError::Failed(_) => "failed",
+        }
+    }
+}
+
+/// What a member answered a forwarded request with.
+pub struct PeerAnswer {
+    pub member: Arc<Member>,
+    pub response: Response<ProxyBody>,
+}
+
+/// One member as the status page and `/_hoard/stats` show it.
+pub struct MemberStatus {
+    pub name: String,
+    pub is_self: bool,
+    pub up: bool,
+    /// The part of all keys it owns now, 0 to 1.
+    pub share: f64,
+}
+
+pub struct Fleet {
+    settings: ArcSwap<FleetSettings>,
+    listen: SocketAddr,
+    membership: ArcSwap<Membership>,
+    metrics: Arc<Metrics>,
+    /// Serialises re-resolving (a reload and the periodic DNS refresh).
+    resolving: tokio::sync::Mutex<()>,
+}
+
+impl Fleet {
+    /// Resolves the members and starts probing them and re-resolving `dns:` names. `None`
+    /// when `settings` names no peers.
+    pub async fn start(
+        settings: FleetSettings,
+        listen: SocketAddr,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Arc<Fleet>>, FleetError> {
+        if settings.peers.is_empty() {
+            return Ok(None);
+        }
+        let membership = members::resolve(&settings, listen, &Membership::empty()).await?;
+        if membership.this_node().is_none() {
+            tracing::warn!(
+                %listen,
+                "this node is not in --peers (see --self): it stores nothing and sends every cacheable request to the fleet"
+            );
+        }
+        let fleet = Arc::new(Fleet {
+            settings: ArcSwap::from_pointee(settings),
+            listen,
+            membership: ArcSwap::from_pointee(membership),
+            metrics,
+            resolving: tokio::sync::Mutex::new(()),
+        });
+        probe::start(&fleet);
+        Ok(Some(fleet))
+    }
+
+    /// Applies a reloaded member list (SIGHUP), keeping the connections of members that
+    /// stay.
+    pub async fn reload(&self, settings: FleetSettings) -> Result<(), FleetError> {
+        let _one_at_a_time = self.resolving.lock().await;
+        let membership = members::resolve(&settings, self.listen, &self.membership()).await?;
+        self.settings.store(Arc::new(settings));
+        self.membership.store(Arc::new(membership));
+        Ok(())
+    }
+
+    /// Resolves the list again (for `dns:` members).
+    async fn refresh(&self) {
+        let _one_at_a_time = self.resolving.lock().await;
+        let settings = self.settings.load_full();
+        match members::resolve(&settings, self.listen, &self.membership()).await {
+            Ok(membership) => self.membership.store(Arc::new(membership)),
+            Err(e) => tracing::warn!(error = %e, "fleet: keeping the last member list"),
+        }
+    }
+
+    pub fn membership(&self) -> Arc<Membership> {
+        self.membership.load_full()
+    }
+
+    /// This node's name for `Cache-Status` (RFC 9211: each cache on the path names itself).
+    pub fn cache_name(&self) -> String {
+        let membership = self.membership.load();
+        match membership.this_node() {
+            Some(me) => format!("hoard/{}", me.name.trim_start_matches("http://")),
+            None => format!("hoard/{}", self.listen),
+        }
+    }
+
+    /// Whether a request from `ip` with these headers was sent on by a member: then it is
+    /// served here, never sent on again. Trusted by the source address, which members send
+    /// from (`members::source_address`).
+    pub fn from_member(&self, ip: IpAddr, headers: &http::HeaderMap) -> Option<ClientTrust> {
+        let marker = marker_in(headers)?;
+        self.membership.load().has_address(ip).then_some(marker)
+    }
+
+    /// Each member's health and share of the keys (with equal weights, an equal part of
+    /// what the members that are up hold; this node always counts as up).
+    pub fn status(&self) -> Vec<MemberStatus> {
+        let membership = self.membership.load();
+        let up = |m: &Member| m.is_self || m.health.is_up();
+        let taking = membership.members.iter().filter(|m| up(m)).count().max(1);
+        membership
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                name: m.name.clone(),
+                is_self: m.is_self,
+                up: up(m),
+                share: if up(m) { 1.0 / taking as f64 } else { 0.0 },
+            })
+            .collect()
+    }
+
+    /// The members to try for `cache_url`, best first: the owner and, when it is down,
+    /// the next candidates, up to this node (which serves it itself). Empty: this node
+    /// owns it.
+    pub fn route(&self, cache_url: &str) -> Vec<Arc<Member>> {
+        let membership = self.membership.load();
+        let key = rendezvous::routing_key(cache_url);
+        let mut route = Vec::new();
+        for i in rendezvous::ranked(&membership.hashes, key) {
+            let member = &membership.members[i];
+            if member.is_self {
+                break;
+            }
+            if member.health.is_up() {
+                route.push(Arc::clone(member));
+            }
+            // The owner and one fallback: past that the node serves the request itself.
+            if route.len() == 2 {
+                break;
+            }
+        }
+        route
+    }
+
+    /// The member that owns `cache_url` while it is up, unless that is this node.
+    pub fn owner_elsewhere(&self, cache_url: &str) -> Option<Arc<Member>> {
+        self.route(cache_url).into_iter().next()
+    }
+
+    /// Sends a body-less request (absolute URI, end-to-end headers) to `member` with the
+    /// hop marker. A failure marks the member down.
+    pub async fn forward(
+        &self,
+        member: &Arc<Member>,
+        head: &http::request::Parts,
+        trust: ClientTrust,
+    ) -> Result<Response<ProxyBody>, PeerError> {
+        let mut head = clone_head(head);
+        head.headers.append(CDN_LOOP, marker_value(trust));
+        let started = Instant::now();
+        let sent = member.pool.send(&head).await;
+        let peer = member.name.as_str();
+        match sent {
+            Ok(response) => {
+                self.metrics.fleet.forwarded(peer, started.elapsed());
+                Ok(response.map(body::stream))
+            }
+            Err(e) => {
+                member.health.request_failed();
+                self.metrics.fleet.failed(peer, e.kind());
+                tracing::warn!(peer, error = %e, "fleet: member did not answer, trying the next candidate");
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends a fleet endpoint request (`/_hoard/fleet/...`) to every other member at once
+    /// and reports each one's status or failure.
+    pub async fn tell_others(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+    ) -> Vec<(String, Result<StatusCode, PeerError>)> {
+        let membership = self.membership();
+        let sends = membership
+            .members
+            .iter()
+            .filter(|m| !m.is_self)
+            .map(|member| {
+                let head = endpoint_head(member, method.clone(), path_and_query);
+                async move {
+                    let result = match head {
+                        Some(head) => member.pool.call(&head).await,
+                        None => Err(PeerError::Failed("invalid endpoint URL".into())),
+                    };
+                    (member.name.clone(), result)
+                }
+            });
+        futures_util::future::join_all(sends).await
+    }
+
+    /// Tells the owner of `uri`, when it is another member, to forget it: an unsafe method
+    /// went to the origin from this node (RFC 9111 §4.4 at the node that stores it).
+    pub fn invalidate_at_owner(self: &Arc<Self>, cache_url: &str) {
+        let Some(owner) = self.owner_elsewhere(cache_url) else {
+            return;
+        };
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("url", cache_url)
+            .finish();
+        let Some(head) = endpoint_head(
+            &owner,
+            http::Method::POST,
+            &format!("{FLEET_PREFIX}purge?{query}"),
+        ) else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(e) = owner.pool.call(&head).await {
+                tracing::warn!(peer = owner.name, error = %e, "fleet: cannot invalidate at the owner");
+            }
+        });
+    }
+}
+
+/// The answer to `GET /_hoard/fleet/health`: the probe.
+pub fn health_response() -> Response<ProxyBody> {
+    body::generated(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
+}
+
+fn marker_value(trust: ClientTrust) -> HeaderValue {
+    HeaderValue::from_static(match trust {
+        ClientTrust::Local => "hoard-fleet; client=local",
+        ClientTrust::Restricted => "hoard-fleet",
+    })
+}
+
+/// The fleet's entry in a `CDN-Loop` field, if there is one.
+pub fn marker_in(headers: &http::HeaderMap) -> Option<ClientTrust> {
+    headers
+        .get_all(CDN_LOOP)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|entry| {
+            let mut params = entry.split(';').map(str::trim);
+            (params.next() == Some(FLEET_ID)).then(|| {
+                if params.any(|p| p.eq_ignore_ascii_case("client=local")) {
+                    ClientTrust::Local
+                } else {
+                    ClientTrust::Restricted
+                }
+            })
+        })
+}
+
+/// Removes the fleet's own `CDN-Loop` entry before a request leaves the fleet for the
+/// origin; other CDNs' entries stay (RFC 8586 §2).
+pub fn remove_marker(headers: &mut http::HeaderMap) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(CDN_LOOP)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|entry| entry.split(';').next().map(str::trim) != Some(FLEET_ID))
+        .filter_map(|entry| HeaderValue::from_str(entry.trim()).ok())
+        .collect();
+    headers.remove(CDN_LOOP);
+    for value in kept {
+        headers.append(CDN_LOOP, value);
+    }
+}
+
+fn clone_head(head: &http::request::Parts) -> http::request::Parts {
+    let mut request = http::Request::new(());
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = head.uri.clone();
+    *request.headers_mut() = head.headers.clone();
+    request.into_parts().0
+}
+
+fn endpoint_head(
+    member: &Member,
+    method: http::Method,
+    path_and_query: &str,
+) -> Option<http::request::Parts> {
+    let uri: http::Uri = format!("{}{path_and_query}", member.name).parse().ok()?;
+    let host = HeaderValue::from_str(uri.authority()?.as_str()).ok()?;
+    let mut request = http::Request::new(());
+    *request.method_mut() = method;
+    request.headers_mut().insert(http::header::HOST, host);
+    request
+        .headers_mut()
+        .insert(CDN_LOOP, marker_value(ClientTrust::Restricted));
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(uri.path_and_query()?.clone())
+        .build()
+        .ok()?;
+    Some(request.into_parts().0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_says_who_held_the_client_and_is_removed_alone() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(marker_in(&headers), None);
+        headers.append(
+            CDN_LOOP,
+            HeaderValue::from_static("other-cdn, hoard-fleet; client=local"),
+        );
+        assert_eq!(marker_in(&headers), Some(ClientTrust::Local));
+        remove_marker(&mut headers);
+        assert_eq!(marker_in(&headers), None);
+        assert_eq!(headers.get(CDN_LOOP).unwrap(), "other-cdn");
+        headers.append(CDN_LOOP, marker_value(ClientTrust::Restricted));
+        assert_eq!(marker_in(&headers), Some(ClientTrust::Restricted));
+    }
+}
