@@ -61,7 +61,7 @@ pub struct Exchange {
     /// A CONNECT tunnel's bytes (up, down), once it has closed.
     pub tunnel: Option<(u64, u64)>,
     /// The fleet member that answered it, when it was sent to one (`CacheOutcome::Peer`).
-    pub peer: Option<String>,
+    pub peer: Option<std::sync::Arc<str>>,
 }
 
 impl Exchange {

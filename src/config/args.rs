@@ -222,6 +222,13 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub peer_timeout: Duration,
 
+    /// Keep a memory copy of a very hot object this node does not own (one asked of it 8
+    /// times within a second) for this long, so a flash crowd does not all cross to one
+    /// owner; `0s`: never (non-owners store nothing, like Traffic Server's
+    /// `cache_peer_result=false`). Purges and invalidations seen here drop the copies.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub peer_hot_copy: Duration,
+
     /// A shared tier behind the fleet's owners on any S3-compatible object store,
     /// `s3://BUCKET/PREFIX`: a miss looks there before the origin, and a stored response with
     /// at least `--shared-tier-min-ttl` of freshness left is written there in the background.

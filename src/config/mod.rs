@@ -371,6 +371,7 @@ impl Args {
                     })
                     .transpose()?,
                 peer_timeout: self.peer_timeout,
+                hot_copy: self.peer_hot_copy,
             },
             shared_tier: self
                 .shared_tier

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use super::pool::Pool;
 use super::rendezvous::MemberHash;
 use super::{FleetError, FleetSettings};
+use crate::metrics::{FleetMetrics, PeerMetrics};
 
 /// One entry of `--peers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +97,7 @@ impl Health {
 /// One node of the fleet.
 pub struct Member {
     /// `http://HOST:PORT` as the list names it: what every node hashes.
-    pub name: String,
+    pub name: Arc<str>,
     pub hash: MemberHash,
     /// Where it is reached.
     pub addr: SocketAddr,
@@ -104,6 +105,7 @@ pub struct Member {
     pub is_self: bool,
     pub health: Health,
     pub(super) pool: Pool,
+    pub(super) metrics: PeerMetrics,
 }
 
 /// The resolved member list, in `--peers` order.
@@ -137,6 +139,7 @@ pub async fn resolve(
     settings: &FleetSettings,
     listen: SocketAddr,
     previous: &Membership,
+    metrics: &FleetMetrics,
 ) -> Result<Membership, FleetError> {
     let mut found: Vec<(String, SocketAddr)> = Vec::new();
     for source in &settings.peers {
@@ -170,13 +173,14 @@ pub async fn resolve(
             match previous
                 .members
                 .iter()
-                .find(|m| m.name == name && m.addr == addr)
+                .find(|m| *m.name == *name && m.addr == addr)
             {
                 Some(kept) if kept.is_self == is_self => Arc::clone(kept),
                 _ => Arc::new(Member {
                     hash: MemberHash::of(&name),
+                    metrics: metrics.peer(&name),
                     pool: Pool::new(addr, source_address(listen), settings.peer_timeout),
-                    name,
+                    name: name.into(),
                     addr,
                     is_self,
                     health: Health::default(),

@@ -13,11 +13,13 @@
 //! This module owns membership, routing and the peer protocol. It must not answer clients
 //! or touch the cache: `proxy` asks it where a request goes and what a peer answered.
 
+mod hot;
 pub mod members;
 mod pool;
 mod probe;
 pub mod rendezvous;
 
+pub use hot::{HotCopies, HotCopy};
 pub use members::{Member, Membership, PeerSource};
 
 use std::net::{IpAddr, SocketAddr};
@@ -58,6 +60,9 @@ pub struct FleetSettings {
     /// How long an owner may take to answer (connection and response head) before the
     /// receiving node serves the request itself.
     pub peer_timeout: Duration,
+    /// `--peer-hot-copy`: how long a node keeps a copy of a very hot object it does not
+    /// own (`hot.rs`); zero: never.
+    pub hot_copy: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +115,8 @@ pub struct Fleet {
     metrics: Arc<Metrics>,
     /// Serialises re-resolving (a reload and the periodic DNS refresh).
     resolving: tokio::sync::Mutex<()>,
+    /// Copies of very hot objects owned elsewhere (`--peer-hot-copy`).
+    pub hot: Option<HotCopies>,
 }
 
 impl Fleet {
@@ -123,14 +130,17 @@ impl Fleet {
         if settings.peers.is_empty() {
             return Ok(None);
         }
-        let membership = members::resolve(&settings, listen, &Membership::empty()).await?;
+        let membership =
+            members::resolve(&settings, listen, &Membership::empty(), &metrics.fleet).await?;
         if membership.this_node().is_none() {
             tracing::warn!(
                 %listen,
                 "this node is not in --peers (see --self): it stores nothing and sends every cacheable request to the fleet"
             );
         }
+        let hot = (!settings.hot_copy.is_zero()).then(|| HotCopies::new(settings.hot_copy));
         let fleet = Arc::new(Fleet {
+            hot,
             settings: ArcSwap::from_pointee(settings),
             listen,
             membership: ArcSwap::from_pointee(membership),
@@ -145,7 +155,13 @@ impl Fleet {
     /// stay.
     pub async fn reload(&self, settings: FleetSettings) -> Result<(), FleetError> {
         let _one_at_a_time = self.resolving.lock().await;
-        let membership = members::resolve(&settings, self.listen, &self.membership()).await?;
+        let membership = members::resolve(
+            &settings,
+            self.listen,
+            &self.membership(),
+            &self.metrics.fleet,
+        )
+        .await?;
         self.settings.store(Arc::new(settings));
         self.membership.store(Arc::new(membership));
         Ok(())
@@ -155,7 +171,14 @@ impl Fleet {
     async fn refresh(&self) {
         let _one_at_a_time = self.resolving.lock().await;
         let settings = self.settings.load_full();
-        match members::resolve(&settings, self.listen, &self.membership()).await {
+        match members::resolve(
+            &settings,
+            self.listen,
+            &self.membership(),
+            &self.metrics.fleet,
+        )
+        .await
+        {
             Ok(membership) => self.membership.store(Arc::new(membership)),
             Err(e) => tracing::warn!(error = %e, "fleet: keeping the last member list"),
         }
@@ -192,7 +215,7 @@ impl Fleet {
             .members
             .iter()
             .map(|m| MemberStatus {
-                name: m.name.clone(),
+                name: m.name.to_string(),
                 is_self: m.is_self,
                 up: up(m),
                 share: if up(m) { 1.0 / taking as f64 } else { 0.0 },
@@ -200,32 +223,17 @@ impl Fleet {
             .collect()
     }
 
-    /// The members to try for `cache_url`, best first: the owner and, when it is down,
-    /// the next candidates, up to this node (which serves it itself). Empty: this node
-    /// owns it.
-    pub fn route(&self, cache_url: &str) -> Vec<Arc<Member>> {
+    /// The member that is to serve `cache_url` now: its owner, or while that one is down
+    /// the next candidate that is up; `None` when that is this node. A member that fails a
+    /// request is marked down, so asking again after a failure gives the next candidate.
+    pub fn owner_elsewhere(&self, cache_url: &str) -> Option<Arc<Member>> {
         let membership = self.membership.load();
         let key = rendezvous::routing_key(cache_url);
-        let mut route = Vec::new();
-        for i in rendezvous::ranked(&membership.hashes, key) {
-            let member = &membership.members[i];
-            if member.is_self {
-                break;
-            }
-            if member.health.is_up() {
-                route.push(Arc::clone(member));
-            }
-            // The owner and one fallback: past that the node serves the request itself.
-            if route.len() == 2 {
-                break;
-            }
-        }
-        route
-    }
-
-    /// The member that owns `cache_url` while it is up, unless that is this node.
-    pub fn owner_elsewhere(&self, cache_url: &str) -> Option<Arc<Member>> {
-        self.route(cache_url).into_iter().next()
+        let members = &membership.members;
+        let best = rendezvous::best(&membership.hashes, key, |i| {
+            members[i].is_self || members[i].health.is_up()
+        })?;
+        Some(&members[best]).filter(|m| !m.is_self).cloned()
     }
 
     /// Sends a body-less request (absolute URI, end-to-end headers) to `member` with the
@@ -236,14 +244,12 @@ impl Fleet {
         head: &http::request::Parts,
         trust: ClientTrust,
     ) -> Result<Response<ProxyBody>, PeerError> {
-        let mut head = clone_head(head);
-        head.headers.append(CDN_LOOP, marker_value(trust));
         let started = Instant::now();
-        let sent = member.pool.send(&head).await;
-        let peer = member.name.as_str();
+        let sent = member.pool.send(head, Some(marker_value(trust))).await;
+        let peer: &str = &member.name;
         match sent {
             Ok(response) => {
-                self.metrics.fleet.forwarded(peer, started.elapsed());
+                member.metrics.forwarded(started.elapsed());
                 Ok(response.map(body::stream))
             }
             Err(e) => {
@@ -274,7 +280,7 @@ impl Fleet {
                         Some(head) => member.pool.call(&head).await,
                         None => Err(PeerError::Failed("invalid endpoint URL".into())),
                     };
-                    (member.name.clone(), result)
+                    (member.name.to_string(), result)
                 }
             });
         futures_util::future::join_all(sends).await
@@ -298,7 +304,7 @@ impl Fleet {
         };
         tokio::spawn(async move {
             if let Err(e) = owner.pool.call(&head).await {
-                tracing::warn!(peer = owner.name, error = %e, "fleet: cannot invalidate at the owner");
+                tracing::warn!(peer = &*owner.name, error = %e, "fleet: cannot invalidate at the owner");
             }
         });
     }
@@ -338,6 +344,15 @@ pub fn marker_in(headers: &http::HeaderMap) -> Option<ClientTrust> {
 /// Removes the fleet's own `CDN-Loop` entry before a request leaves the fleet for the
 /// origin; other CDNs' entries stay (RFC 8586 §2).
 pub fn remove_marker(headers: &mut http::HeaderMap) {
+    // Usually the field is just the fleet's marker, as a member sent it.
+    let mut values = headers.get_all(CDN_LOOP).iter();
+    if let (Some(only), None) = (values.next(), values.next())
+        && only.to_str().is_ok_and(|v| !v.contains(','))
+        && marker_in(headers).is_some()
+    {
+        headers.remove(CDN_LOOP);
+        return;
+    }
     let kept: Vec<HeaderValue> = headers
         .get_all(CDN_LOOP)
         .iter()
@@ -350,14 +365,6 @@ pub fn remove_marker(headers: &mut http::HeaderMap) {
     for value in kept {
         headers.append(CDN_LOOP, value);
     }
-}
-
-fn clone_head(head: &http::request::Parts) -> http::request::Parts {
-    let mut request = http::Request::new(());
-    *request.method_mut() = head.method.clone();
-    *request.uri_mut() = head.uri.clone();
-    *request.headers_mut() = head.headers.clone();
-    request.into_parts().0
 }
 
 fn endpoint_head(

@@ -10,14 +10,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
 
-use super::PeerError;
+use super::{CDN_LOOP, PeerError};
 use crate::body::{self, ProxyBody};
 
 /// Idle connections kept per member; more are closed when they come back.
@@ -48,10 +48,18 @@ impl Pool {
     pub(super) async fn send(
         &self,
         head: &http::request::Parts,
+        marker: Option<HeaderValue>,
     ) -> Result<Response<Incoming>, PeerError> {
+        let request = || {
+            let mut request = request_from(head);
+            if let Some(marker) = &marker {
+                request.headers_mut().append(CDN_LOOP, marker.clone());
+            }
+            request
+        };
         let attempt = async {
             if let Some(mut sender) = self.take_idle() {
-                match sender.send_request(request_from(head)).await {
+                match sender.send_request(request()).await {
                     Ok(response) => {
                         self.give_back(sender);
                         return Ok(response);
@@ -64,7 +72,7 @@ impl Pool {
             }
             let mut sender = self.connect().await?;
             let response = sender
-                .send_request(request_from(head))
+                .send_request(request())
                 .await
                 .map_err(|e| PeerError::Failed(e.to_string()))?;
             self.give_back(sender);
@@ -78,7 +86,7 @@ impl Pool {
     /// Sends a request to one of the member's `/_hoard/fleet/` endpoints and reads the
     /// (small) answer whole, so that the connection can be used again.
     pub(super) async fn call(&self, head: &http::request::Parts) -> Result<StatusCode, PeerError> {
-        let response = self.send(head).await?;
+        let response = self.send(head, None).await?;
         let status = response.status();
         tokio::time::timeout(self.timeout, response.into_body().collect())
             .await

@@ -41,7 +41,7 @@ async fn probe_forever(fleet: Weak<Fleet>) {
                     match answered {
                         Ok(StatusCode::OK) => {
                             if !member.health.is_up() {
-                                tracing::info!(peer = member.name, "fleet: member is up");
+                                tracing::info!(peer = &*member.name, "fleet: member is up");
                             }
                             member.health.probe_succeeded();
                         }
@@ -49,7 +49,7 @@ async fn probe_forever(fleet: Weak<Fleet>) {
                             let was_up = member.health.is_up();
                             member.health.probe_failed();
                             if was_up && !member.health.is_up() {
-                                tracing::warn!(peer = member.name, "fleet: member is down");
+                                tracing::warn!(peer = &*member.name, "fleet: member is down");
                             }
                         }
                     }

@@ -48,9 +48,20 @@ pub fn ranked(members: &[MemberHash], key: KeyHash) -> Vec<usize> {
 
 /// The index of the member that owns `key`; `None` for no members.
 pub fn owner(members: &[MemberHash], key: KeyHash) -> Option<usize> {
+    best(members, key, |_| true)
+}
+
+/// The best-scoring member for `key` among those `eligible` says may take it (the owner
+/// when all may): what `ranked` would list first, without sorting or allocating.
+pub fn best(
+    members: &[MemberHash],
+    key: KeyHash,
+    eligible: impl Fn(usize) -> bool,
+) -> Option<usize> {
     members
         .iter()
         .enumerate()
+        .filter(|(i, _)| eligible(*i))
         .max_by(|(i, a), (j, b)| score(**a, key).cmp(&score(**b, key)).then(j.cmp(i)))
         .map(|(i, _)| i)
 }

@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::DurationHistogram;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabels {
     peer: String,
@@ -39,16 +41,31 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
-/// Per-member and shared-tier metrics. A forwarded request takes a lock inside the
-/// families to find its member's handles; it already paid a network round trip.
+/// Per-member and shared-tier metrics. A forwarded request counts through its member's
+/// own handles (`PeerMetrics`), made once per member: no label lookup, no lock.
 pub struct FleetMetrics {
     forwarded: Family<PeerLabels, Counter>,
     failures: Family<PeerFailureLabels, Counter>,
-    latency: Family<PeerLabels, Histogram, fn() -> Histogram>,
+    latency: Family<PeerLabels, DurationHistogram>,
     up: Family<PeerLabels, Gauge>,
     shared: Family<SharedLabels, Counter>,
     shared_latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
     shared_circuit_open: Gauge,
+}
+
+/// One member's counters, held by the member.
+#[derive(Clone)]
+pub struct PeerMetrics {
+    forwarded: Counter,
+    latency: DurationHistogram,
+}
+
+impl PeerMetrics {
+    /// A request it answered, the head after `elapsed`.
+    pub fn forwarded(&self, elapsed: Duration) {
+        self.forwarded.inc();
+        self.latency.observe(elapsed);
+    }
 }
 
 impl FleetMetrics {
@@ -56,7 +73,7 @@ impl FleetMetrics {
         let metrics = FleetMetrics {
             forwarded: Family::default(),
             failures: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+            latency: Family::default(),
             up: Family::default(),
             shared: Family::default(),
             shared_latency: Family::new_with_constructor(latency_histogram),
@@ -100,14 +117,15 @@ impl FleetMetrics {
         metrics
     }
 
-    pub fn forwarded(&self, peer: &str, elapsed: Duration) {
+    /// The handles a member's forwarded requests are counted with.
+    pub fn peer(&self, peer: &str) -> PeerMetrics {
         let labels = PeerLabels {
             peer: peer.to_owned(),
         };
-        self.forwarded.get_or_create(&labels).inc();
-        self.latency
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        PeerMetrics {
+            forwarded: self.forwarded.get_or_create(&labels).clone(),
+            latency: self.latency.get_or_create(&labels).clone(),
+        }
     }
 
     pub fn failed(&self, peer: &str, reason: &'static str) {

@@ -8,7 +8,7 @@
 
 mod fleet;
 
-pub use fleet::FleetMetrics;
+pub use fleet::{FleetMetrics, PeerMetrics};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -357,6 +357,10 @@ impl DurationHistogram {
             Ordering::Relaxed,
         );
     }
+}
+
+impl prometheus_client::metrics::TypedMetric for DurationHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
 }
 
 impl EncodeMetric for DurationHistogram {

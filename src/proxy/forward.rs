@@ -157,9 +157,16 @@ impl Proxy {
             return self.fetch_here(forward, origin, exchange).await;
         };
         origin.check_before_cache(forward.request.uri())?;
-        let forward = match Box::pin(self.via_owner(fleet, forward, origin, exchange)).await {
-            Ok(response) => return Ok(response),
-            Err(forward) => forward,
+        // Boxed, and only when the request goes to another member: a hit here should not
+        // pay for moving the peer exchange's future.
+        let forward = match super::peer::owned_elsewhere(fleet, &forward.request) {
+            Some(key) => {
+                match Box::pin(self.via_owner(fleet, key, forward, origin, exchange)).await {
+                    Ok(response) => return Ok(response),
+                    Err(forward) => forward,
+                }
+            }
+            None => forward,
         };
         let (method, uri) = (
             forward.request.method().clone(),

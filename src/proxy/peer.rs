@@ -4,6 +4,8 @@
 //! making a purge apply fleet-wide; and telling an owner when an unsafe method went to the
 //! origin from here. Where a URL goes is `fleet`'s decision; this module only acts on it.
 
+use std::sync::Arc;
+
 use http::header::{self, HeaderName};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -14,38 +16,45 @@ use crate::admin::{self, AdminRequest};
 use crate::body::{self, ProxyBody};
 use crate::cache::{CacheKey, CacheOutcome, CacheStatus, control::CacheControl};
 use crate::exchange::Exchange;
-use crate::fleet::{self, ClientTrust, FLEET_PREFIX, Fleet};
+use crate::fleet::{self, ClientTrust, FLEET_PREFIX, Fleet, HotCopies, HotCopy};
+
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 impl Proxy {
-    /// Sends `forward` to the member that owns its URL (or, when that one is down or does not
-    /// answer, to the next candidate) and returns the member's answer; gives the request
-    /// back when this node is to serve it: it owns the URL, the request is not one a shared
-    /// cache may answer, or no member answered.
+    /// Sends `forward` (whose URL `owned_elsewhere` gave) to the member that owns it (or,
+    /// when that one is down or does not answer, to the next candidate) and returns the
+    /// member's answer; gives the request back when no member answered, for this node to
+    /// serve.
     pub(super) async fn via_owner(
         &self,
         fleet: &Fleet,
+        key: CacheKey,
         forward: ForwardRequest,
         origin: &OriginClient,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ForwardRequest> {
         let request = &forward.request;
-        if !routable(request) {
-            return Err(forward);
-        }
-        let Some(key) = CacheKey::from_uri(request.uri()) else {
-            return Err(forward);
+        let hot = match &fleet.hot {
+            Some(hot) => {
+                if let Some(copy) = hot.get(key.url(), request) {
+                    return Ok(hot_copy_answer(&copy, request.method(), exchange));
+                }
+                hot.is_hot(key.url(), request)
+            }
+            None => false,
         };
-        let route = fleet.route(key.url());
-        if route.is_empty() {
-            return Err(forward);
-        }
         let (parts, body) = forward.request.into_parts();
         let trust = if origin.check_before_cache {
             ClientTrust::Restricted
         } else {
             ClientTrust::Local
         };
-        for member in route {
+        // The owner, then (it is marked down when it fails) the next candidate; past those
+        // this node serves the request itself.
+        for _ in 0..2 {
+            let Some(member) = fleet.owner_elsewhere(key.url()) else {
+                break;
+            };
             let Ok(response) = fleet.forward(&member, &parts, trust).await else {
                 continue;
             };
@@ -53,16 +62,19 @@ impl Proxy {
             headers::remove_hop_by_hop(&mut head.headers);
             let mut status = CacheStatus::new(CacheOutcome::Peer).detail("peer");
             status.fwd_status = Some(head.status.as_u16());
-            head.headers.append(
-                HeaderName::from_static("cache-status"),
-                status.header_value(),
-            );
+            head.headers.append(CACHE_STATUS, status.header_value());
             self.via.append(&mut head.headers, Version::HTTP_11);
             head.version = Version::HTTP_11;
             exchange.cache = Some(CacheOutcome::Peer);
             exchange.upstream_status = Some(head.status.as_u16());
-            exchange.peer = Some(member.name.clone());
-            return Ok(Response::from_parts(head, body));
+            exchange.peer = Some(Arc::clone(&member.name));
+            let response = Response::from_parts(head, body);
+            return Ok(match &fleet.hot {
+                Some(copies) if hot && HotCopies::may_keep(&response) => {
+                    keep_copy(copies, key.url(), response).await
+                }
+                _ => response,
+            });
         }
         Err(ForwardRequest {
             request: Request::from_parts(parts, body),
@@ -79,6 +91,9 @@ impl Proxy {
         );
         if safe || status.is_client_error() || status.is_server_error() {
             return;
+        }
+        if let Some(hot) = &fleet.hot {
+            hot.clear();
         }
         if let Some(key) = CacheKey::from_uri(uri) {
             fleet.invalidate_at_owner(key.url());
@@ -132,6 +147,9 @@ impl Proxy {
                 .parse()
                 .map_err(|_| ProxyError::BadRequest("invalid purge"))?;
                 let purge = admin::parse(&Method::POST, &local, None)?;
+                if let Some(hot) = self.fleet.as_ref().and_then(|f| f.hot.as_ref()) {
+                    hot.clear();
+                }
                 Ok(admin::answer(purge, &self.cache, &self.metrics, None))
             }
             _ => Err(admin::AdminError::NotFound(path.to_owned()).into()),
@@ -152,12 +170,74 @@ impl Proxy {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair(kind, &target)
             .finish();
+        if let Some(hot) = &fleet.hot {
+            hot.clear();
+        }
         let here = admin::purge(&request, &self.cache);
         let others = fleet
             .tell_others(Method::POST, &format!("{FLEET_PREFIX}purge?{query}"))
             .await;
         admin::purged_in_fleet(here, &others)
     }
+}
+
+/// A hot copy's answer (`fleet/hot.rs`): what the owner said, aged since, with this
+/// node's own `Cache-Status` entry (the copy holds this node's `Via` already).
+fn hot_copy_answer(
+    copy: &HotCopy,
+    method: &Method,
+    exchange: &mut Exchange,
+) -> Response<ProxyBody> {
+    let body = if method == Method::HEAD {
+        body::empty()
+    } else {
+        body::full(copy.body.clone())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = copy.status;
+    *response.headers_mut() = copy.headers_now();
+    let status = CacheStatus::new(CacheOutcome::Hit).detail("hot-copy");
+    response
+        .headers_mut()
+        .append(CACHE_STATUS, status.header_value());
+    exchange.cache = Some(CacheOutcome::Hit);
+    response
+}
+
+/// Reads a hot object's answer whole (its length is known and small), keeps a copy and
+/// answers with it; an answer that fails to arrive whole is not kept and ends in error.
+async fn keep_copy(
+    copies: &HotCopies,
+    url: &str,
+    response: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    use http_body_util::BodyExt;
+    let (head, body) = response.into_parts();
+    match body.collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            copies.keep(url, head.status, &head.headers, bytes.clone());
+            Response::from_parts(head, body::full(bytes))
+        }
+        // The client's connection is then aborted, as for any body that fails midway.
+        Err(e) => {
+            let failed = futures_util::stream::once(async move {
+                Err::<hyper::body::Frame<bytes::Bytes>, body::BoxError>(e)
+            });
+            Response::from_parts(head, body::stream(http_body_util::StreamBody::new(failed)))
+        }
+    }
+}
+
+/// The key of `request` when it goes to another member: a request a shared cache may
+/// answer, for a URL this node does not own. Cheap and allocation-light, as every request
+/// of a fleet node asks it.
+pub(super) fn owned_elsewhere(fleet: &Fleet, request: &Request<ProxyBody>) -> Option<CacheKey> {
+    if !routable(request) {
+        return None;
+    }
+    let key = CacheKey::from_uri(request.uri())?;
+    fleet.owner_elsewhere(key.url()).map(|_| key)
 }
 
 /// Whether a shared cache may answer the request, so that it goes to the URL's owner: GET

@@ -288,3 +288,81 @@ async fn a_client_cannot_pose_as_a_member() {
         .unwrap();
     assert_eq!(health.status(), 404);
 }
+
+#[tokio::test]
+async fn a_non_owner_keeps_very_hot_objects_briefly_only_when_asked_to() {
+    let origin = origin().await;
+    let url = object(&origin, 3);
+    let last_entry = |got: &crate::support::Got| {
+        got.headers
+            .get_all("cache-status")
+            .iter()
+            .next_back()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    // By default a non-owner keeps nothing, however hot.
+    let fleet = Fleet::start(3, &[]).await;
+    let other = (fleet.owner(3, &url) + 1) % 3;
+    for _ in 0..20 {
+        let got = get(&fleet.client(other), &url, &[]).await;
+        assert!(
+            last_entry(&got).contains("detail=peer"),
+            "{}",
+            last_entry(&got)
+        );
+    }
+    drop(fleet);
+
+    let fleet = Fleet::start(3, &["--peer-hot-copy", "30s"]).await;
+    let other = (fleet.owner(3, &url) + 1) % 3;
+    let mut kept_after = None;
+    for n in 1..=20 {
+        let got = get(&fleet.client(other), &url, &[]).await;
+        assert_eq!(got.body, "object /object/3");
+        if last_entry(&got).contains("detail=hot-copy") {
+            kept_after.get_or_insert(n);
+        }
+    }
+    // Hot after 8 requests within one second (a second's boundary may fall among them):
+    // the 9th is served from the copy, or a few later.
+    let kept_after = kept_after.expect("never served from a hot copy");
+    assert!(
+        (9..=17).contains(&kept_after),
+        "first from the copy: request {kept_after}"
+    );
+    // A request with its own directives goes to the owner.
+    let fresh = get(
+        &fleet.client(other),
+        &url,
+        &[("cache-control", "max-age=0")],
+    )
+    .await;
+    assert!(
+        last_entry(&fresh).contains("detail=peer"),
+        "{}",
+        last_entry(&fresh)
+    );
+    // A purge given to any node drops the copies.
+    let purge = reqwest::Client::new()
+        .post(format!(
+            "http://{}/_hoard/purge?url={}",
+            fleet.node(fleet.owner(3, &url)).addr,
+            url::form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status(), 200);
+    let after = get(&fleet.client(other), &url, &[]).await;
+    assert!(
+        last_entry(&after).contains("detail=peer"),
+        "{}",
+        last_entry(&after)
+    );
+    assert!(
+        after.cache_status.contains("fwd=uri-miss"),
+        "{}",
+        after.cache_status
+    );
+}
