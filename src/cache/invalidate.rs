@@ -33,6 +33,7 @@ impl Cache {
         }
         self.index.remove(&key);
         self.forget_parts(&key);
+        self.forget_in_shared_tier(&key);
         let mut represents_target = false;
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let target = response.headers().get(&name).and_then(|v| v.to_str().ok());
@@ -40,6 +41,7 @@ impl Cache {
                 represents_target |= name == header::CONTENT_LOCATION && target == key;
                 self.index.remove(&target);
                 self.forget_parts(&target);
+                self.forget_in_shared_tier(&target);
             }
         }
         let response_cc = self.settings.policy.directives(response.headers());

@@ -207,6 +207,7 @@ impl Cache {
     pub fn purge(&self, uri: &Uri) -> usize {
         CacheKey::from_uri(uri).map_or(0, |key| {
             self.forget_parts(&key);
+            self.forget_in_shared_tier(&key);
             self.index.remove(&key)
         })
     }
@@ -244,7 +245,10 @@ impl Cache {
         self.index
             .urls_with_prefix(&prefix)
             .iter()
-            .map(|key| self.index.remove(key))
+            .map(|key| {
+                self.forget_in_shared_tier(key);
+                self.index.remove(key)
+            })
             .sum()
     }
 

@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Method};
@@ -23,6 +23,7 @@ use http_body_util::BodyExt;
 
 use super::admit::Admission;
 use super::collapse::FillResult;
+use super::control::CacheControl;
 use super::index::Published;
 use super::lookup::select_variant;
 use super::policy::{Verdict, now_secs};
@@ -57,10 +58,18 @@ pub struct Shared {
     /// fill of the URL offers it again), so a burst of fills cannot hold many bodies in
     /// memory.
     writes: Arc<tokio::sync::Semaphore>,
+    /// Objects found absent lately, and when: a miss does not ask the store again for a
+    /// while (an uncacheable URL would otherwise cost a store request every time).
+    absent: quick_cache::sync::Cache<String, Instant>,
 }
 
 /// Writes in flight at once.
 const MAX_WRITES: usize = 8;
+/// Larger bodies are not written: they would be read and written whole, in memory and
+/// within one timeout.
+const MAX_OBJECT: u64 = 16 * 1024 * 1024;
+/// How long an absent object is not asked for again.
+const ABSENT_FOR: Duration = Duration::from_secs(30);
 
 impl Shared {
     pub fn new(tier: Arc<dyn SharedTier>, min_ttl: Duration) -> Shared {
@@ -68,6 +77,7 @@ impl Shared {
             tier,
             min_ttl,
             writes: Arc::new(tokio::sync::Semaphore::new(MAX_WRITES)),
+            absent: quick_cache::sync::Cache::new(65_536),
         }
     }
 }
@@ -142,19 +152,34 @@ impl Cache {
             return None;
         }
         let name = object_name(admission.key.url());
-        let object = shared.tier.get(&name).await?;
+        if shared
+            .absent
+            .get(&name)
+            .is_some_and(|since| since.elapsed() < ABSENT_FOR)
+        {
+            return None;
+        }
+        let Some(object) = shared.tier.get(&name).await else {
+            shared.absent.insert(name, Instant::now());
+            return None;
+        };
         let (entry, body) = match decode(&object, &admission.key) {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(url = admission.key.url(), error = %e, "shared tier: ignoring a bad object");
                 // Removed, so that this fill's good copy can take its place.
-                let tier = Arc::clone(&shared.tier);
-                self.background
-                    .spawn(async move { tier.remove(&name).await });
+                self.remove_from_shared_tier(name);
                 return None;
             }
         };
-        let fresh = entry.freshness.verdict(&admission.request_cc, now_secs()) == Verdict::Fresh;
+        let now = now_secs();
+        if entry.freshness.verdict(&CacheControl::default(), now) != Verdict::Fresh {
+            // Stale for everyone: removed, so that this fill's fresh copy can be written (a
+            // create never replaces an object).
+            self.remove_from_shared_tier(name);
+            return None;
+        }
+        let fresh = entry.freshness.verdict(&admission.request_cc, now) == Verdict::Fresh;
         let variants = [Arc::new(entry)];
         let entry = select_variant(&variants, headers).filter(|_| fresh)?;
         let entry = self.store_from_shared_tier(&entry, body, admission).await?;
@@ -207,12 +232,31 @@ impl Cache {
         stored.await.ok().flatten()
     }
 
+    /// Removes `url`'s object from the shared tier, in the background: a purge or an
+    /// invalidation here must not be undone by the next miss reading the old copy back.
+    pub(super) fn forget_in_shared_tier(&self, key: &CacheKey) {
+        if self.shared.is_some() && !key.is_part() {
+            self.remove_from_shared_tier(object_name(key.url()));
+        }
+    }
+
+    fn remove_from_shared_tier(&self, name: String) {
+        let Some(shared) = &self.shared else { return };
+        shared.absent.remove(&name);
+        let tier = Arc::clone(&shared.tier);
+        self.background
+            .spawn(async move { tier.remove(&name).await });
+    }
+
     /// After a fill from the origin is published: offers the entry to the shared tier when
     /// it has at least `min_ttl` of freshness left, reading its body back from the tiers.
     pub(super) fn offer_to_shared_tier(self: &Arc<Self>, entry: Arc<StoredResponse>) {
         let Some(shared) = &self.shared else { return };
         let left = entry.freshness.lifetime as i64 - entry.freshness.age(now_secs()) as i64;
-        if entry.key.is_part() || left < shared.min_ttl.as_secs() as i64 {
+        if entry.key.is_part()
+            || left < shared.min_ttl.as_secs() as i64
+            || entry.body_len > MAX_OBJECT
+        {
             return;
         }
         let Ok(permit) = Arc::clone(&shared.writes).try_acquire_owned() else {
@@ -236,8 +280,11 @@ impl Cache {
             let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
                 return;
             };
-            tier.create(&object_name(entry.key.url()), encode(&entry, &body))
-                .await;
+            let name = object_name(entry.key.url());
+            tier.create(&name, encode(&entry, &body)).await;
+            if let Some(shared) = &cache.shared {
+                shared.absent.remove(&name);
+            }
         });
     }
 }

@@ -244,7 +244,7 @@ pub struct Args {
 
     /// Longest a shared-tier read or write may take; a slower one counts as failed (after 5
     /// failures in a row the tier is skipped for 30 s).
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub shared_tier_timeout: Duration,
 
     /// Only responses with at least this much freshness left are written to the shared tier.

@@ -41,6 +41,8 @@ pub enum ConfigError {
     UpstreamHost(String),
     #[error("--self {0:?}: write this node's URL as it appears in --peers (http://HOST:PORT)")]
     SelfUrl(String),
+    #[error("--peer-timeout ({0:?}) must be longer than --shared-tier-timeout ({1:?})")]
+    PeerTimeout(Duration, Duration),
     #[error("--shared-tier {0}")]
     SharedTier(String),
     #[error("--upstream-host needs --upstream")]
@@ -345,6 +347,17 @@ impl Args {
             max_request_body: self.max_request_body,
             follow_redirects: self.follow_redirects,
         };
+        // An owner's miss may wait for the shared tier before its origin: a peer timeout no
+        // longer than that would have every such miss fetched again by the sender.
+        if !self.peers.is_empty()
+            && self.shared_tier.is_some()
+            && self.peer_timeout <= self.shared_tier_timeout
+        {
+            return Err(ConfigError::PeerTimeout(
+                self.peer_timeout,
+                self.shared_tier_timeout,
+            ));
+        }
         Ok(Config {
             listen: SocketAddr::new(self.bind, self.port),
             client_header_timeout: self.client_header_timeout,

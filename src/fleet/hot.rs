@@ -4,10 +4,12 @@
 //! within one second has the owner's next plain 200 answer kept here for at most DURATION,
 //! so a flash crowd spread over the fleet does not make every request cross to one owner.
 //!
-//! Only what is safe to repeat to anyone for a moment is kept: a 200 to a plain GET (no
-//! conditionals, no range, no request directives), without `Vary` or `Set-Cookie`, that the
-//! owner answered from its cache or stored, of a known length up to `MAX_OBJECT`. Copies
-//! are dropped on any purge or invalidation this node sees, and age as the owner's did.
+//! Only what is safe to repeat to anyone for a moment is kept (`may_keep`): a 200 to a GET
+//! without `Vary` or `Set-Cookie`, shareable without revalidation, that the owner's own
+//! `Cache-Status` entry says it served from its cache or stored with at least the copy's
+//! lifetime of freshness left, of a known length up to `MAX_OBJECT`. Copies answer only plain
+//! requests (no validators, range, directives or credentials), are dropped on any purge or
+//! invalidation this node sees, and age as the owner's answer did.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -15,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
+
+use crate::cache::control::CacheControl;
 
 /// Requests within one second that make a URL hot.
 const HOT_AFTER: u32 = 8;
@@ -112,23 +116,46 @@ impl HotCopies {
         heat.requests.fetch_add(1, Ordering::Relaxed) + 1 >= HOT_AFTER
     }
 
-    /// Whether the owner's answer may be kept: then its body (which must be read whole
-    /// first) is handed to `keep`.
-    pub fn may_keep<B>(response: &Response<B>) -> bool {
-        let headers = response.headers();
+    /// Whether the owner's answer to a `method` request may be kept (its body, which must
+    /// be read whole first, then goes to `keep`): a 200 to a GET (a HEAD's answer has no
+    /// body to keep) of known length up to `MAX_OBJECT`, without `Vary` or `Set-Cookie`,
+    /// shareable with no revalidation (no `private`, `no-cache`, `no-store`,
+    /// `must-revalidate`, `proxy-revalidate`), which the owner's own `Cache-Status` entry
+    /// (the last one: entries are added in order) says it served from its cache or stored,
+    /// with at least the copy's lifetime of freshness left.
+    pub fn may_keep(&self, method: &http::Method, head: &http::response::Parts) -> bool {
+        let headers = &head.headers;
         let length = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let from_owner_cache = headers
-            .get("cache-status")
+        let owner_entry = headers
+            .get_all("cache-status")
+            .iter()
+            .next_back()
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("; hit") || v.contains("; stored"));
-        response.status() == StatusCode::OK
+            .filter(|entry| entry.starts_with("hoard/"));
+        let fresh_enough = owner_entry.is_some_and(|entry| {
+            let params: Vec<&str> = entry.split(';').map(str::trim).collect();
+            let cached = params.contains(&"hit") || params.contains(&"stored");
+            let ttl = params
+                .iter()
+                .find_map(|p| p.strip_prefix("ttl="))
+                .and_then(|t| t.parse::<i64>().ok());
+            cached && ttl.is_some_and(|ttl| ttl >= self.ttl.as_secs() as i64)
+        });
+        let cc = CacheControl::parse_request(headers);
+        *method == http::Method::GET
+            && head.status == StatusCode::OK
             && length.is_some_and(|len| len <= MAX_OBJECT)
-            && from_owner_cache
+            && fresh_enough
             && !headers.contains_key(header::VARY)
             && !headers.contains_key(header::SET_COOKIE)
+            && !(cc.private
+                || cc.no_cache
+                || cc.no_store
+                || cc.must_revalidate
+                || cc.proxy_revalidate)
     }
 
     pub fn keep(&self, url: &str, status: StatusCode, headers: &HeaderMap, body: Bytes) {
@@ -210,29 +237,52 @@ mod tests {
 
     #[test]
     fn only_shareable_answers_from_the_owners_cache_are_kept() {
+        let copies = HotCopies::new(Duration::from_secs(10));
         let answer = |headers: &[(&str, &str)]| {
-            let mut response = Response::new(());
+            let mut response = http::Response::new(());
             for (name, value) in headers {
-                response.headers_mut().insert(
+                response.headers_mut().append(
                     http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
                     HeaderValue::from_str(value).unwrap(),
                 );
             }
-            response
+            response.into_parts().0
         };
-        let hit = [("content-length", "10"), ("cache-status", "hoard/a:1; hit")];
-        assert!(HotCopies::may_keep(&answer(&hit)));
-        assert!(!HotCopies::may_keep(&answer(&hit[..1])));
-        let with = |extra: (&'static str, &'static str)| {
+        let get = http::Method::GET;
+        let hit = [
+            ("content-length", "10"),
+            ("cache-status", "hoard/a:1; hit; ttl=60"),
+        ];
+        let keeps = |extra: &[(&'static str, &'static str)]| {
             let mut headers = hit.to_vec();
-            headers.push(extra);
-            HotCopies::may_keep(&answer(&headers))
+            headers.extend_from_slice(extra);
+            copies.may_keep(&get, &answer(&headers))
         };
-        assert!(!with(("vary", "accept")));
-        assert!(!with(("set-cookie", "a=b")));
-        assert!(!HotCopies::may_keep(&answer(&[
+        assert!(keeps(&[]));
+        assert!(!copies.may_keep(&http::Method::HEAD, &answer(&hit)));
+        assert!(!copies.may_keep(&get, &answer(&hit[..1])));
+        assert!(!keeps(&[("vary", "accept")]));
+        assert!(!keeps(&[("set-cookie", "a=b")]));
+        assert!(!keeps(&[("cache-control", "private")]));
+        assert!(!keeps(&[("cache-control", "no-cache")]));
+        assert!(!keeps(&[("cache-control", "max-age=60, must-revalidate")]));
+        // The owner's entry is the last one: an origin's own "hit" earlier counts for nothing.
+        let spoofed = [
+            ("content-length", "10"),
+            ("cache-status", "app; hit"),
+            ("cache-status", "hoard/a:1; fwd=uri-miss; ttl=60"),
+        ];
+        assert!(!copies.may_keep(&get, &answer(&spoofed)));
+        // Less freshness left than the copy would live: not kept.
+        let short = [
+            ("content-length", "10"),
+            ("cache-status", "hoard/a:1; hit; ttl=5"),
+        ];
+        assert!(!copies.may_keep(&get, &answer(&short)));
+        let large = [
             ("content-length", "999999999"),
-            ("cache-status", "hoard/a:1; hit")
-        ])));
+            ("cache-status", "hoard/a:1; hit; ttl=60"),
+        ];
+        assert!(!copies.may_keep(&get, &answer(&large)));
     }
 }

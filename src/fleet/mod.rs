@@ -38,6 +38,10 @@ use crate::metrics::Metrics;
 pub const CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
 const FLEET_ID: &str = "hoard-fleet";
 
+/// Marks a member's answer to a request another member sent it, so that the sender can tell
+/// it from a refusal by a node that does not count it as a member.
+pub const MEMBER_ANSWER: HeaderName = HeaderName::from_static("hoard-fleet");
+
 /// The path prefix of the peer protocol's own endpoints, open to members only.
 pub const FLEET_PREFIX: &str = "/_hoard/fleet/";
 
@@ -80,6 +84,8 @@ pub enum PeerError {
     Timeout(Duration),
     #[error("{0}")]
     Failed(String),
+    #[error("it does not take this node for a member (is --peers the same on every node?)")]
+    NotMember,
 }
 
 impl PeerError {
@@ -89,6 +95,7 @@ impl PeerError {
             PeerError::Connect(_) => "connect",
             PeerError::Timeout(_) => "timeout",
             PeerError::Failed(_) => "failed",
+            PeerError::NotMember => "not-member",
         }
     }
 }
@@ -152,9 +159,13 @@ impl Fleet {
     }
 
     /// Applies a reloaded member list (SIGHUP), keeping the connections of members that
-    /// stay.
-    pub async fn reload(&self, settings: FleetSettings) -> Result<(), FleetError> {
+    /// stay. Only the list: the other fleet settings need a restart (the reload names them).
+    pub async fn reload(&self, peers: Vec<PeerSource>) -> Result<(), FleetError> {
         let _one_at_a_time = self.resolving.lock().await;
+        let settings = FleetSettings {
+            peers,
+            ..(**self.settings.load()).clone()
+        };
         let membership = members::resolve(
             &settings,
             self.listen,
@@ -193,6 +204,14 @@ impl Fleet {
         let membership = self.membership.load();
         match membership.this_node() {
             Some(me) => format!("hoard/{}", me.name.trim_start_matches("http://")),
+            // Not (yet) in the list, say a pod not in its headless service's answer until
+            // it is ready: named by its host name, not by a wildcard address.
+            None if self.listen.ip().is_unspecified() => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|name| name.trim().to_owned())
+                    .unwrap_or_default();
+                format!("hoard/{host}:{}", self.listen.port())
+            }
             None => format!("hoard/{}", self.listen),
         }
     }
@@ -247,15 +266,27 @@ impl Fleet {
         let started = Instant::now();
         let sent = member.pool.send(head, Some(marker_value(trust))).await;
         let peer: &str = &member.name;
-        match sent {
+        // Only an answer the member marked as a member's is one: anything else (a 403 from a
+        // node that does not count this one as a member yet) is not relayed to the client.
+        let answered =
+            sent.and_then(
+                |mut response| match response.headers_mut().remove(MEMBER_ANSWER) {
+                    Some(_) => Ok(response),
+                    None => Err(PeerError::NotMember),
+                },
+            );
+        match answered {
             Ok(response) => {
                 member.metrics.forwarded(started.elapsed());
                 Ok(response.map(body::stream))
             }
             Err(e) => {
-                member.health.request_failed();
+                // A slow answer is no sign the member is gone; anything else is.
+                if !matches!(e, PeerError::Timeout(_)) {
+                    member.health.request_failed();
+                }
                 self.metrics.fleet.failed(peer, e.kind());
-                tracing::warn!(peer, error = %e, "fleet: member did not answer, trying the next candidate");
+                tracing::warn!(peer, error = %e, "fleet: member did not answer, serving elsewhere");
                 Err(e)
             }
         }
@@ -341,9 +372,14 @@ pub fn marker_in(headers: &http::HeaderMap) -> Option<ClientTrust> {
         })
 }
 
-/// Removes the fleet's own `CDN-Loop` entry before a request leaves the fleet for the
-/// origin; other CDNs' entries stay (RFC 8586 §2).
+/// Removes the fleet's own `CDN-Loop` entry: from a member's request before it leaves the
+/// fleet for the origin, and from every client's request, so that no client can have a
+/// node carry the marker to another member (whose trust in a member's source address would
+/// then take the client for a member). Other CDNs' entries stay (RFC 8586 §2).
 pub fn remove_marker(headers: &mut http::HeaderMap) {
+    if !headers.contains_key(CDN_LOOP) {
+        return;
+    }
     // Usually the field is just the fleet's marker, as a member sent it.
     let mut values = headers.get_all(CDN_LOOP).iter();
     if let (Some(only), None) = (values.next(), values.next())

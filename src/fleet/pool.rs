@@ -20,8 +20,9 @@ use tokio::net::TcpSocket;
 use super::{CDN_LOOP, PeerError};
 use crate::body::{self, ProxyBody};
 
-/// Idle connections kept per member; more are closed when they come back.
-const MAX_IDLE: usize = 64;
+/// Connections kept per member (idle, or still carrying a response body); more are closed
+/// once used.
+const MAX_KEPT: usize = 256;
 
 pub(super) struct Pool {
     addr: SocketAddr,
@@ -104,7 +105,10 @@ impl Pool {
 
     fn give_back(&self, sender: SendRequest<ProxyBody>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE {
+        if idle.len() >= MAX_KEPT {
+            idle.retain(|sender| !sender.is_closed());
+        }
+        if idle.len() < MAX_KEPT {
             idle.push(sender);
         }
     }

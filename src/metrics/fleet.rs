@@ -32,6 +32,11 @@ struct SharedLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SideLabels {
+    side: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
     operation: &'static str,
 }
@@ -50,7 +55,7 @@ pub struct FleetMetrics {
     up: Family<PeerLabels, Gauge>,
     shared: Family<SharedLabels, Counter>,
     shared_latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    shared_circuit_open: Gauge,
+    shared_circuit_open: Family<SideLabels, Gauge>,
 }
 
 /// One member's counters, held by the member.
@@ -77,7 +82,7 @@ impl FleetMetrics {
             up: Family::default(),
             shared: Family::default(),
             shared_latency: Family::new_with_constructor(latency_histogram),
-            shared_circuit_open: Gauge::default(),
+            shared_circuit_open: Family::default(),
         };
         registry.register(
             "peer_requests",
@@ -111,7 +116,7 @@ impl FleetMetrics {
         );
         registry.register(
             "shared_tier_circuit_open",
-            "Whether the shared tier is being skipped after repeated failures (1)",
+            "Whether shared-tier reads or writes are being skipped after repeated failures (1), by side",
             metrics.shared_circuit_open.clone(),
         );
         metrics
@@ -162,7 +167,9 @@ impl FleetMetrics {
             .inc();
     }
 
-    pub fn set_shared_circuit_open(&self, open: bool) {
-        self.shared_circuit_open.set(i64::from(open));
+    pub fn set_shared_circuit_open(&self, side: &'static str, open: bool) {
+        self.shared_circuit_open
+            .get_or_create(&SideLabels { side })
+            .set(i64::from(open));
     }
 }

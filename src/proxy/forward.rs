@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use super::{Mode, OriginClient, Proxy, ProxyError, Rules, headers};
 use crate::body::{self, ProxyBody};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, RequestMode};
 
 /// Redirects hoard follows itself with `--follow-redirects` (the gateway's).
 const MAX_REDIRECTS: usize = 10;
@@ -98,6 +98,7 @@ impl Proxy {
             ));
         }
         headers::remove_hop_by_hop(&mut parts.headers);
+        crate::fleet::remove_marker(&mut parts.headers);
         if !rules
             .trust_forwarded
             .iter()
@@ -145,46 +146,39 @@ impl Proxy {
     }
 
     /// The seam: every forward request goes to the member of the fleet that owns its URL,
-    /// or through this node's cache, which decides whether the origin is asked. (After
-    /// redirects the record holds the last exchange's outcome.)
+    /// or through this node's cache, which decides whether the origin is asked (a member's
+    /// own request, `RequestMode::Peer`, always the latter). After redirects the record
+    /// holds the last exchange's outcome.
     pub(super) async fn fetch(
         &self,
         forward: ForwardRequest,
         origin: &Arc<OriginClient>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let Some(fleet) = &self.fleet else {
-            return self.fetch_here(forward, origin, exchange).await;
-        };
         origin.check_before_cache(forward.request.uri())?;
-        // Boxed, and only when the request goes to another member: a hit here should not
-        // pay for moving the peer exchange's future.
-        let forward = match super::peer::owned_elsewhere(fleet, &forward.request) {
-            Some(key) => {
-                match Box::pin(self.via_owner(fleet, key, forward, origin, exchange)).await {
-                    Ok(response) => return Ok(response),
-                    Err(forward) => forward,
+        // One function, one await of the cache whatever the route: a wrapper around it, or a
+        // second await, would be room in this future, which hyper moves for every request.
+        let mut unsafe_target = None;
+        let forward = match &self.fleet {
+            Some(fleet) if exchange.mode != RequestMode::Peer => {
+                if !forward.request.method().is_safe() {
+                    unsafe_target = Some(forward.request.uri().clone());
+                }
+                // Boxed, and only when the request goes to another member: a hit here
+                // should not pay for moving the peer exchange's future.
+                match super::peer::owned_elsewhere(fleet, &forward.request) {
+                    Some(key) => {
+                        match Box::pin(self.via_owner(fleet, key, forward, origin, exchange)).await
+                        {
+                            Ok(response) => return Ok(response),
+                            Err(forward) => forward,
+                        }
+                    }
+                    None => forward,
                 }
             }
-            None => forward,
+            _ => forward,
         };
-        let (method, uri) = (
-            forward.request.method().clone(),
-            forward.request.uri().clone(),
-        );
-        let response = self.fetch_here(forward, origin, exchange).await?;
-        self.invalidate_in_fleet(&method, &uri, response.status());
-        Ok(response)
-    }
-
-    /// Through this node's cache.
-    pub(super) async fn fetch_here(
-        &self,
-        forward: ForwardRequest,
-        origin: &Arc<OriginClient>,
-        exchange: &mut Exchange,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        origin.check_before_cache(forward.request.uri())?;
         let served = self.cache.serve(forward.request, origin).await?;
         exchange.cache = Some(served.outcome);
         exchange.upstream_status = served.upstream_status;
@@ -198,6 +192,9 @@ impl Proxy {
         self.via.append(response.headers_mut(), Version::HTTP_11);
         // The client hears hoard's own HTTP version.
         *response.version_mut() = Version::HTTP_11;
+        if let Some(uri) = unsafe_target {
+            self.invalidate_in_fleet(&uri, response.status());
+        }
         Ok(response)
     }
 }

@@ -319,6 +319,13 @@ impl Proxy {
             }
             Reply::from(e.into_response())
         });
+        let mut reply = reply;
+        if mode == RequestMode::Peer {
+            reply.response.headers_mut().insert(
+                crate::fleet::MEMBER_ANSWER,
+                HeaderValue::from_static("member"),
+            );
+        }
         logging::trace_response("response to client", &reply.response);
         exchange.status = reply.response.status();
         Handled {
@@ -412,7 +419,7 @@ impl Proxy {
                 }
                 let purge_target = self.purge_target(request.uri(), request.headers());
                 let admin_request = admin::parse(request.method(), request.uri(), purge_target)?;
-                Ok(self.answer_admin(admin_request).await.into())
+                Ok(Box::pin(self.answer_admin(admin_request)).await.into())
             }
             // Boxed: each of these futures is several KiB, and every request's future is as
             // large as its largest branch and gets moved (copied) on its way into hyper.

@@ -16,7 +16,7 @@ use crate::admin::{self, AdminRequest};
 use crate::body::{self, ProxyBody};
 use crate::cache::{CacheKey, CacheOutcome, CacheStatus, control::CacheControl};
 use crate::exchange::Exchange;
-use crate::fleet::{self, ClientTrust, FLEET_PREFIX, Fleet, HotCopies, HotCopy};
+use crate::fleet::{self, ClientTrust, FLEET_PREFIX, Fleet, HotCopies, HotCopy, PeerError};
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -37,7 +37,7 @@ impl Proxy {
         let hot = match &fleet.hot {
             Some(hot) => {
                 if let Some(copy) = hot.get(key.url(), request) {
-                    return Ok(hot_copy_answer(&copy, request.method(), exchange));
+                    return Ok(self.hot_copy_response(&copy, request.method(), exchange));
                 }
                 hot.is_hot(key.url(), request)
             }
@@ -55,41 +55,68 @@ impl Proxy {
             let Some(member) = fleet.owner_elsewhere(key.url()) else {
                 break;
             };
-            let Ok(response) = fleet.forward(&member, &parts, trust).await else {
-                continue;
+            let response = match fleet.forward(&member, &parts, trust).await {
+                Ok(response) => response,
+                // Slow rather than gone (say, busy with a slow origin): served here, and the
+                // owner keeps its keys.
+                Err(PeerError::Timeout(_)) => break,
+                Err(_) => continue,
             };
-            let (mut head, body) = response.into_parts();
+            let (mut head, mut body) = response.into_parts();
             headers::remove_hop_by_hop(&mut head.headers);
-            let mut status = CacheStatus::new(CacheOutcome::Peer).detail("peer");
-            status.fwd_status = Some(head.status.as_u16());
-            head.headers.append(CACHE_STATUS, status.header_value());
-            self.via.append(&mut head.headers, Version::HTTP_11);
-            head.version = Version::HTTP_11;
             exchange.cache = Some(CacheOutcome::Peer);
             exchange.upstream_status = Some(head.status.as_u16());
             exchange.peer = Some(Arc::clone(&member.name));
-            let response = Response::from_parts(head, body);
-            return Ok(match &fleet.hot {
-                Some(copies) if hot && HotCopies::may_keep(&response) => {
-                    keep_copy(copies, key.url(), response).await
-                }
-                _ => response,
-            });
+            if let Some(copies) = &fleet.hot
+                && hot
+                && copies.may_keep(&parts.method, &head)
+            {
+                body = keep_copy(copies, key.url(), &head, body).await;
+            }
+            let mut status = CacheStatus::new(CacheOutcome::Peer).detail("peer");
+            status.fwd_status = Some(head.status.as_u16());
+            self.relay(&mut head.headers, &status);
+            head.version = Version::HTTP_11;
+            return Ok(Response::from_parts(head, body));
         }
         Err(ForwardRequest {
             request: Request::from_parts(parts, body),
         })
     }
 
+    /// This node's `Cache-Status` entry and `Via` on an answer that came from a member.
+    fn relay(&self, headers: &mut http::HeaderMap, status: &CacheStatus) {
+        headers.append(CACHE_STATUS, status.header_value());
+        self.via.append(headers, Version::HTTP_11);
+    }
+
+    /// A hot copy's answer (`fleet/hot.rs`): what the owner said, aged since, with this
+    /// node's own `Cache-Status` entry and `Via`.
+    fn hot_copy_response(
+        &self,
+        copy: &HotCopy,
+        method: &Method,
+        exchange: &mut Exchange,
+    ) -> Response<ProxyBody> {
+        let body = if method == Method::HEAD {
+            body::empty()
+        } else {
+            body::full(copy.body.clone())
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = copy.status;
+        *response.headers_mut() = copy.headers_now();
+        let status = CacheStatus::new(CacheOutcome::Hit).detail("hot-copy");
+        self.relay(response.headers_mut(), &status);
+        exchange.cache = Some(CacheOutcome::Hit);
+        response
+    }
+
     /// After an unsafe method went to the origin from this node: the member that stores the
     /// URL forgets it too (RFC 9111 §4.4).
-    pub(super) fn invalidate_in_fleet(&self, method: &Method, uri: &http::Uri, status: StatusCode) {
+    pub(super) fn invalidate_in_fleet(&self, uri: &http::Uri, status: StatusCode) {
         let Some(fleet) = &self.fleet else { return };
-        let safe = matches!(
-            *method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-        );
-        if safe || status.is_client_error() || status.is_server_error() {
+        if status.is_client_error() || status.is_server_error() {
             return;
         }
         if let Some(hot) = &fleet.hot {
@@ -126,7 +153,7 @@ impl Proxy {
         let forward = ForwardRequest {
             request: Request::from_parts(parts, body::stream(incoming)),
         };
-        self.fetch_here(forward, origin, exchange).await
+        self.fetch(forward, origin, exchange).await
     }
 
     /// `GET /_hoard/fleet/health` (the probe) and `POST /_hoard/fleet/purge?url=|prefix=`
@@ -181,50 +208,27 @@ impl Proxy {
     }
 }
 
-/// A hot copy's answer (`fleet/hot.rs`): what the owner said, aged since, with this
-/// node's own `Cache-Status` entry (the copy holds this node's `Via` already).
-fn hot_copy_answer(
-    copy: &HotCopy,
-    method: &Method,
-    exchange: &mut Exchange,
-) -> Response<ProxyBody> {
-    let body = if method == Method::HEAD {
-        body::empty()
-    } else {
-        body::full(copy.body.clone())
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = copy.status;
-    *response.headers_mut() = copy.headers_now();
-    let status = CacheStatus::new(CacheOutcome::Hit).detail("hot-copy");
-    response
-        .headers_mut()
-        .append(CACHE_STATUS, status.header_value());
-    exchange.cache = Some(CacheOutcome::Hit);
-    response
-}
-
-/// Reads a hot object's answer whole (its length is known and small), keeps a copy and
-/// answers with it; an answer that fails to arrive whole is not kept and ends in error.
+/// Reads a hot object's answer whole (its length is known and small), keeps a copy, and
+/// returns the body to send on; an answer that fails to arrive whole is not kept and its
+/// body ends in that error (the client's connection is aborted, as for any such body).
 async fn keep_copy(
     copies: &HotCopies,
     url: &str,
-    response: Response<ProxyBody>,
-) -> Response<ProxyBody> {
+    head: &http::response::Parts,
+    body: ProxyBody,
+) -> ProxyBody {
     use http_body_util::BodyExt;
-    let (head, body) = response.into_parts();
     match body.collect().await {
         Ok(collected) => {
             let bytes = collected.to_bytes();
             copies.keep(url, head.status, &head.headers, bytes.clone());
-            Response::from_parts(head, body::full(bytes))
+            body::full(bytes)
         }
-        // The client's connection is then aborted, as for any body that fails midway.
         Err(e) => {
             let failed = futures_util::stream::once(async move {
                 Err::<hyper::body::Frame<bytes::Bytes>, body::BoxError>(e)
             });
-            Response::from_parts(head, body::stream(http_body_util::StreamBody::new(failed)))
+            body::stream(http_body_util::StreamBody::new(failed))
         }
     }
 }

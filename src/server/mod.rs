@@ -103,7 +103,7 @@ async fn reload_on_sighup(
         let mut pending = started.restart_needed(&config);
         match proxy.fleet() {
             Some(fleet) => {
-                if let Err(e) = fleet.reload(config.fleet.clone()).await {
+                if let Err(e) = fleet.reload(config.fleet.peers.clone()).await {
                     tracing::warn!(error = %e, "reload: keeping the running member list");
                 }
             }

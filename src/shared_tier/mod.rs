@@ -61,7 +61,9 @@ pub struct ObjectStoreTier {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     timeout: Duration,
-    breaker: Breaker,
+    /// Reads and writes trip apart: slow writes of large objects must not stop reads.
+    read_breaker: Breaker,
+    write_breaker: Breaker,
     metrics: Arc<Metrics>,
 }
 
@@ -106,7 +108,8 @@ impl ObjectStoreTier {
             store: Arc::new(store),
             prefix: settings.prefix.clone(),
             timeout: settings.timeout,
-            breaker: Breaker::default(),
+            read_breaker: Breaker::default(),
+            write_breaker: Breaker::default(),
             metrics,
         })
     }
@@ -127,21 +130,26 @@ impl ObjectStoreTier {
         failed: bool,
         started: Instant,
     ) {
-        if failed {
-            self.breaker.failed();
+        let (breaker, side) = if operation == "get" {
+            (&self.read_breaker, "read")
         } else {
-            self.breaker.succeeded();
+            (&self.write_breaker, "write")
+        };
+        if failed {
+            breaker.failed();
+        } else {
+            breaker.succeeded();
         }
         self.metrics
             .fleet
-            .set_shared_circuit_open(self.breaker.is_open());
+            .set_shared_circuit_open(side, breaker.is_open());
         self.metrics
             .fleet
             .shared_tier(operation, result, started.elapsed());
     }
 
     async fn read(&self, name: &str) -> Option<Bytes> {
-        if !self.breaker.allows() {
+        if !self.read_breaker.allows() {
             self.metrics
                 .fleet
                 .shared_tier_skipped("get", "circuit-open");
@@ -224,7 +232,7 @@ impl SharedTier for ObjectStoreTier {
     }
 
     fn takes_writes(&self) -> bool {
-        let open = !self.breaker.allows();
+        let open = !self.write_breaker.allows();
         if open {
             self.metrics
                 .fleet

@@ -269,15 +269,19 @@ async fn a_client_cannot_pose_as_a_member() {
         fleet.answered_by(&served.cache_status),
         fleet.owner(3, &url)
     );
-    // A credentialed request that carries the marker is served where it arrived, never
-    // sent on (and so never trusted as a member's).
-    let marked = [alice[0], ("cdn-loop", "hoard-fleet")];
-    let here = get(&fleet.client(other), &url, &marked).await;
+    // The marker a client sends is removed, not obeyed: the request is routed like any
+    // other, and no node carries it on (where another member would trust it).
+    let marked = [alice[0], ("cdn-loop", "hoard-fleet; client=local")];
+    let routed = get(&fleet.client(other), &object(&origin, 4), &marked).await;
     assert_eq!(
-        fleet.answered_by(&here.cache_status),
-        other,
-        "{}",
-        here.cache_status
+        fleet.answered_by(&routed.cache_status),
+        fleet.owner(3, &object(&origin, 4))
+    );
+    assert!(
+        origin
+            .seen()
+            .iter()
+            .all(|seen| !seen.headers.contains_key("cdn-loop"))
     );
     // The fleet endpoints answer members only.
     let health = reqwest::Client::new()

@@ -58,19 +58,6 @@ async fn wait_for_objects(moto: &Moto, prefix: &str, count: usize) {
     }
 }
 
-/// A labelled sample from a node's `/_hoard/metrics` (0 when absent).
-async fn sample(addr: std::net::SocketAddr, series: &str) -> u64 {
-    let text = reqwest::get(format!("http://{addr}/_hoard/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0, |value| value.parse().unwrap())
-}
-
 #[tokio::test]
 async fn a_fleet_on_wiped_disks_serves_long_lived_objects_from_the_shared_tier() {
     let moto = Moto::start().await;
@@ -243,12 +230,12 @@ async fn a_store_that_does_not_answer_never_holds_requests_up() {
         let got = get(&node.client(), &origin.url(&format!("/long/{n}")), &[]).await;
         assert_eq!((got.status, got.body), (200, format!("object /long/{n}")));
     }
-    let timeouts = sample(
+    let timeouts = crate::support::metric(
         node.addr,
         r#"hoard_shared_tier_operations_total{operation="get",result="timeout"}"#,
     )
     .await;
-    let skipped = sample(
+    let skipped = crate::support::metric(
         node.addr,
         r#"hoard_shared_tier_operations_total{operation="get",result="circuit-open"}"#,
     )
@@ -260,5 +247,50 @@ async fn a_store_that_does_not_answer_never_holds_requests_up() {
         12,
         "every miss asked or skipped the store once"
     );
-    assert_eq!(sample(node.addr, "hoard_shared_tier_circuit_open").await, 1);
+    assert_eq!(
+        node.metric(r#"hoard_shared_tier_circuit_open{side="read"}"#)
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_purge_removes_the_shared_copy_too() {
+    let moto = Moto::start().await;
+    let origin = origin().await;
+    let flags = tier_flags(&moto, "purged");
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    flags.extend(["--access-log", "none"]);
+    let dir = tempfile::tempdir().unwrap();
+    let node = Process::start_on_port(dir.path(), 0, &flags, &moto.env());
+    let url = origin.url("/long/p");
+    get(&node.client(), &url, &[]).await;
+    wait_for_objects(&moto, "purged/", 1).await;
+    // PURGE through the proxy, naming the URL as its target.
+    let purged = node
+        .client()
+        .request(http::Method::from_bytes(b"PURGE").unwrap(), &url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purged.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !moto.objects("purged/").await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the shared copy outlived the purge"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // So a node on an empty disk asks the origin again rather than reading the old copy.
+    drop(node);
+    let empty = tempfile::tempdir().unwrap();
+    let node = Process::start_on_port(empty.path(), 0, &flags, &moto.env());
+    let got = get(&node.client(), &url, &[]).await;
+    assert!(
+        !got.cache_status.contains("shared-tier"),
+        "{}",
+        got.cache_status
+    );
+    assert_eq!(origin.seen().len(), 2);
 }
