@@ -370,3 +370,38 @@ async fn a_non_owner_keeps_very_hot_objects_briefly_only_when_asked_to() {
         after.cache_status
     );
 }
+
+#[tokio::test]
+async fn dns_members_are_resolved_and_this_node_finds_itself_among_them() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let peers = format!("dns:localhost:{port}");
+    let node = crate::support::process::Process::start_on_port(
+        dir.path(),
+        port,
+        &["--peers", &peers, "--access-log", "none"],
+        &[],
+    );
+    let text = reqwest::get(format!("http://{}/_hoard/stats", node.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let members = stats["fleet"].as_array().unwrap();
+    let me = members
+        .iter()
+        .find(|m| m["name"] == format!("http://127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("localhost's address is a member: {text}"));
+    assert_eq!(me["this_node"], true, "{text}");
+    // Every other address localhost has (::1) is a member too, and nobody listens there.
+    assert!(
+        members.iter().filter(|m| m["this_node"] == true).count() == 1,
+        "{text}"
+    );
+}
