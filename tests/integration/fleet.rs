@@ -386,13 +386,8 @@ async fn dns_members_are_resolved_and_this_node_finds_itself_among_them() {
         &["--peers", &peers, "--access-log", "none"],
         &[],
     );
-    let text = reqwest::get(format!("http://{}/_hoard/stats", node.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let stats = crate::support::stats(node.addr).await;
+    let text = stats.to_string();
     let members = stats["fleet"].as_array().unwrap();
     let me = members
         .iter()

@@ -123,13 +123,7 @@ impl Fleet {
         let deadline = Instant::now() + Duration::from_secs(15);
         for node in self.nodes.iter().flatten() {
             loop {
-                let text = reqwest::get(format!("http://{}/_hoard/stats", node.addr))
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                let stats: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let stats = super::stats(node.addr).await;
                 let fleet = stats["fleet"].as_array().cloned().unwrap_or_default();
                 let running: Vec<String> = (0..self.nodes.len())
                     .filter(|i| self.nodes[*i].is_some())

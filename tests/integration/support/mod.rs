@@ -29,6 +29,17 @@ pub(crate) async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} in {metrics}"))
 }
 
+/// hoard's `/_hoard/stats` at `addr`, parsed.
+pub(crate) async fn stats(addr: std::net::SocketAddr) -> serde_json::Value {
+    let text = reqwest::get(format!("http://{addr}/_hoard/stats"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// What a GET through hoard returned, with `Cache-Status` picked out.
 pub(crate) struct Got {
     pub(crate) status: u16,
