@@ -66,6 +66,8 @@ impl std::str::FromStr for PeerSource {
 pub struct Health {
     down: AtomicBool,
     failed_probes: AtomicU32,
+    /// A probe is in flight (a member that does not answer is not probed twice at once).
+    probing: AtomicBool,
 }
 
 /// Probes that must fail in a row before a member is marked down (one failed request
@@ -86,6 +88,15 @@ impl Health {
         if self.failed_probes.fetch_add(1, Ordering::Relaxed) + 1 >= PROBES_TO_MARK_DOWN {
             self.down.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Takes the member's probe slot; false when its last probe has not ended yet.
+    pub fn start_probe(&self) -> bool {
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_probe(&self) {
+        self.probing.store(false, Ordering::Release);
     }
 
     pub fn probe_succeeded(&self) {

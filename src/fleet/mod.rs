@@ -89,6 +89,9 @@ pub enum PeerError {
 }
 
 impl PeerError {
+    /// Every `kind`.
+    pub const KINDS: [&'static str; 4] = ["connect", "timeout", "failed", "not-member"];
+
     /// The metrics label.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -174,8 +177,22 @@ impl Fleet {
         )
         .await?;
         self.settings.store(Arc::new(settings));
-        self.membership.store(Arc::new(membership));
+        self.replace_membership(membership);
         Ok(())
+    }
+
+    /// Installs a new member list; the metric series of members that left go with them,
+    /// so a fleet whose pods come and go does not grow its metrics forever.
+    fn replace_membership(&self, membership: Membership) {
+        let old = self.membership.swap(Arc::new(membership));
+        let new = self.membership.load();
+        for gone in old
+            .members
+            .iter()
+            .filter(|m| !new.members.iter().any(|n| n.name == m.name))
+        {
+            self.metrics.fleet.forget_peer(&gone.name);
+        }
     }
 
     /// Resolves the list again (for `dns:` members).
@@ -190,7 +207,7 @@ impl Fleet {
         )
         .await
         {
-            Ok(membership) => self.membership.store(Arc::new(membership)),
+            Ok(membership) => self.replace_membership(membership),
             Err(e) => tracing::warn!(error = %e, "fleet: keeping the last member list"),
         }
     }
@@ -317,25 +334,20 @@ impl Fleet {
         futures_util::future::join_all(sends).await
     }
 
-    /// Tells the owner of `uri`, when it is another member, to forget it: an unsafe method
-    /// went to the origin from this node (RFC 9111 §4.4 at the node that stores it).
-    pub fn invalidate_at_owner(self: &Arc<Self>, cache_url: &str) {
-        let Some(owner) = self.owner_elsewhere(cache_url) else {
-            return;
-        };
+    /// Tells every other member to forget `cache_url`, in the background: an unsafe method
+    /// went to the origin from this node (RFC 9111 §4.4). The owner drops what it stores,
+    /// the others their hot copies and anything they stored while the owner was down.
+    pub fn invalidate_everywhere(self: &Arc<Self>, cache_url: &str) {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("url", cache_url)
             .finish();
-        let Some(head) = endpoint_head(
-            &owner,
-            http::Method::POST,
-            &format!("{FLEET_PREFIX}purge?{query}"),
-        ) else {
-            return;
-        };
+        let fleet = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = owner.pool.call(&head).await {
-                tracing::warn!(peer = &*owner.name, error = %e, "fleet: cannot invalidate at the owner");
+            let path = format!("{FLEET_PREFIX}purge?{query}");
+            for (peer, result) in fleet.tell_others(http::Method::POST, &path).await {
+                if let Err(e) = result {
+                    tracing::warn!(peer, error = %e, "fleet: cannot invalidate at a member");
+                }
             }
         });
     }
@@ -426,6 +438,18 @@ fn endpoint_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_kind_is_listed() {
+        let errors = [
+            PeerError::Connect(String::new()),
+            PeerError::Timeout(Duration::ZERO),
+            PeerError::Failed(String::new()),
+            PeerError::NotMember,
+        ];
+        let kinds: Vec<&str> = errors.iter().map(PeerError::kind).collect();
+        assert_eq!(kinds, PeerError::KINDS);
+    }
 
     #[test]
     fn the_marker_says_who_held_the_client_and_is_removed_alone() {

@@ -27,35 +27,36 @@ async fn probe_forever(fleet: Weak<Fleet>) {
         let Some(fleet) = fleet.upgrade() else { return };
         let membership = fleet.membership();
         let path = format!("{FLEET_PREFIX}health");
-        let probes = membership
-            .members
-            .iter()
-            .filter(|m| !m.is_self)
-            .map(|member| {
-                let head = endpoint_head(member, Method::GET, &path);
-                async move {
-                    let answered = match head {
-                        Some(head) => member.pool.call(&head).await,
-                        None => return,
-                    };
-                    match answered {
-                        Ok(StatusCode::OK) => {
-                            if !member.health.is_up() {
-                                tracing::info!(peer = &*member.name, "fleet: member is up");
-                            }
-                            member.health.probe_succeeded();
+        // Each member on its own task: one that does not answer (its probe waits out the
+        // peer timeout) must not delay noticing the others.
+        for member in membership.members.iter().filter(|m| !m.is_self) {
+            if !member.health.start_probe() {
+                continue;
+            }
+            let Some(head) = endpoint_head(member, Method::GET, &path) else {
+                member.health.end_probe();
+                continue;
+            };
+            let member = Arc::clone(member);
+            tokio::spawn(async move {
+                match member.pool.call(&head).await {
+                    Ok(StatusCode::OK) => {
+                        if !member.health.is_up() {
+                            tracing::info!(peer = &*member.name, "fleet: member is up");
                         }
-                        _ => {
-                            let was_up = member.health.is_up();
-                            member.health.probe_failed();
-                            if was_up && !member.health.is_up() {
-                                tracing::warn!(peer = &*member.name, "fleet: member is down");
-                            }
+                        member.health.probe_succeeded();
+                    }
+                    _ => {
+                        let was_up = member.health.is_up();
+                        member.health.probe_failed();
+                        if was_up && !member.health.is_up() {
+                            tracing::warn!(peer = &*member.name, "fleet: member is down");
                         }
                     }
                 }
+                member.health.end_probe();
             });
-        futures_util::future::join_all(probes).await;
+        }
     }
 }
 

@@ -133,6 +133,22 @@ impl FleetMetrics {
         }
     }
 
+    /// Drops every series of a member that left the fleet.
+    pub fn forget_peer(&self, peer: &str) {
+        let labels = PeerLabels {
+            peer: peer.to_owned(),
+        };
+        self.forwarded.remove(&labels);
+        self.latency.remove(&labels);
+        self.up.remove(&labels);
+        for reason in crate::fleet::PeerError::KINDS {
+            self.failures.remove(&PeerFailureLabels {
+                peer: peer.to_owned(),
+                reason,
+            });
+        }
+    }
+
     pub fn failed(&self, peer: &str, reason: &'static str) {
         self.failures
             .get_or_create(&PeerFailureLabels {

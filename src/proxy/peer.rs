@@ -1,7 +1,7 @@
 //! The proxy's side of the fleet (`--peers`): sending a cacheable request to the member
 //! that owns its URL and relaying the answer with this node's `Cache-Status` entry; serving
 //! what members send here (their forwarded requests and the `/_hoard/fleet/` endpoints);
-//! making a purge apply fleet-wide; and telling an owner when an unsafe method went to the
+//! making a purge apply fleet-wide; and telling the members when an unsafe method went to the
 //! origin from here. Where a URL goes is `fleet`'s decision; this module only acts on it.
 
 use std::sync::Arc;
@@ -112,8 +112,8 @@ impl Proxy {
         response
     }
 
-    /// After an unsafe method went to the origin from this node: the member that stores the
-    /// URL forgets it too (RFC 9111 §4.4).
+    /// After an unsafe method went to the origin from this node: every member forgets the
+    /// URL too (RFC 9111 §4.4), the owner above all.
     pub(super) fn invalidate_in_fleet(&self, uri: &http::Uri, status: StatusCode) {
         let Some(fleet) = &self.fleet else { return };
         if status.is_client_error() || status.is_server_error() {
@@ -123,7 +123,7 @@ impl Proxy {
             hot.clear();
         }
         if let Some(key) = CacheKey::from_uri(uri) {
-            fleet.invalidate_at_owner(key.url());
+            fleet.invalidate_everywhere(key.url());
         }
     }
 
