@@ -222,6 +222,12 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub peer_timeout: Duration,
 
+    /// A file holding the fleet's shared key: every member sends it to the others and requires
+    /// it, beside a member's source address, before it takes a request as a member's (for
+    /// networks where other hosts may share a member's address, such as behind NAT).
+    #[arg(long, value_name = "FILE")]
+    pub fleet_key_file: Option<PathBuf>,
+
     /// Keep a memory copy of a very hot object this node does not own (one asked of it 8
     /// times within a second) for this long, so a flash crowd does not all cross to one
     /// owner; `0s`: never (non-owners store nothing, like Traffic Server's

@@ -25,7 +25,7 @@ use http::{HeaderValue, Uri};
 use ipnet::IpNet;
 
 use crate::cache::{CacheSettings, PolicySettings};
-use crate::fleet::{FleetSettings, PeerSource};
+use crate::fleet::{FleetKey, FleetSettings, PeerSource};
 use crate::proxy::{AccessSettings, Mode, ProxySettings, ServerName};
 use crate::shared_tier::SharedTierSettings;
 use crate::upstream::UpstreamSettings;
@@ -43,6 +43,8 @@ pub enum ConfigError {
     SelfUrl(String),
     #[error("--peer-timeout ({0:?}) must be longer than --shared-tier-timeout ({1:?})")]
     PeerTimeout(Duration, Duration),
+    #[error("--fleet-key-file {0}: {1}")]
+    FleetKey(PathBuf, String),
     #[error("--shared-tier {0}")]
     SharedTier(String),
     #[error("--upstream-host needs --upstream")]
@@ -385,6 +387,16 @@ impl Args {
                     .transpose()?,
                 peer_timeout: self.peer_timeout,
                 hot_copy: self.peer_hot_copy,
+                key: self
+                    .fleet_key_file
+                    .map(|path| {
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|e| ConfigError::FleetKey(path.clone(), e.to_string()))?;
+                        FleetKey::new(&text).ok_or_else(|| {
+                            ConfigError::FleetKey(path, "empty, or not one line of text".into())
+                        })
+                    })
+                    .transpose()?,
             },
             shared_tier: self
                 .shared_tier

@@ -42,6 +42,10 @@ const FLEET_ID: &str = "hoard-fleet";
 /// it from a refusal by a node that does not count it as a member.
 pub const MEMBER_ANSWER: HeaderName = HeaderName::from_static("hoard-fleet");
 
+/// With `--fleet-key-file`: the fleet's shared key, sent on every request between members
+/// and required, beside a member's source address, for a request to count as a member's.
+pub const FLEET_KEY: HeaderName = HeaderName::from_static("hoard-fleet-key");
+
 /// The path prefix of the peer protocol's own endpoints, open to members only.
 pub const FLEET_PREFIX: &str = "/_hoard/fleet/";
 
@@ -64,6 +68,9 @@ pub struct FleetSettings {
     /// How long an owner may take to answer (connection and response head) before the
     /// receiving node serves the request itself.
     pub peer_timeout: Duration,
+    /// `--fleet-key-file`: the key every member sends and requires; `None`: members are
+    /// known by their source address alone.
+    pub key: Option<FleetKey>,
     /// `--peer-hot-copy`: how long a node keeps a copy of a very hot object it does not
     /// own (`hot.rs`); zero: never.
     pub hot_copy: Duration,
@@ -238,7 +245,45 @@ impl Fleet {
     /// from (`members::source_address`).
     pub fn from_member(&self, ip: IpAddr, headers: &http::HeaderMap) -> Option<ClientTrust> {
         let marker = marker_in(headers)?;
+        let settings = self.settings.load();
+        if let Some(key) = &settings.key
+            && !key.matches(headers.get(FLEET_KEY))
+        {
+            return None;
+        }
         self.membership.load().has_address(ip).then_some(marker)
+    }
+
+    /// The fields every request to a member carries: the hop marker and, when configured,
+    /// the fleet's key.
+    fn member_fields(&self, trust: ClientTrust) -> Vec<(HeaderName, HeaderValue)> {
+        let mut fields = vec![(CDN_LOOP, marker_value(trust))];
+        if let Some(key) = &self.settings.load().key {
+            fields.push((FLEET_KEY, key.0.clone()));
+        }
+        fields
+    }
+
+    /// A request for one of `member`'s `/_hoard/fleet/` endpoints.
+    fn endpoint_head(
+        &self,
+        member: &Member,
+        method: http::Method,
+        path_and_query: &str,
+    ) -> Option<http::request::Parts> {
+        let uri: http::Uri = format!("{}{path_and_query}", member.name).parse().ok()?;
+        let host = HeaderValue::from_str(uri.authority()?.as_str()).ok()?;
+        let mut request = http::Request::new(());
+        *request.method_mut() = method;
+        request.headers_mut().insert(http::header::HOST, host);
+        for (name, value) in self.member_fields(ClientTrust::Restricted) {
+            request.headers_mut().insert(name, value);
+        }
+        *request.uri_mut() = http::Uri::builder()
+            .path_and_query(uri.path_and_query()?.clone())
+            .build()
+            .ok()?;
+        Some(request.into_parts().0)
     }
 
     /// Each member's health and share of the keys (with equal weights, an equal part of
@@ -281,7 +326,7 @@ impl Fleet {
         trust: ClientTrust,
     ) -> Result<Response<ProxyBody>, PeerError> {
         let started = Instant::now();
-        let sent = member.pool.send(head, Some(marker_value(trust))).await;
+        let sent = member.pool.send(head, &self.member_fields(trust)).await;
         let peer: &str = &member.name;
         // Only an answer the member marked as a member's is one: anything else (a 403 from a
         // node that does not count this one as a member yet) is not relayed to the client.
@@ -322,7 +367,7 @@ impl Fleet {
             .iter()
             .filter(|m| !m.is_self)
             .map(|member| {
-                let head = endpoint_head(member, method.clone(), path_and_query);
+                let head = self.endpoint_head(member, method.clone(), path_and_query);
                 async move {
                     let result = match head {
                         Some(head) => member.pool.call(&head).await,
@@ -389,6 +434,7 @@ pub fn marker_in(headers: &http::HeaderMap) -> Option<ClientTrust> {
 /// node carry the marker to another member (whose trust in a member's source address would
 /// then take the client for a member). Other CDNs' entries stay (RFC 8586 §2).
 pub fn remove_marker(headers: &mut http::HeaderMap) {
+    headers.remove(FLEET_KEY);
     if !headers.contains_key(CDN_LOOP) {
         return;
     }
@@ -415,29 +461,62 @@ pub fn remove_marker(headers: &mut http::HeaderMap) {
     }
 }
 
-fn endpoint_head(
-    member: &Member,
-    method: http::Method,
-    path_and_query: &str,
-) -> Option<http::request::Parts> {
-    let uri: http::Uri = format!("{}{path_and_query}", member.name).parse().ok()?;
-    let host = HeaderValue::from_str(uri.authority()?.as_str()).ok()?;
-    let mut request = http::Request::new(());
-    *request.method_mut() = method;
-    request.headers_mut().insert(http::header::HOST, host);
-    request
-        .headers_mut()
-        .insert(CDN_LOOP, marker_value(ClientTrust::Restricted));
-    *request.uri_mut() = http::Uri::builder()
-        .path_and_query(uri.path_and_query()?.clone())
-        .build()
-        .ok()?;
-    Some(request.into_parts().0)
+/// The fleet's key (`--fleet-key-file`), kept out of `Debug` output.
+#[derive(Clone, PartialEq)]
+pub struct FleetKey(HeaderValue);
+
+impl FleetKey {
+    /// A key from the file's text (surrounding whitespace dropped); `None` when empty or
+    /// not a valid field value.
+    pub fn new(text: &str) -> Option<FleetKey> {
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        let mut value = HeaderValue::from_str(text).ok()?;
+        value.set_sensitive(true);
+        Some(FleetKey(value))
+    }
+
+    /// Whether `sent` is this key, compared in constant time.
+    fn matches(&self, sent: Option<&HeaderValue>) -> bool {
+        let (ours, theirs) = (
+            self.0.as_bytes(),
+            sent.map_or(&[][..], HeaderValue::as_bytes),
+        );
+        ours.len() == theirs.len()
+            && ours
+                .iter()
+                .zip(theirs)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for FleetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetKey(..)")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_compared_whole_and_never_printed() {
+        let key = FleetKey::new(" s3cret\n").unwrap();
+        assert!(key.matches(Some(&HeaderValue::from_static("s3cret"))));
+        for wrong in ["s3cre", "s3cret!", "S3cret", ""] {
+            assert!(
+                !key.matches(Some(&HeaderValue::from_static(wrong))),
+                "{wrong}"
+            );
+        }
+        assert!(!key.matches(None));
+        assert_eq!(format!("{key:?}"), "FleetKey(..)");
+        assert!(FleetKey::new("  \n").is_none());
+    }
 
     #[test]
     fn every_error_kind_is_listed() {

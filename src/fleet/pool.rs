@@ -10,14 +10,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
 
-use super::{CDN_LOOP, PeerError};
+use super::PeerError;
 use crate::body::{self, ProxyBody};
 
 /// Connections kept per member (idle, or still carrying a response body); more are closed
@@ -49,12 +50,12 @@ impl Pool {
     pub(super) async fn send(
         &self,
         head: &http::request::Parts,
-        marker: Option<HeaderValue>,
+        fields: &[(HeaderName, HeaderValue)],
     ) -> Result<Response<Incoming>, PeerError> {
         let request = || {
             let mut request = request_from(head);
-            if let Some(marker) = &marker {
-                request.headers_mut().append(CDN_LOOP, marker.clone());
+            for (name, value) in fields {
+                request.headers_mut().append(name, value.clone());
             }
             request
         };
@@ -87,7 +88,7 @@ impl Pool {
     /// Sends a request to one of the member's `/_hoard/fleet/` endpoints and reads the
     /// (small) answer whole, so that the connection can be used again.
     pub(super) async fn call(&self, head: &http::request::Parts) -> Result<StatusCode, PeerError> {
-        let response = self.send(head, None).await?;
+        let response = self.send(head, &[]).await?;
         let status = response.status();
         tokio::time::timeout(self.timeout, response.into_body().collect())
             .await

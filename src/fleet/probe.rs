@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use super::{FLEET_PREFIX, Fleet, PeerSource, endpoint_head};
+use super::{FLEET_PREFIX, Fleet, PeerSource};
 
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const REFRESH: Duration = Duration::from_secs(30);
@@ -33,7 +33,7 @@ async fn probe_forever(fleet: Weak<Fleet>) {
             if !member.health.start_probe() {
                 continue;
             }
-            let Some(head) = endpoint_head(member, Method::GET, &path) else {
+            let Some(head) = fleet.endpoint_head(member, Method::GET, &path) else {
                 member.health.end_probe();
                 continue;
             };

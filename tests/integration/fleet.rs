@@ -400,3 +400,66 @@ async fn dns_members_are_resolved_and_this_node_finds_itself_among_them() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn with_a_fleet_key_a_node_without_it_is_no_member() {
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "fleet-secret\n").unwrap();
+    let wrong = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(wrong.path(), "another-secret\n").unwrap();
+    let key_flags = |file: &tempfile::NamedTempFile| {
+        vec![
+            "--fleet-key-file".to_owned(),
+            file.path().to_str().unwrap().to_owned(),
+        ]
+    };
+    let fleet = Fleet::start_each(
+        3,
+        &[],
+        vec![key_flags(&key), key_flags(&key), key_flags(&wrong)],
+        Vec::new(),
+    )
+    .await;
+    let origin = origin().await;
+    // A URL node 0 owns, asked of node 1 (same key) and of node 2 (wrong key).
+    let url = (0..)
+        .map(|n| object(&origin, n))
+        .find(|url| fleet.owner(3, url) == 0)
+        .unwrap();
+    let good = get(&fleet.client(1), &url, &[]).await;
+    assert_eq!(
+        fleet.answered_by(&good.cache_status),
+        0,
+        "{}",
+        good.cache_status
+    );
+    // Node 0 does not take node 2's requests for a member's: node 2 serves it itself, and
+    // its client never sees node 0's refusal.
+    let refused = get(&fleet.client(2), &url, &[]).await;
+    assert_eq!(refused.status, 200);
+    assert_eq!(
+        fleet.answered_by(&refused.cache_status),
+        2,
+        "{}",
+        refused.cache_status
+    );
+    // Its probes are refused too: node 2 marks the members with the other key down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = crate::support::stats(fleet.node(2).addr).await;
+        let members = stats["fleet"].as_array().unwrap().clone();
+        let down = members.iter().filter(|m| m["up"] == false).count();
+        if down == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The key never leaves the fleet.
+    assert!(
+        origin
+            .seen()
+            .iter()
+            .all(|seen| !seen.headers.contains_key("hoard-fleet-key"))
+    );
+}

@@ -16,6 +16,8 @@ pub(crate) struct Fleet {
     dirs: Vec<tempfile::TempDir>,
     config: tempfile::NamedTempFile,
     flags: Vec<String>,
+    /// Flags for one node only, by index.
+    node_flags: Vec<Vec<String>>,
     env: Vec<(String, String)>,
 }
 
@@ -31,6 +33,16 @@ impl Fleet {
         flags: &[&str],
         env: Vec<(String, String)>,
     ) -> Fleet {
+        Fleet::start_each(members, flags, Vec::new(), env).await
+    }
+
+    /// Like `start`, node `i` also getting `node_flags[i]`.
+    pub(crate) async fn start_each(
+        members: usize,
+        flags: &[&str],
+        node_flags: Vec<Vec<String>>,
+        env: Vec<(String, String)>,
+    ) -> Fleet {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -42,6 +54,7 @@ impl Fleet {
             dirs: (0..members).map(|_| tempfile::tempdir().unwrap()).collect(),
             config: tempfile::NamedTempFile::new().unwrap(),
             flags: flags.iter().map(|f| f.to_string()).collect(),
+            node_flags,
             env,
         };
         fleet.write_members(members);
@@ -49,7 +62,12 @@ impl Fleet {
             let node = fleet.spawn(i);
             fleet.nodes.push(Some(node));
         }
-        fleet.wait_until_up(members).await;
+        // Nodes started with flags of their own may disagree with the others on purpose:
+        // only the others are waited for.
+        let alike: Vec<usize> = (0..members)
+            .filter(|i| fleet.node_flags.get(*i) == fleet.node_flags.first())
+            .collect();
+        fleet.wait_until_up_on(&alike, members).await;
         fleet
     }
 
@@ -87,6 +105,9 @@ impl Fleet {
         let mut flags: Vec<&str> =
             vec!["--bind", &ip, "--config", &config, "--allow", "127.0.0.0/8"];
         flags.extend(self.flags.iter().map(String::as_str));
+        if let Some(own) = self.node_flags.get(i) {
+            flags.extend(own.iter().map(String::as_str));
+        }
         Process::start_on_port(self.dirs[i].path(), self.port, &flags, &self.env)
     }
 
@@ -120,14 +141,24 @@ impl Fleet {
 
     /// Waits until every running node sees `members` members, every running one up.
     pub(crate) async fn wait_until_up(&self, members: usize) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect();
+        self.wait_until_up_on(&running, members).await;
+    }
+
+    /// Waits until each node in `nodes` sees `members` members, and every one of `nodes`
+    /// that runs up.
+    pub(crate) async fn wait_until_up_on(&self, nodes: &[usize], members: usize) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        for node in self.nodes.iter().flatten() {
+        for node in nodes.iter().filter_map(|i| self.nodes[*i].as_ref()) {
             loop {
                 let stats = super::stats(node.addr).await;
                 let fleet = stats["fleet"].as_array().cloned().unwrap_or_default();
-                let running: Vec<String> = (0..self.nodes.len())
-                    .filter(|i| self.nodes[*i].is_some())
-                    .map(|i| format!("http://{}:{}", Fleet::ip(i), self.port))
+                let running: Vec<String> = nodes
+                    .iter()
+                    .filter(|i| self.nodes[**i].is_some())
+                    .map(|i| format!("http://{}:{}", Fleet::ip(*i), self.port))
                     .collect();
                 let ready = fleet.len() == members
                     && fleet.iter().all(|m| {
