@@ -61,6 +61,22 @@ impl Cache {
         }
     }
 
+    /// Publishes the entry of a body now in the tiers. When an invalidation came in between
+    /// (`Superseded`) or the index could not record it (`Failed`: a full or read-only disk,
+    /// so the body would be unreachable after a restart) it is counted and its body removed.
+    pub(super) fn publish(&self, entry: Arc<StoredResponse>, generation: Generation) -> Published {
+        let published = self.index.insert_durable(Arc::clone(&entry), generation);
+        match published {
+            Published::Yes => return published,
+            Published::Superseded => self.count_not_stored(NotStorable::Invalidated),
+            Published::Failed => {
+                self.store_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let _ = self.tiers.remove(entry.body);
+        published
+    }
+
     /// Stores the origin's response if allowed (streaming it to the client meanwhile) and
     /// answers a client conditional from it.
     pub(super) fn admit_and_answer(
@@ -161,24 +177,14 @@ impl Cache {
                 entry.body_len = len;
                 entry.checksum = checksum;
                 let entry = Arc::new(entry);
-                let result = match cache.index.insert_durable(Arc::clone(&entry), generation) {
+                let result = match cache.publish(Arc::clone(&entry), generation) {
                     Published::Yes => {
                         cache.offer_to_shared_tier(entry);
                         FillResult::Stored
                     }
-                    Published::Superseded => {
-                        cache.count_not_stored(NotStorable::Invalidated);
-                        let _ = cache.tiers.remove(body_id);
-                        FillResult::NotStored
-                    }
-                    Published::Failed => {
-                        // The index could not record it (a full or read-only disk): the
-                        // body would be unreachable after a restart, so it is not kept now
-                        // either; followers retry.
-                        cache.store_failures.fetch_add(1, Ordering::Relaxed);
-                        let _ = cache.tiers.remove(body_id);
-                        return;
-                    }
+                    Published::Superseded => FillResult::NotStored,
+                    // Followers retry.
+                    Published::Failed => return,
                 };
                 if let Some(lock) = lock {
                     lock.finish(result);

@@ -205,13 +205,7 @@ impl Cache {
         let on_done = Box::new(move |written: Option<(u64, [u8; 32])>| {
             let published = written.and_then(|_| {
                 let entry = Arc::new(entry);
-                match cache.index.insert_durable(Arc::clone(&entry), generation) {
-                    Published::Yes => Some(entry),
-                    _ => {
-                        let _ = cache.tiers.remove(entry.body);
-                        None
-                    }
-                }
+                (cache.publish(Arc::clone(&entry), generation) == Published::Yes).then_some(entry)
             });
             let _ = done.send(published);
         });
