@@ -411,7 +411,7 @@ fn marker_value(trust: ClientTrust) -> HeaderValue {
 }
 
 /// The fleet's entry in a `CDN-Loop` field, if there is one.
-pub fn marker_in(headers: &http::HeaderMap) -> Option<ClientTrust> {
+fn marker_in(headers: &http::HeaderMap) -> Option<ClientTrust> {
     headers
         .get_all(CDN_LOOP)
         .iter()

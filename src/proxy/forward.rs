@@ -167,8 +167,9 @@ impl Proxy {
                 // Boxed, and only when the request goes to another member: a hit here
                 // should not pay for moving the peer exchange's future.
                 match super::peer::owned_elsewhere(fleet, &forward.request) {
-                    Some(key) => {
-                        match Box::pin(self.via_owner(fleet, key, forward, origin, exchange)).await
+                    Some(route) => {
+                        match Box::pin(self.via_owner(fleet, route, forward, origin, exchange))
+                            .await
                         {
                             Ok(response) => return Ok(response),
                             Err(forward) => forward,

@@ -16,19 +16,18 @@ use crate::admin::{self, AdminRequest};
 use crate::body::{self, ProxyBody};
 use crate::cache::{CacheKey, CacheOutcome, CacheStatus, control::CacheControl};
 use crate::exchange::Exchange;
-use crate::fleet::{self, ClientTrust, FLEET_PREFIX, Fleet, HotCopies, HotCopy, PeerError};
+use crate::fleet::{self, ClientTrust, FLEET_PREFIX, Fleet, HotCopies, HotCopy, Member, PeerError};
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 impl Proxy {
-    /// Sends `forward` (whose URL `owned_elsewhere` gave) to the member that owns it (or,
-    /// when that one is down or does not answer, to the next candidate) and returns the
-    /// member's answer; gives the request back when no member answered, for this node to
-    /// serve.
+    /// Sends `forward` to `owner`, the member `owned_elsewhere` named for its URL `key` (or,
+    /// when that one does not answer, to the next candidate) and returns the member's
+    /// answer; gives the request back when no member answered, for this node to serve.
     pub(super) async fn via_owner(
         &self,
         fleet: &Fleet,
-        key: CacheKey,
+        (key, owner): (CacheKey, Arc<Member>),
         forward: ForwardRequest,
         origin: &OriginClient,
         exchange: &mut Exchange,
@@ -51,8 +50,9 @@ impl Proxy {
         };
         // The owner, then (it is marked down when it fails) the next candidate; past those
         // this node serves the request itself.
+        let mut next = Some(owner);
         for _ in 0..2 {
-            let Some(member) = fleet.owner_elsewhere(key.url()) else {
+            let Some(member) = next.take() else {
                 break;
             };
             let response = match fleet.forward(&member, &parts, trust).await {
@@ -60,7 +60,10 @@ impl Proxy {
                 // Slow rather than gone (say, busy with a slow origin): served here, and the
                 // owner keeps its keys.
                 Err(PeerError::Timeout(_)) => break,
-                Err(_) => continue,
+                Err(_) => {
+                    next = fleet.owner_elsewhere(key.url());
+                    continue;
+                }
             };
             let (mut head, mut body) = response.into_parts();
             headers::remove_hop_by_hop(&mut head.headers);
@@ -233,24 +236,28 @@ async fn keep_copy(
     }
 }
 
-/// The key of `request` when it goes to another member: a request a shared cache may
-/// answer, for a URL this node does not own. Cheap and allocation-light, as every request
-/// of a fleet node asks it.
-pub(super) fn owned_elsewhere(fleet: &Fleet, request: &Request<ProxyBody>) -> Option<CacheKey> {
+/// The key of `request` and the member to send it to, when it goes to another member: a
+/// request a shared cache may answer, for a URL this node does not own. Cheap and
+/// allocation-light, as every request of a fleet node asks it.
+pub(super) fn owned_elsewhere(
+    fleet: &Fleet,
+    request: &Request<ProxyBody>,
+) -> Option<(CacheKey, Arc<Member>)> {
     if !routable(request) {
         return None;
     }
     let key = CacheKey::from_uri(request.uri())?;
-    fleet.owner_elsewhere(key.url()).map(|_| key)
+    let owner = fleet.owner_elsewhere(key.url())?;
+    Some((key, owner))
 }
 
 /// Whether a shared cache may answer the request, so that it goes to the URL's owner: GET
-/// or HEAD without a body, no credentials (RFC 9111 §3.5), not `no-store`, and not already
-/// sent on inside the fleet (a member not trusted by its address, or a loop).
+/// or HEAD without a body, no credentials (RFC 9111 §3.5), not `no-store`. (A member's own
+/// requests never get here: `fetch` serves `RequestMode::Peer` itself, and a client's
+/// fleet marker is removed on the way in.)
 fn routable(request: &Request<ProxyBody>) -> bool {
     matches!(*request.method(), Method::GET | Method::HEAD)
         && hyper::body::Body::is_end_stream(request.body())
         && !request.headers().contains_key(header::AUTHORIZATION)
-        && fleet::marker_in(request.headers()).is_none()
         && !CacheControl::parse_request(request.headers()).no_store
 }
