@@ -32,6 +32,7 @@ pub use index::{IndexDamage, IndexRebuilt, LoadReport};
 pub use key::CacheKey;
 pub use outcome::{CacheOutcome, CacheStatus, Served};
 pub use policy::{NotStorable, PolicySettings};
+pub use revalidate::CONDITIONALS;
 /// Why `Cache::verify` found a stored body bad (missing and corrupt ones are removed; an
 /// unreadable one is kept, as the disk may recover).
 pub use storage::BodyError as VerifyError;

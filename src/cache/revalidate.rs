@@ -245,7 +245,7 @@ pub(super) fn without_conditionals(mut request: Request<ProxyBody>) -> Request<P
 }
 
 /// A request's validators (RFC 9110 §13.1), `If-Range` apart.
-pub(super) const CONDITIONALS: [header::HeaderName; 4] = [
+pub const CONDITIONALS: [header::HeaderName; 4] = [
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
     header::IF_MATCH,

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, StatusCode};
 
+use crate::cache::CONDITIONALS;
 use crate::cache::control::CacheControl;
 
 /// Requests within one second that make a URL hot.
@@ -184,20 +185,18 @@ impl HotCopies {
 /// directives, no credentials.
 fn plain<B>(request: &Request<B>) -> bool {
     let headers = request.headers();
+    const OTHERS: [header::HeaderName; 5] = [
+        header::RANGE,
+        header::IF_RANGE,
+        header::CACHE_CONTROL,
+        header::PRAGMA,
+        header::AUTHORIZATION,
+    ];
     matches!(*request.method(), http::Method::GET | http::Method::HEAD)
-        && [
-            header::RANGE,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_MATCH,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_RANGE,
-            header::CACHE_CONTROL,
-            header::PRAGMA,
-            header::AUTHORIZATION,
-        ]
-        .iter()
-        .all(|field| !headers.contains_key(field))
+        && CONDITIONALS
+            .iter()
+            .chain(&OTHERS)
+            .all(|field| !headers.contains_key(field))
 }
 
 #[cfg(test)]
