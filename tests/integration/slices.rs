@@ -92,6 +92,12 @@ async fn get_range(client: &reqwest::Client, url: &str, range: &str) -> reqwest:
     client.get(url).header("range", range).send().await.unwrap()
 }
 
+/// Asserts that `response` was answered from the cache.
+fn assert_hit(response: &reqwest::Response) {
+    let status = response.headers()["cache-status"].to_str().unwrap();
+    assert!(status.contains("; hit"), "{status:?}");
+}
+
 #[tokio::test]
 async fn a_range_fetches_only_the_slices_it_covers_and_later_ranges_reuse_them() {
     let origin = ranged_origin(Arc::new(AtomicU64::new(1)), true).await;
@@ -120,14 +126,7 @@ async fn a_range_fetches_only_the_slices_it_covers_and_later_ranges_reuse_them()
 
     // A range inside them needs the origin no more.
     let again = get_range(&client, &url, "bytes=1600000-2200000").await;
-    assert!(
-        again.headers()["cache-status"]
-            .to_str()
-            .unwrap()
-            .contains("; hit"),
-        "{:?}",
-        again.headers()["cache-status"]
-    );
+    assert_hit(&again);
     assert_eq!(again.bytes().await.unwrap(), bytes(1, 1_600_000, 2_200_000));
     assert_eq!(origin.seen().len(), 2, "{:?}", ranges_seen(&origin));
 
@@ -252,14 +251,7 @@ async fn a_whole_get_of_a_sliced_object_is_completed_from_its_slices() {
 
     // All five slices are stored now: the next whole GET needs no origin.
     let again = client.get(&url).send().await.unwrap();
-    assert!(
-        again.headers()["cache-status"]
-            .to_str()
-            .unwrap()
-            .contains("; hit"),
-        "{:?}",
-        again.headers()["cache-status"]
-    );
+    assert_hit(&again);
     assert_eq!(again.bytes().await.unwrap(), bytes(1, 0, LEN - 1));
     assert_eq!(origin.seen().len(), 5);
 }
@@ -393,14 +385,7 @@ async fn slices_with_validators_only_are_revalidated_and_kept() {
         .await
         .unwrap();
     let again = get_range(&client, &url, "bytes=10-20").await;
-    assert!(
-        again.headers()["cache-status"]
-            .to_str()
-            .unwrap()
-            .contains("; hit"),
-        "{:?}",
-        again.headers()["cache-status"]
-    );
+    assert_hit(&again);
     // A client's no-cache revalidates; the 304 keeps the slice for the next one.
     let forced = client
         .get(&url)
@@ -411,12 +396,5 @@ async fn slices_with_validators_only_are_revalidated_and_kept() {
         .unwrap();
     assert_eq!(forced.bytes().await.unwrap(), bytes(1, 10, 20));
     let after = get_range(&client, &url, "bytes=10-20").await;
-    assert!(
-        after.headers()["cache-status"]
-            .to_str()
-            .unwrap()
-            .contains("; hit"),
-        "{:?}",
-        after.headers()["cache-status"]
-    );
+    assert_hit(&after);
 }

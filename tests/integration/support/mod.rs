@@ -14,14 +14,19 @@ pub(crate) mod tls;
 pub(crate) use origin::Origin;
 pub(crate) use proxy::Hoard;
 
-/// The value of a metric without labels, from hoard's `/_hoard/metrics` at `addr`.
-pub(crate) async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
-    let metrics = reqwest::get(format!("http://{addr}/_hoard/metrics"))
+/// The text of hoard's admin page `path` (`metrics`, `stats`) at `addr`.
+async fn admin_page(addr: std::net::SocketAddr, path: &str) -> String {
+    reqwest::get(format!("http://{addr}/_hoard/{path}"))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The value of a metric without labels, from hoard's `/_hoard/metrics` at `addr`.
+pub(crate) async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let metrics = admin_page(addr, "metrics").await;
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
@@ -31,13 +36,7 @@ pub(crate) async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
 
 /// hoard's `/_hoard/stats` at `addr`, parsed.
 pub(crate) async fn stats(addr: std::net::SocketAddr) -> serde_json::Value {
-    let text = reqwest::get(format!("http://{addr}/_hoard/stats"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(&admin_page(addr, "stats").await).unwrap()
 }
 
 /// What a GET through hoard returned, with `Cache-Status` picked out.
