@@ -76,6 +76,7 @@ fn hit_path(c: &mut Criterion) {
     });
 
     let entry = StoredResponse {
+        spelling: None,
         key: CacheKey::from_uri(&uri).unwrap(),
         vary: Vec::new(),
         status: StatusCode::OK,

@@ -65,6 +65,15 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// The record of a request whose head could not be parsed: method `NONE` and target `*`,
+    /// as Squid logs one.
+    pub fn unparsed(client: SocketAddr, mode: RequestMode) -> Exchange {
+        let mut request = Request::new(());
+        *request.method_mut() = Method::from_bytes(b"NONE").expect("a token");
+        *request.uri_mut() = Uri::from_static("*");
+        Exchange::begin(&request, client, mode)
+    }
+
     /// The record of `request` as it arrives; the rest is filled in as it is handled.
     pub fn begin<B>(request: &Request<B>, client: SocketAddr, mode: RequestMode) -> Exchange {
         Exchange {

@@ -1,6 +1,7 @@
 //! hoard: a caching HTTP proxy.
 //!
-//! A request meets the modules in this order: `server` (accept, HTTP/1.1) → `proxy` (decide
+//! A request meets the modules in this order: `server` (accept) → `http1` (hoard's own
+//! client-facing HTTP/1.1) → `proxy` (decide
 //! the mode, check and rewrite heads, answer errors) → `cache` (answer from storage, or ask
 //! the origin and store) → `upstream` (pooled, policy-checked origin connections). It comes
 //! back as the response and one `exchange::Exchange`, the record of what happened, which
@@ -14,6 +15,7 @@ pub mod cache_tool;
 pub mod config;
 pub mod exchange;
 pub mod fleet;
+pub mod http1;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

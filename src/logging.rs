@@ -378,6 +378,19 @@ impl LoggedBody {
     }
 }
 
+impl crate::http1::FileBody for LoggedBody {
+    fn file(&mut self) -> Option<crate::http1::FileRegion<'_>> {
+        self.inner.file_region()
+    }
+
+    fn sent_from_file(&mut self, bytes: u64) {
+        let complete = Some(bytes) == self.inner.size_hint().exact();
+        self.inner.sent_from_file();
+        self.bytes += bytes;
+        self.complete = complete;
+    }
+}
+
 impl Body for LoggedBody {
     type Data = Bytes;
     type Error = BoxError;

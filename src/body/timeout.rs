@@ -44,7 +44,7 @@ where
         TimeLimit::Total { deadline, .. } => tokio::time::sleep_until(deadline),
         TimeLimit::Idle(idle) => tokio::time::sleep(idle),
     };
-    http_body_util::BodyExt::boxed_unsync(TimeLimited {
+    super::stream(TimeLimited {
         inner: body,
         expires,
         limit,

@@ -18,6 +18,7 @@ use super::respond::from_origin;
 use super::storage::new_body_id;
 use super::{Cache, CacheKey, CacheStatus, Served, StoredResponse, entry, fill, key, slice};
 use crate::body::{self, ProxyBody};
+use crate::http1::HeaderCase;
 
 /// Everything about the request that admitting its response needs.
 pub(super) struct Admission {
@@ -154,6 +155,7 @@ impl Cache {
         );
         let body_id = new_body_id();
         let mut entry = StoredResponse {
+            spelling: parts.extensions.get::<Arc<HeaderCase>>().cloned(),
             vary: key::vary_values(&head.headers, &vary_fields),
             key: admission.key,
             status: parts.status,

@@ -2,6 +2,8 @@
 //! values it varies on, freshness, where and how long its body is, its checksum), and its
 //! encoding for the persistent index.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue};
@@ -10,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::key::CacheKey;
 use super::policy::Freshness;
 use super::storage::{BodyId, BodyRef};
+use crate::http1::HeaderCase;
 
 /// A cached response without its body.
 #[derive(Debug, Clone)]
@@ -22,6 +25,9 @@ pub struct StoredResponse {
     pub reason: Option<Bytes>,
     /// The origin's header fields minus hop-by-hop ones, in order, repeats kept.
     pub headers: HeaderMap,
+    /// How the origin spelled the names of `headers`, when not all lowercase. Stored as the
+    /// names themselves (a record written before spelling was kept reads back lowercase).
+    pub spelling: Option<Arc<HeaderCase>>,
     pub freshness: Freshness,
     pub body: BodyId,
     pub body_len: u64,
@@ -117,7 +123,14 @@ impl StoredResponse {
             headers: self
                 .headers
                 .iter()
-                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+                .map(|(name, value)| {
+                    let spelled = match &self.spelling {
+                        Some(case) => case.spelling(name),
+                        None => name.as_str().as_bytes(),
+                    };
+                    let spelled = String::from_utf8_lossy(spelled).into_owned();
+                    (spelled, value.as_bytes().to_vec())
+                })
                 .collect(),
             freshness: FreshnessRecord::from(&self.freshness),
             body: self.body,
@@ -139,7 +152,9 @@ impl StoredResponse {
                 .map_err(|_| DecodeError::Field("header name"))?;
             headers.append(name, value.map_err(|_| DecodeError::Field("header value"))?);
         }
+        let spelling = HeaderCase::from_names(record.headers.iter().map(|(n, _)| n.as_bytes()));
         Ok(StoredResponse {
+            spelling: (!spelling.is_empty()).then(|| Arc::new(spelling)),
             key: CacheKey::from_url(record.url),
             vary: record.vary,
             status: StatusCode::from_u16(record.status)
@@ -242,6 +257,7 @@ mod tests {
         headers.append("x-b", HeaderValue::from_static("b"));
         headers.append("set-cookie", HeaderValue::from_static("c=2"));
         StoredResponse {
+            spelling: None,
             key: CacheKey::from_url("http://h/p".into()),
             vary: vec![
                 ("accept".into(), Some("text/html".into())),

@@ -44,7 +44,7 @@ pub(super) fn tee(tasks: &TaskTracker, body: ProxyBody, job: FillJob) -> ProxyBo
     let ended = Arc::new(AtomicBool::new(false));
     let writer_ended = ended.clone();
     tasks.spawn_blocking(move || write_body(receiver, &writer_ended, job));
-    http_body_util::BodyExt::boxed_unsync(TeeBody {
+    crate::body::stream(TeeBody {
         inner: body,
         sender: Some(PollSender::new(sender)),
         ended,

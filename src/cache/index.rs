@@ -406,6 +406,7 @@ mod tests {
         headers.insert("cache-control", HeaderValue::from_static("max-age=600"));
         headers.insert("content-type", HeaderValue::from_static("text/html"));
         Arc::new(StoredResponse {
+            spelling: None,
             key: CacheKey::from_url(format!("http://example.com/item/{i}")),
             vary: Vec::new(),
             status: StatusCode::OK,

@@ -14,6 +14,7 @@ use super::range::{self, RangeAnswer};
 use super::storage::BodyError;
 use super::{Cache, CacheOutcome, CacheStatus, Served, StoredResponse};
 use crate::body::{self, ProxyBody};
+use crate::http1::HeaderCase;
 
 impl Cache {
     /// Builds the response for a stored entry: `Age`, `Cache-Status`, a 304 for a matching
@@ -40,6 +41,7 @@ impl Cache {
                 headers,
                 body::empty(),
                 &status,
+                entry.spelling.as_ref(),
             ));
         }
         let len = entry.body_len;
@@ -69,6 +71,7 @@ impl Cache {
                     headers,
                     body::empty(),
                     &status,
+                    entry.spelling.as_ref(),
                 ));
             }
         };
@@ -79,7 +82,14 @@ impl Cache {
         } else {
             self.body(entry, span).await?
         };
-        Some(build(code, reason, headers, body, &status))
+        Some(build(
+            code,
+            reason,
+            headers,
+            body,
+            &status,
+            entry.spelling.as_ref(),
+        ))
     }
 
     /// The stored body bytes `start..end`, from whichever tier has it. `None` when it is
@@ -124,8 +134,12 @@ pub(super) fn build(
     headers: HeaderMap,
     body: ProxyBody,
     cache_status: &CacheStatus,
+    spelling: Option<&Arc<HeaderCase>>,
 ) -> Served {
     let mut response = Response::new(body);
+    if let Some(spelling) = spelling {
+        response.extensions_mut().insert(Arc::clone(spelling));
+    }
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {

@@ -291,6 +291,7 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert("content-type", "text/plain".parse().unwrap());
         StoredResponse {
+            spelling: None,
             key: CacheKey::from_url(url.to_owned()),
             vary: Vec::new(),
             status: http::StatusCode::OK,

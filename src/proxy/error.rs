@@ -60,6 +60,9 @@ pub enum ProxyError {
     AdminElsewhere(std::net::SocketAddr),
     #[error("request framing: {0}")]
     Framing(#[from] crate::body::FramingError),
+    /// A head the client connection could not parse (it closes after the answer).
+    #[error(transparent)]
+    Head(#[from] crate::http1::HeadError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -89,6 +92,7 @@ impl ProxyError {
                 StatusCode::NOT_IMPLEMENTED
             }
             ProxyError::Framing(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Head(e) => e.status(),
             ProxyError::Upstream(UpstreamError::RequestBody {
                 too_large: true, ..
             }) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -138,8 +142,10 @@ impl ProxyError {
                     http::HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
                 );
             }
-            // The rest of the connection cannot be trusted to be framed as hyper read it.
-            ProxyError::Framing(_) | ProxyError::Upstream(UpstreamError::RequestBody { .. }) => {
+            // The rest of the connection cannot be trusted to be framed as it was read.
+            ProxyError::Framing(_)
+            | ProxyError::Head(_)
+            | ProxyError::Upstream(UpstreamError::RequestBody { .. }) => {
                 headers.insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),

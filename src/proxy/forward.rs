@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::http1::RequestBody;
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 
 use super::{Mode, OriginClient, Proxy, ProxyError, Rules, headers};
 use crate::body::{self, ProxyBody};
@@ -83,7 +83,7 @@ impl Proxy {
     pub(super) fn forward_request(
         &self,
         rules: &Rules,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         client: SocketAddr,
     ) -> Result<ForwardRequest, ProxyError> {
         let (mut parts, incoming) = request.into_parts();
@@ -201,7 +201,7 @@ impl Proxy {
 }
 
 /// The client's body, cut off with an error past `--max-request-body` (0: no limit).
-fn limited(incoming: Incoming, max_request_body: u64) -> ProxyBody {
+fn limited(incoming: RequestBody, max_request_body: u64) -> ProxyBody {
     match usize::try_from(max_request_body) {
         Ok(limit) if limit > 0 => body::stream(http_body_util::Limited::new(incoming, limit)),
         _ => body::stream(incoming),

@@ -38,10 +38,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::http1::RequestBody;
 use http::header::{self, HeaderValue};
 use http::uri::Scheme;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::admin;
@@ -263,7 +263,7 @@ impl Proxy {
     /// `--request-timeout` (headers and body) is applied here.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         connection: &ClientConnection,
     ) -> Handled {
         let mode = self.mode_of(&request, connection);
@@ -284,7 +284,7 @@ impl Proxy {
 
     async fn handle_in_span(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         mode: RequestMode,
         connection: &ClientConnection,
     ) -> Handled {
@@ -335,6 +335,25 @@ impl Proxy {
         }
     }
 
+    /// The answer to a head the client connection could not parse, with its record.
+    pub fn refuse(&self, error: crate::http1::HeadError, connection: &ClientConnection) -> Handled {
+        let mode = match (connection.listener, &self.mode) {
+            (Listener::Admin, _) => RequestMode::Admin,
+            (_, Mode::Reverse { .. }) => RequestMode::Reverse,
+            _ => RequestMode::Forward,
+        };
+        let mut exchange = Exchange::unparsed(connection.peer, mode);
+        let error = ProxyError::from(error);
+        tracing::info!(client = %connection.peer, %error, "request refused");
+        let response = error.into_response();
+        exchange.status = response.status();
+        Handled {
+            response,
+            exchange,
+            tunnel: None,
+        }
+    }
+
     /// How a request reached hoard (forward, reverse, gateway, tunnel, admin), for routing
     /// and for the access log and metrics. The mode comes from the configuration and the
     /// listener, never from the request alone: in reverse mode every request goes to the
@@ -367,7 +386,7 @@ impl Proxy {
 
     async fn route(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         exchange: &mut Exchange,
         connection: &ClientConnection,
     ) -> Result<Reply, ProxyError> {
@@ -505,7 +524,7 @@ impl Proxy {
     async fn gateway(
         &self,
         rules: &Rules,
-        mut request: Request<Incoming>,
+        mut request: Request<RequestBody>,
         origin: &Arc<OriginClient>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use crate::http1::RequestBody;
 use http::header::{self, HeaderName};
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use super::forward::ForwardRequest;
 use super::{Mode, OriginClient, Proxy, ProxyError, headers};
@@ -134,7 +134,7 @@ impl Proxy {
     /// serve from this node's cache (never sent on again), or a `/_hoard/fleet/` endpoint.
     pub(super) async fn serve_member(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let Some(fleet) = &self.fleet else {
@@ -163,7 +163,7 @@ impl Proxy {
     /// (a purge another member was given, applied here only).
     async fn fleet_endpoint(
         &self,
-        request: &Request<Incoming>,
+        request: &Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let path = request.uri().path();
         match (request.method(), path.strip_prefix(FLEET_PREFIX)) {

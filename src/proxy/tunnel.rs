@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::http1::{NotUpgraded, OnUpgrade, RequestBody};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
@@ -96,7 +95,7 @@ pub(super) struct TunnelSettings<'a> {
 }
 
 pub(super) async fn open(
-    request: Request<Incoming>,
+    mut request: Request<RequestBody>,
     settings: TunnelSettings<'_>,
     slot: &ConnectionSlot,
     tunnels: &Tunnels,
@@ -141,10 +140,15 @@ pub(super) async fn open(
     let closing = tunnels.closing.clone();
     let idle_timeout = settings.idle_timeout;
     let client = tracing::Span::current();
+    let upgrade = request.extensions_mut().remove::<OnUpgrade>();
     tunnels.tracker.spawn(async move {
         let _permit = permit;
-        let summary = match hyper::upgrade::on(request).await {
-            Ok(upgraded) => relay(TokioIo::new(upgraded), target, idle_timeout, closing).await,
+        let upgraded = match upgrade {
+            Some(upgrade) => upgrade.wait().await,
+            None => Err(NotUpgraded),
+        };
+        let summary = match upgraded {
+            Ok(upgraded) => relay(upgraded, target, idle_timeout, closing).await,
             Err(e) => {
                 tracing::debug!(parent: &client, %host, error = %e, "CONNECT: client went away before the tunnel opened");
                 TunnelSummary {

@@ -1,18 +1,13 @@
-//! Listening: bind, accept, serve each client connection with hyper's HTTP/1.1 server, and
-//! shut down gracefully. Every request is handed to `proxy::Proxy`; this module does not look
+//! Listening: bind, accept, serve each client connection with hoard's own HTTP/1.1
+//! (`http1`), and shut down gracefully. Every request is handed to `proxy::Proxy`; this module does not look
 //! at requests beyond wrapping their responses for the access log.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -21,6 +16,7 @@ use crate::cache::shared::Shared;
 use crate::cache::{Cache, CacheError, LoadReport};
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::http1::{self, HeadError, RequestBody};
 use crate::logging::{self, AccessLog, AccessRecord, LoggedBody};
 use crate::metrics::Metrics;
 use crate::proxy::{ClientConnection, Listener, Proxy, Rules};
@@ -163,7 +159,7 @@ pub struct Server {
     reload_argv: Option<Vec<std::ffi::OsString>>,
     /// One permit per client connection (`--max-connections`).
     connection_slots: Arc<tokio::sync::Semaphore>,
-    http: http1::Builder,
+    http: http1::Settings,
     cache_report: LoadReport,
 }
 
@@ -230,13 +226,10 @@ impl Server {
         if matches!(config.proxy.mode, crate::proxy::Mode::Forward) && reaches_restricted {
             tracing::warn!("{}", proxy.restrictions());
         }
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(config.client_header_timeout)
-            .max_buf_size(config.max_header_size.max(8192))
-            .max_header_size(config.max_header_size)
-            .preserve_header_case(true)
-            .keep_alive(true);
+        let http = http1::Settings {
+            header_timeout: config.client_header_timeout,
+            max_head: config.max_header_size,
+        };
         Ok(Server {
             listener,
             local_addr,
@@ -352,49 +345,58 @@ impl Server {
         stream: TcpStream,
         peer: SocketAddr,
         listener: Listener,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) -> impl Future<Output = ()> + use<> {
         // Linux copies TCP_NODELAY from the listening socket (see `listen`): a system call
         // less per connection.
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            proxy: self.proxy.clone(),
+            metrics: self.metrics.clone(),
+            log: self.access_log.clone(),
+            client: Arc::new(self.proxy.connection(peer, listener, slot)),
+        };
+        let settings = self.http;
+        async move {
+            connection.metrics.connection_opened();
+            http1::serve(stream, settings, &connection, stop).await;
+            connection.metrics.connection_closed();
+        }
+    }
+}
+
+/// What one client connection's requests are handed to.
+struct Connection {
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+    log: Arc<AccessLog>,
+    client: Arc<ClientConnection>,
+}
+
+impl http1::Service for Connection {
+    type Body = LoggedBody;
+
+    fn call(
+        &self,
+        request: Request<RequestBody>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Response<LoggedBody>> + Send>> {
         let proxy = self.proxy.clone();
         let metrics = self.metrics.clone();
-        let log = self.access_log.clone();
-        let client = Arc::new(self.proxy.connection(peer, listener, slot));
-        let service = service_fn(move |request: Request<Incoming>| {
-            let proxy = proxy.clone();
-            let metrics = metrics.clone();
-            let log = log.clone();
-            let client = client.clone();
-            // Boxed: hyper keeps room for the service's future in every connection, busy or
-            // idle, and a request's future is several KiB; boxed, an idle keep-alive
-            // connection holds a pointer instead.
-            Box::pin(async move {
-                Ok::<_, Infallible>(handle(&proxy, metrics, log, request, &client).await)
-            })
-        });
-        let metrics = self.metrics.clone();
-        let connection = self
-            .http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        async move {
-            metrics.connection_opened();
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = stop.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            metrics.connection_closed();
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended");
-            }
-        }
+        let log = self.log.clone();
+        let client = self.client.clone();
+        Box::pin(async move { handle(&proxy, metrics, log, request, &client).await })
+    }
+
+    fn refuse(&self, error: HeadError) -> Response<LoggedBody> {
+        let handled = self.proxy.refuse(error, &self.client);
+        let record = AccessRecord {
+            exchange: handled.exchange,
+            log: self.log.clone(),
+            metrics: self.metrics.clone(),
+        };
+        handled.response.map(|body| LoggedBody::new(body, record))
     }
 }
 
@@ -404,7 +406,7 @@ async fn handle(
     proxy: &Proxy,
     metrics: Arc<Metrics>,
     log: Arc<AccessLog>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     client: &ClientConnection,
 ) -> Response<LoggedBody> {
     let handled = proxy.handle(request, client).await;

@@ -43,6 +43,7 @@ impl tower_service::Service<Uri> for GuardedConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let policy = Arc::clone(&self.policy);
         let host = uri.host().unwrap_or_default().to_owned();
+        let plain = uri.scheme() != Some(&http::uri::Scheme::HTTPS);
         let before_dialling = policy.check_uri(&uri);
         // Lazy: nothing is dialled until the future is polled, after the check.
         let connecting = self.inner.call(uri);
@@ -53,7 +54,7 @@ impl tower_service::Service<Uri> for GuardedConnector {
             policy
                 .check_connected(&host, peer)
                 .map_err(|denied| -> Self::Error { Box::new(denied) })?;
-            Ok(ExpiringStream::new(stream))
+            Ok(ExpiringStream::new(stream.into_inner(), plain))
         })
     }
 }

@@ -22,7 +22,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::spelling::SpellingStream;
 use crate::body::{BoxError, ProxyBody};
+use crate::http1::HeaderCase;
 
 /// What one connection knows of its origin's keep-alive, shared by the stream and the
 /// responses it carries (hyper-util copies `Connected::extra` into every response).
@@ -41,6 +43,8 @@ pub(super) struct OriginKeepAlive {
     /// written after that response arrived (hyper may hand the connection on before the
     /// response's last bytes are read by whoever reads them).
     writes: AtomicU64,
+    /// How the latest response head spelled its names (`spelling.rs`), until it is taken.
+    spelling: std::sync::Mutex<Option<Arc<HeaderCase>>>,
 }
 
 /// The zero of `idle_since`: a monotonic instant early in the process.
@@ -50,6 +54,19 @@ fn epoch() -> Instant {
 }
 
 impl OriginKeepAlive {
+    pub(super) fn note_spelling(&self, case: HeaderCase) {
+        let case = (!case.is_empty()).then(|| Arc::new(case));
+        *self.spelling.lock().unwrap_or_else(|p| p.into_inner()) = case;
+    }
+
+    /// The spelling of the response that just arrived, if it had names to keep.
+    pub(super) fn take_spelling(&self) -> Option<Arc<HeaderCase>> {
+        self.spelling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
     /// A response arrived on the connection: counts it and takes `timeout=N` from its
     /// `Keep-Alive` field, if it has one.
     pub(super) fn answered(&self, headers: &HeaderMap) {
@@ -78,7 +95,7 @@ impl OriginKeepAlive {
             self.turn_idle(writes);
             return body;
         }
-        http_body_util::BodyExt::boxed_unsync(IdleWhenDone {
+        crate::body::stream(IdleWhenDone {
             body,
             keep_alive: Some(self),
             writes,
@@ -121,16 +138,19 @@ impl OriginKeepAlive {
 
 /// A connection to an origin that ends itself when the origin's keep-alive timeout is near.
 pub(super) struct ExpiringStream {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<SpellingStream>,
     keep_alive: Arc<OriginKeepAlive>,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl ExpiringStream {
-    pub(super) fn new(io: TokioIo<TcpStream>) -> ExpiringStream {
+    /// `stream`, whose response heads' spelling is noted when `plain` (not under TLS).
+    pub(super) fn new(stream: TcpStream, plain: bool) -> ExpiringStream {
+        let keep_alive = Arc::<OriginKeepAlive>::default();
+        let stream = SpellingStream::new(stream, plain, Arc::clone(&keep_alive));
         ExpiringStream {
-            io,
-            keep_alive: Arc::default(),
+            io: TokioIo::new(stream),
+            keep_alive,
             timer: None,
         }
     }
@@ -206,7 +226,11 @@ impl Write for ExpiringStream {
 
 impl Connection for ExpiringStream {
     fn connected(&self) -> Connected {
-        self.io.connected().extra(Arc::clone(&self.keep_alive))
+        self.io
+            .inner()
+            .stream()
+            .connected()
+            .extra(Arc::clone(&self.keep_alive))
     }
 }
 

@@ -8,6 +8,7 @@ mod connector;
 mod destinations;
 mod error;
 mod keep_alive;
+mod spelling;
 
 pub use destinations::{Denied, DenyReason, DestRule, DestinationPolicy, canonical, resolve};
 pub use error::UpstreamError;
@@ -75,7 +76,9 @@ impl UpstreamClient {
             // Enough idle connections per origin for a busy site, without keeping thousands of
             // descriptors open after a burst.
             .pool_max_idle_per_host(256)
-            .http1_preserve_header_case(true)
+            // Requests go out in Title-Case: some old origins only know `Content-Type`, and
+            // the client's own spelling stays in hoard's parser, which hyper cannot read.
+            .http1_title_case_headers(true)
             // The proxy sets Host itself (forward: from the absolute URI; reverse: kept).
             .set_host(false)
             .build(connector);
@@ -161,6 +164,10 @@ impl UpstreamClient {
                 Ok(match keep_alive {
                     Some(keep_alive) => {
                         keep_alive.answered(response.headers());
+                        let mut response = response;
+                        if let Some(spelling) = keep_alive.take_spelling() {
+                            response.extensions_mut().insert(spelling);
+                        }
                         response.map(|body| keep_alive.watch(body))
                     }
                     None => response,

@@ -95,7 +95,7 @@ pub(super) fn stream_checked(
             let _ = sender.blocking_send(Err(e));
         }
     });
-    http_body_util::BodyExt::boxed_unsync(ChannelBody {
+    crate::body::stream(ChannelBody {
         receiver,
         remaining: end + 1 - start,
     })

@@ -1,0 +1,60 @@
+//! hoard's own client-facing HTTP/1.1: the connection that reads requests and writes
+//! responses (`conn.rs`) and its parts: request heads parsed with `httparse` under hoard's
+//! limits and smuggling rules (`head.rs`), request bodies decoded from the socket
+//! (`decode.rs`, `body.rs`), response heads written with the origin's header spelling
+//! (`encode.rs`, `case.rs`), interim (1xx) responses relayed, bodies sent with `writev` or
+//! `sendfile` (`sendfile.rs`), and sockets handed to CONNECT tunnels (`upgrade.rs`).
+//!
+//! hyper serves the origin side still; it cannot send 1xx, keeps 16 KiB of buffers per idle
+//! connection and cannot send a file without copying it through user space, which is why this
+//! side is hoard's own. This module knows HTTP/1.1 framing only; what a request means is the
+//! service's business.
+
+mod body;
+mod case;
+mod conn;
+pub mod decode;
+mod encode;
+pub mod head;
+mod sendfile;
+mod upgrade;
+
+pub use body::{BodyError, RequestBody};
+pub use case::HeaderCase;
+pub use conn::{Service, Settings, serve};
+pub use head::HeadError;
+pub use upgrade::{NotUpgraded, OnUpgrade, Upgraded};
+
+use http::{HeaderMap, StatusCode};
+use tokio::sync::mpsc;
+
+/// In each request's extensions: sends an interim (1xx) response to the client ahead of the
+/// final one. Whoever fetches from the origin relays the origin's 1xx through it.
+#[derive(Debug, Clone)]
+pub struct Interim(mpsc::UnboundedSender<(StatusCode, HeaderMap)>);
+
+impl Interim {
+    /// Queues `status` (1xx) with its fields; ignored once the final response has begun.
+    pub fn send(&self, status: StatusCode, headers: HeaderMap) {
+        if status.is_informational() {
+            let _ = self.0.send((status, headers));
+        }
+    }
+}
+
+/// Part of a file that a response body is exactly, so the connection can send it with
+/// `sendfile(2)`: from the page cache to the socket without passing through user space.
+#[derive(Debug)]
+pub struct FileRegion<'a> {
+    pub file: &'a std::fs::File,
+    pub offset: u64,
+}
+
+/// A response body that may be a file region.
+pub trait FileBody {
+    /// The region, if the body is one and has not been read from yet.
+    fn file(&mut self) -> Option<FileRegion<'_>>;
+
+    /// The connection sent `bytes` of the region itself; the body will not be read.
+    fn sent_from_file(&mut self, bytes: u64);
+}
