@@ -27,6 +27,8 @@ pub(super) struct RequestHead {
     pub(super) method: Method,
     pub(super) uri: Uri,
     pub(super) headers: HeaderMap,
+    /// Where the origin's interim (1xx) responses go: to the client that asked.
+    pub(super) interim: Option<crate::http1::Interim>,
 }
 
 impl RequestHead {
@@ -35,6 +37,7 @@ impl RequestHead {
             method: request.method().clone(),
             uri: request.uri().clone(),
             headers: request.headers().clone(),
+            interim: request.extensions().get().cloned(),
         }
     }
 
@@ -44,6 +47,9 @@ impl RequestHead {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
+        if let Some(interim) = &self.interim {
+            request.extensions_mut().insert(interim.clone());
+        }
         request
     }
 }

@@ -259,6 +259,12 @@ impl Exchange<'_> {
                     }
                 }
             };
+            // Interim responses that came with the final one (one read from the origin).
+            while let Ok((status, headers)) = interims.try_recv() {
+                if !answering.http10 && write_interim(writer, status, &headers).await.is_err() {
+                    return Ok(Next::Close);
+                }
+            }
             let keep_alive = !close && !*self.stop.borrow();
             let status = response.status();
             let mut writing = pin!(respond(writer, response, answering, keep_alive));

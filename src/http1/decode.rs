@@ -93,12 +93,10 @@ impl Decoder {
                     return Ok(Decoded::Data(buf.split_to(take as usize).freeze()));
                 }
                 Decoder::Chunked(Chunk::Size) => {
-                    let Some(line_end) = find_line(buf, MAX_CHUNK_LINE, DecodeError::ChunkSize)?
-                    else {
+                    let Some((line, size)) = size_line(buf)? else {
                         return Ok(Decoded::NeedMore);
                     };
-                    let size = chunk_size(&buf[..line_end])?;
-                    buf.advance(line_end + 2);
+                    buf.advance(line);
                     *self = Decoder::Chunked(if size == 0 {
                         Chunk::Trailers
                     } else {
@@ -156,6 +154,15 @@ impl Decoder {
             Ok(httparse::Status::Partial) if buf.len() < MAX_TRAILERS => Ok(Decoded::NeedMore),
             _ => Err(DecodeError::Trailers),
         }
+    }
+}
+
+/// The chunk-size line at the start of `buf`: its length with the CRLF, and the size.
+/// `None` until the whole line has arrived.
+pub fn size_line(buf: &[u8]) -> Result<Option<(usize, u64)>, DecodeError> {
+    match find_line(buf, MAX_CHUNK_LINE, DecodeError::ChunkSize)? {
+        Some(end) => Ok(Some((end + 2, chunk_size(&buf[..end])?))),
+        None => Ok(None),
     }
 }
 

@@ -110,6 +110,13 @@ impl UpstreamClient {
             .unwrap_or_default();
         self.policy.check_uri(request.uri())?;
         let conditional = is_conditional(&request);
+        let mut request = request;
+        // The origin's interim responses (103 Early Hints, 102) go on to the client as they come.
+        if let Some(interim) = request.extensions_mut().remove::<crate::http1::Interim>() {
+            hyper::ext::on_informational(&mut request, move |informational| {
+                interim.send(informational.status(), informational.headers().clone());
+            });
+        }
         let (mut request, again) = replayable(request).await?;
         // A pooled connection the origin closed while it sat idle fails the request sent on
         // it before any answer comes; an idempotent request (RFC 9110 §9.2.2) is then sent

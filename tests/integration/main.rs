@@ -7,6 +7,7 @@ mod bad_input;
 mod binary;
 mod browser;
 mod cache;
+mod connection;
 mod damaged_index;
 mod destinations;
 mod errors;
