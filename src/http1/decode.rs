@@ -189,7 +189,13 @@ fn chunk_size(line: &[u8]) -> Result<u64, DecodeError> {
     if digits == 0 || digits > 16 {
         return Err(DecodeError::ChunkSize);
     }
-    let rest = line[digits..].trim_ascii_start();
+    // Only SP and HTAB may stand between the size and `;` (BWS): `trim_ascii` would also
+    // take form feeds and such, which other parsers read as part of the size.
+    let rest = &line[digits..];
+    let rest = &rest[rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count()..];
     if !rest.is_empty()
         && (rest[0] != b';' || rest.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f))
     {
@@ -280,6 +286,8 @@ mod tests {
             b"0x5\r\nhello\r\n0\r\n\r\n",
             b"5 x\r\nhello\r\n0\r\n\r\n",
             b"5;\0\r\nhello\r\n0\r\n\r\n",
+            // Found by the fuzz target: a form feed after the size is not whitespace here.
+            b"5\x0c\r\nhello\r\n0\r\n\r\n",
             b"0\r\nBad Name: v\r\n\r\n",
         ] {
             assert!(
