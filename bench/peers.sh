@@ -34,13 +34,14 @@ OURS_FORWARD="127.0.0.1:$port_forward" OURS_PID="$fwd" STREAM_OUT="$work/stream"
   bash "$harness/stream.sh" > "$work/stream.md" 2>&1 || echo "(stream.sh failed)" >> "$work/stream.md"
 
 # The disk tier: the forward hoard again with a memory tier too small for 256 KiB and 4 MiB
-# objects (an object may take an eighth of it), against Traffic Server, the best peer there.
+# objects (an object may take an eighth of it), against Traffic Server (the best peer there) and
+# nginx proxy_cache (whose cache is on disk too, sent with sendfile).
 kill "$fwd"; wait "$fwd" 2>/dev/null || true
 "$hoard" "$port_forward" --cache-dir "$work/forward-disk" --access-log none --cache-memory 1MiB &
 fwd=$!
 sleep 1
 OURS_FORWARD="127.0.0.1:$port_forward" OURS_PID="$fwd" TESTS="hit256k hit4m" CLOSE_TESTS="" \
-  PEERS="trafficserver" DURATION="${DURATION:-5}" WARMUP="${WARMUP:-2}" \
+  PEERS="trafficserver nginx-cache" DURATION="${DURATION:-5}" WARMUP="${WARMUP:-2}" \
   bash "$harness/bench.sh" > "$work/disk.md"
 
 {
@@ -49,6 +50,7 @@ OURS_FORWARD="127.0.0.1:$port_forward" OURS_PID="$fwd" TESTS="hit256k hit4m" CLO
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- commit: $(git -C "$repo" rev-parse --short HEAD)"
   echo "- machine: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+  echo "- rounds: ${ROUNDS:-1} (each point the median of that many interleaved rounds)"
   echo "- hoard: forward on :$port_forward and reverse on :$port_reverse, default settings, access log off (as every peer)"
   echo
   grep -v '^PERF_RESULT' "$work/table.md"

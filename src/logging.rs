@@ -339,18 +339,20 @@ pin_project_lite::pin_project! {
     pub struct LoggedBody {
         #[pin]
         inner: ProxyBody,
-        // Boxed: hyper moves the response body around several times per request, and the
+        // Boxed: the response body is moved around several times per request, and the
         // record is a few hundred bytes.
         record: Option<Box<AccessRecord>>,
         bytes: u64,
         complete: bool,
+        // Sent by the connection from its file: `complete` alone says whether all of it went.
+        from_file: bool,
     }
 
     impl PinnedDrop for LoggedBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(record) = this.record.take() {
-                let complete = *this.complete || this.inner.is_end_stream();
+                let complete = *this.complete || (!*this.from_file && this.inner.is_end_stream());
                 record.emit(*this.bytes, complete);
             }
         }
@@ -364,6 +366,7 @@ impl LoggedBody {
             record: Some(Box::new(record)),
             bytes: 0,
             complete: false,
+            from_file: false,
         }
     }
 
@@ -374,6 +377,7 @@ impl LoggedBody {
             record: None,
             bytes: 0,
             complete: false,
+            from_file: false,
         }
     }
 }
@@ -388,6 +392,7 @@ impl crate::http1::FileBody for LoggedBody {
         self.inner.sent_from_file();
         self.bytes += bytes;
         self.complete = complete;
+        self.from_file = true;
     }
 }
 

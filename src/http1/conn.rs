@@ -227,6 +227,7 @@ impl Exchange<'_> {
             (Some(feed), body, wanted_rx)
         };
         let fed = std::sync::OnceLock::new();
+        let mut continued = false;
         let mut responding = service.call(request.map(|()| body));
         let writer = self.writer;
         let written = {
@@ -255,8 +256,11 @@ impl Exchange<'_> {
                     }
                     wants = async { wanted.as_mut().expect("checked").await }, if wanted.is_some() => {
                         wanted = None;
-                        if wants.is_ok() && writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-                            return Ok(Next::Close);
+                        if wants.is_ok() {
+                            if writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                                return Ok(Next::Close);
+                            }
+                            continued = true;
                         }
                     }
                 }
@@ -277,24 +281,30 @@ impl Exchange<'_> {
                 () = &mut reading => return Ok(Next::Close),
             };
             match written {
-                Ok(true) if answering.connect && status.is_success() => {
+                // A tunnel whatever the request said of keep-alive (HTTP/1.0 clients say none).
+                Ok(_) if answering.connect && status.is_success() => {
                     return Err(upgrade.expect("made for CONNECT"));
                 }
+                // A refused CONNECT's client may already be sending its tunnel's bytes.
+                Ok(_) if answering.connect => return Ok(Next::Linger),
                 Ok(keep_alive) => keep_alive,
-                Err(_) => false,
+                Err(_) => return Ok(Next::Close),
             }
         };
-        if !written {
-            return Ok(Next::Close);
-        }
+        // Closing with the client's bytes unread makes the kernel reset the connection, which
+        // can destroy the answer before the client reads it: those ends linger.
         match fed.get().copied() {
-            Some(BodyEnd::Complete) => Ok(Next::KeepAlive),
+            Some(BodyEnd::Complete) if written => Ok(Next::KeepAlive),
+            Some(BodyEnd::Complete) => Ok(Next::Close),
             Some(BodyEnd::Broken) => Ok(Next::Linger),
+            // Refused without `100 Continue`: the client may never send the body, or may send
+            // it later; either way nothing after it can be trusted to be the next request.
+            _ if expect_continue && !continued => Ok(Next::Linger),
             // The body was not all read: skip a small rest, or close.
             Some(BodyEnd::Abandoned) | None => {
-                match drain(self.reader, self.buf, &mut decoder, self.stop).await {
+                match written && drain(self.reader, self.buf, &mut decoder, self.stop).await {
                     true => Ok(Next::KeepAlive),
-                    false => Ok(Next::Close),
+                    false => Ok(Next::Linger),
                 }
             }
         }
@@ -305,6 +315,11 @@ impl Exchange<'_> {
 /// are the next pipelined request: they are kept in `buf`, and the watch ends there, as
 /// nothing more can be learnt without reading further ahead.
 async fn until_closed(reader: &mut OwnedReadHalf, buf: &mut BytesMut) {
+    // A pipelined request already read: its client wants it answered even if it has shut its
+    // side since (`printf ... | nc -N`).
+    if !buf.is_empty() {
+        return std::future::pending().await;
+    }
     loop {
         if reader.readable().await.is_err() {
             return;
@@ -450,9 +465,12 @@ where
         && let Some(file) = body.file()
     {
         out.flush(writer).await?;
-        let sent = super::sendfile::send(writer, &file, length).await;
-        body.sent_from_file(sent.as_ref().copied().unwrap_or(0));
-        return Ok(keep_alive && sent.is_ok_and(|sent| sent == length));
+        let (sent, failed) = super::sendfile::send(writer, &file, length).await;
+        body.sent_from_file(sent);
+        return match failed {
+            None => Ok(keep_alive),
+            Some(error) => Err(error),
+        };
     }
     let mut sent = 0u64;
     loop {

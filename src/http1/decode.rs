@@ -131,6 +131,9 @@ impl Decoder {
     }
 
     fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, DecodeError> {
+        if buf.first() == Some(&b'\n') {
+            return Err(DecodeError::Trailers);
+        }
         if buf.starts_with(b"\r\n") {
             buf.advance(2);
             *self = Decoder::Done;
@@ -139,6 +142,15 @@ impl Decoder {
         let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
         match httparse::parse_headers(buf, &mut fields) {
             Ok(httparse::Status::Complete((len, fields))) => {
+                // httparse takes a bare LF as a line end; a stricter parser in front would
+                // not end the body here.
+                if buf[..len]
+                    .iter()
+                    .enumerate()
+                    .any(|(at, &b)| b == b'\n' && (at == 0 || buf[at - 1] != b'\r'))
+                {
+                    return Err(DecodeError::Trailers);
+                }
                 let mut trailers = HeaderMap::with_capacity(fields.len());
                 for field in fields.iter() {
                     let name = HeaderName::from_bytes(field.name.as_bytes())
@@ -289,6 +301,9 @@ mod tests {
             // Found by the fuzz target: a form feed after the size is not whitespace here.
             b"5\x0c\r\nhello\r\n0\r\n\r\n",
             b"0\r\nBad Name: v\r\n\r\n",
+            b"0\r\n\n",
+            b"0\r\nX: a\n\r\n",
+            b"0\r\nX: a\r\n\n",
         ] {
             assert!(
                 decode_all(Decoder::chunked(), input).is_err(),

@@ -70,29 +70,28 @@ pub(super) fn response_head<B: Body>(
     } else {
         Framing::UntilClose
     };
+    let tunnel = answering.connect && status.is_success();
     let keep_alive = keep_alive && framing != Framing::UntilClose && !says_close(headers);
     status_line(status, response.extensions(), out);
     let case = response.extensions().get::<std::sync::Arc<HeaderCase>>();
     for (name, value) in headers {
-        if is_ours(name) || (status == StatusCode::NO_CONTENT && name == header::CONTENT_LENGTH) {
+        // Framing is written below, once, as hoard frames the body: a passed-through value
+        // it could not read (`5, 5`) must not stand beside hoard's own.
+        if is_ours(name) || name == header::CONTENT_LENGTH {
             continue;
         }
-        field(
-            case.map_or(name.as_str().as_bytes(), |c| c.spelling(name)),
-            value,
-            out,
-        );
+        let name = case.map_or(name.as_str().as_bytes(), |c| c.spelling(name));
+        field(name, value, out);
     }
-    // A HEAD answer or 304 with no length of its own keeps the body's, when known.
-    let length_missing = declared.is_none() && status != StatusCode::NO_CONTENT;
     match framing {
-        Framing::Length(n) if declared.is_none() => length(n, out),
-        Framing::None if length_missing && answering.head => {
-            if let Some(n) = exact.filter(|&n| n > 0) {
+        Framing::Length(n) => length(n, out),
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // A HEAD answer or a 304 says the length the body would have, when known.
+        Framing::None if answering.head || status == StatusCode::NOT_MODIFIED => {
+            if let Some(n) = declared.or(exact.filter(|&n| n > 0 && answering.head)) {
                 length(n, out);
             }
         }
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
     if !headers.contains_key(header::DATE) {
@@ -100,7 +99,9 @@ pub(super) fn response_head<B: Body>(
         DATE.with_borrow_mut(|date| out.extend_from_slice(date.now()));
         out.extend_from_slice(b"\r\n");
     }
-    if !keep_alive {
+    if tunnel {
+        // The connection becomes the tunnel: neither closed nor kept for requests.
+    } else if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
     } else if answering.http10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");

@@ -9,13 +9,13 @@ use tokio::net::tcp::OwnedWriteHalf;
 
 use super::FileRegion;
 
-/// Sends `length` bytes of `region`; the bytes sent, or the error that stopped it (a file
-/// shorter than `length` is `UnexpectedEof`).
+/// Sends `length` bytes of `region`: the bytes sent, and the error that stopped it early if
+/// one did (a file shorter than `length` is `UnexpectedEof`).
 pub(super) async fn send(
     writer: &mut OwnedWriteHalf,
     region: &FileRegion<'_>,
     length: u64,
-) -> io::Result<u64> {
+) -> (u64, Option<io::Error>) {
     let socket: &tokio::net::TcpStream = writer.as_ref();
     let mut offset = region.offset;
     let end = region.offset + length;
@@ -27,10 +27,17 @@ pub(super) async fn send(
                 rustix::fs::sendfile(socket, region.file, Some(&mut offset), count)
                     .map_err(io::Error::from)
             })
-            .await?;
-        if sent == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+            .await;
+        match sent {
+            Ok(0) => {
+                return (
+                    offset - region.offset,
+                    Some(io::ErrorKind::UnexpectedEof.into()),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return (offset - region.offset, Some(e)),
         }
     }
-    Ok(length)
+    (length, None)
 }

@@ -46,8 +46,11 @@ impl SpellingStream {
         &self.stream
     }
 
+    /// Any write starts over: a head is only ever read after the request that asked for it,
+    /// and a part-head kept across a write (an upload still going out after an early answer,
+    /// whose body merely began like a head) could merge with the next response's.
     fn wrote(&mut self) {
-        if self.watch && !self.awaiting_head {
+        if self.watch {
             self.awaiting_head = true;
             self.partial.clear();
         }

@@ -213,7 +213,54 @@ async fn expect_100_continue_is_answered_only_when_the_body_is_wanted() {
     stream.write_all(head.as_bytes()).await.unwrap();
     let refused = raw::read_until(&mut stream, "\r\n\r\n").await;
     assert!(refused.starts_with("HTTP/1.1 413 "), "{refused}");
+    // The client may send the body anyway or never: either way the connection ends, so no
+    // body bytes can be read as a next request.
+    let rest = raw::read_to_close(&mut stream).await;
+    assert!(!rest.contains("HTTP/1.1"), "{rest}");
     assert_eq!(origin.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_connect_from_an_http10_client_becomes_a_tunnel() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut socket, _) = echo.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = socket.read(&mut buf).await.unwrap();
+        socket.write_all(&buf[..n]).await.unwrap();
+    });
+    let hoard = Hoard::start(&["--connect-ports", &port.to_string()]).await;
+    let mut stream = TcpStream::connect(hoard.addr).await.unwrap();
+    let connect = format!("CONNECT 127.0.0.1:{port} HTTP/1.0\r\n\r\n");
+    stream.write_all(connect.as_bytes()).await.unwrap();
+    let head = raw::read_until(&mut stream, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    stream.write_all(b"ping").await.unwrap();
+    assert_eq!(raw::read_until(&mut stream, "ping").await, "ping");
+}
+
+/// A client that shuts its side while a request is pending counts as gone (as with hyper's,
+/// nginx's and Squid's defaults): that is how a response nobody will read is told apart. But
+/// a request whose successor has already arrived is still answered.
+#[tokio::test]
+async fn a_pipelined_request_is_answered_when_the_client_shuts_its_side_after_the_next() {
+    let origin = recorder().await;
+    let hoard = Hoard::start(&[]).await;
+    let o = origin.addr;
+    let mut stream = TcpStream::connect(hoard.addr).await.unwrap();
+    let requests = format!(
+        "GET http://{o}/a HTTP/1.1\r\nHost: {o}\r\n\r\nGET http://{o}/b HTTP/1.1\r\nHost: {o}\r\n\r\n"
+    );
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let response = raw::read_to_close(&mut stream).await;
+    assert_eq!(statuses(&response).first(), Some(&200), "{response}");
+    assert!(response.contains("GET /a:"), "{response}");
 }
 
 /// An origin that sends interim responses before its final one.
