@@ -25,7 +25,8 @@ pub struct ProxyBody(Kind);
 
 enum Kind {
     Boxed(Boxed),
-    File(FileRange),
+    // Boxed: every future that holds a body across an await has room for the largest kind.
+    File(Box<FileRange>),
 }
 
 /// `len` bytes from `offset` of `file`, streamed by `stream` if anyone reads them.
@@ -53,12 +54,12 @@ impl ProxyBody {
         len: u64,
         stream: impl FnOnce(std::fs::File) -> ProxyBody + Send + 'static,
     ) -> ProxyBody {
-        ProxyBody(Kind::File(FileRange {
+        ProxyBody(Kind::File(Box::new(FileRange {
             file,
             offset,
             len,
             stream: Box::new(stream),
-        }))
+        })))
     }
 
     /// The file region this body is, if it is one and nothing has been read from it.

@@ -125,10 +125,13 @@ impl StoredResponse {
                 .iter()
                 .map(|(name, value)| {
                     let spelled = match &self.spelling {
-                        Some(case) => case.spelling(name),
-                        None => name.as_str().as_bytes(),
+                        Some(case) => {
+                            let mut spelled = Vec::new();
+                            case.write(name, &mut spelled);
+                            String::from_utf8_lossy(&spelled).into_owned()
+                        }
+                        None => name.as_str().to_owned(),
                     };
-                    let spelled = String::from_utf8_lossy(spelled).into_owned();
                     (spelled, value.as_bytes().to_vec())
                 })
                 .collect(),

@@ -265,21 +265,23 @@ impl Cache {
         request: Request<ProxyBody>,
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
+        // The branches that go straight to the origin are boxed: inline, their futures (some
+        // 3 KiB each) would be room in every hit's future, which is moved with it.
         let Some(key) = CacheKey::from_uri(request.uri()) else {
-            let response = origin.fetch(request).await?;
+            let response = Box::pin(origin.fetch(request)).await?;
             return Ok(from_origin(
                 response,
                 &CacheStatus::new(CacheOutcome::Bypass),
             ));
         };
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            return self.forward_other(key, request, origin).await;
+            return Box::pin(self.forward_other(key, request, origin)).await;
         }
         // A GET or HEAD with a body: the body may change the answer (or be a request of its
         // own to an origin that ignores it), and the URL alone cannot say so. Never stored,
         // never answered from storage.
         if !hyper::body::Body::is_end_stream(request.body()) {
-            let response = origin.fetch(request).await?;
+            let response = Box::pin(origin.fetch(request)).await?;
             return Ok(from_origin(
                 response,
                 &CacheStatus::new(CacheOutcome::Bypass).detail("request-body"),

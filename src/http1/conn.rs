@@ -59,6 +59,34 @@ pub trait Service {
 
 /// The read buffer's first size, and how much room a read is given.
 const READ_SIZE: usize = 8 * 1024;
+thread_local! {
+    /// Read buffers between requests, so a busy connection does not allocate one per request
+    /// while an idle one holds none.
+    static BUFFERS: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per thread.
+const POOLED: usize = 256;
+
+fn take_buffer() -> BytesMut {
+    BUFFERS
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
+}
+
+/// Pools `buf` if nothing else still shares its memory (a request's header values do until
+/// the request is dropped) and it has not grown past a normal size.
+fn give_back(mut buf: BytesMut) {
+    buf.clear();
+    if buf.capacity() <= 4 * READ_SIZE && buf.try_reclaim(READ_SIZE) {
+        BUFFERS.with_borrow_mut(|pool| {
+            if pool.len() < POOLED {
+                pool.push(buf);
+            }
+        });
+    }
+}
+
 /// Bytes of a body nobody read that are skipped to keep the connection; more, and it closes.
 const DRAIN_LIMIT: u64 = 64 * 1024;
 /// Response bytes gathered into one `writev`.
@@ -83,6 +111,12 @@ pub async fn serve<S: Service>(
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::new();
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let mut interims = Interims {
+        sender,
+        receiver,
+        exchanges: 0,
+    };
     loop {
         let head = match read_head(&mut reader, &mut buf, settings, &mut stop).await {
             Ok(Some(head)) => head,
@@ -104,6 +138,7 @@ pub async fn serve<S: Service>(
             writer: &mut writer,
             buf: &mut buf,
             stop: &stop,
+            interims: &mut interims,
         };
         // Boxed: the exchange's future is large, and an idle connection should not keep
         // room for one (measured: 4.9 KB per connection unboxed).
@@ -121,7 +156,7 @@ pub async fn serve<S: Service>(
         }
         if buf.is_empty() {
             // Idle: give the buffer back rather than keep it for a request that may never come.
-            buf = BytesMut::new();
+            give_back(std::mem::take(&mut buf));
         }
     }
 }
@@ -157,7 +192,9 @@ async fn read_head(
                 _ = stop.changed() => return Ok(None),
             }
         }
-        if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        if buf.capacity() == 0 {
+            *buf = take_buffer();
+        } else if buf.capacity() - buf.len() < READ_SIZE / 4 {
             buf.reserve(READ_SIZE);
         }
         let read = tokio::time::timeout_at(deadline, reader.read_buf(buf)).await;
@@ -174,6 +211,21 @@ struct Exchange<'a> {
     writer: &'a mut OwnedWriteHalf,
     buf: &'a mut BytesMut,
     stop: &'a watch::Receiver<bool>,
+    interims: &'a mut Interims,
+}
+
+/// The connection's channel for interim responses, and its exchange count.
+struct Interims {
+    sender: mpsc::UnboundedSender<super::InterimHead>,
+    receiver: mpsc::UnboundedReceiver<super::InterimHead>,
+    exchanges: u64,
+}
+
+impl Interims {
+    fn next_exchange(&mut self) -> u64 {
+        self.exchanges += 1;
+        self.exchanges
+    }
 }
 
 /// How feeding a request body ended.
@@ -200,8 +252,12 @@ impl Exchange<'_> {
             expect_continue,
         } = head;
         let answering = Answering::of(&request);
-        let (interim, mut interims) = mpsc::unbounded_channel();
-        request.extensions_mut().insert(Interim(interim));
+        let interims = self.interims;
+        let exchange = interims.next_exchange();
+        request.extensions_mut().insert(Interim {
+            sender: interims.sender.clone(),
+            exchange,
+        });
         let upgrade = answering.connect.then(|| {
             let (sender, receiver) = oneshot::channel();
             request.extensions_mut().insert(OnUpgrade::new(receiver));
@@ -249,8 +305,8 @@ impl Exchange<'_> {
                     biased;
                     response = &mut responding => break response,
                     () = &mut reading => return Ok(Next::Close),
-                    Some((status, headers)) = interims.recv(), if !answering.http10 => {
-                        if write_interim(writer, status, &headers).await.is_err() {
+                    Some((of, status, headers)) = interims.receiver.recv(), if !answering.http10 => {
+                        if of == exchange && write_interim(writer, status, &headers).await.is_err() {
                             return Ok(Next::Close);
                         }
                     }
@@ -266,8 +322,11 @@ impl Exchange<'_> {
                 }
             };
             // Interim responses that came with the final one (one read from the origin).
-            while let Ok((status, headers)) = interims.try_recv() {
-                if !answering.http10 && write_interim(writer, status, &headers).await.is_err() {
+            while let Ok((of, status, headers)) = interims.receiver.try_recv() {
+                if of == exchange
+                    && !answering.http10
+                    && write_interim(writer, status, &headers).await.is_err()
+                {
                     return Ok(Next::Close);
                 }
             }

@@ -80,8 +80,11 @@ pub(super) fn response_head<B: Body>(
         if is_ours(name) || name == header::CONTENT_LENGTH {
             continue;
         }
-        let name = case.map_or(name.as_str().as_bytes(), |c| c.spelling(name));
-        field(name, value, out);
+        match case {
+            Some(case) => case.write(name, out),
+            None => out.extend_from_slice(name.as_str().as_bytes()),
+        }
+        field(value, out);
     }
     match framing {
         Framing::Length(n) => length(n, out),
@@ -115,7 +118,8 @@ pub(super) fn interim_head(status: StatusCode, headers: &HeaderMap, out: &mut Ve
     status_line(status, &http::Extensions::new(), out);
     for (name, value) in headers {
         if !is_ours(name) {
-            field(name.as_str().as_bytes(), value, out);
+            out.extend_from_slice(name.as_str().as_bytes());
+            field(value, out);
         }
     }
     out.extend_from_slice(b"\r\n");
@@ -150,8 +154,8 @@ fn says_close(headers: &HeaderMap) -> bool {
     })
 }
 
-fn field(name: &[u8], value: &HeaderValue, out: &mut Vec<u8>) {
-    out.extend_from_slice(name);
+/// The rest of a field line after its name.
+fn field(value: &HeaderValue, out: &mut Vec<u8>) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");

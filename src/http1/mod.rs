@@ -28,16 +28,23 @@ pub use upgrade::{NotUpgraded, OnUpgrade, Upgraded};
 use http::{HeaderMap, StatusCode};
 use tokio::sync::mpsc;
 
+/// An interim response for the exchange numbered `.0` on its connection.
+type InterimHead = (u64, StatusCode, HeaderMap);
+
 /// In each request's extensions: sends an interim (1xx) response to the client ahead of the
-/// final one. Whoever fetches from the origin relays the origin's 1xx through it.
+/// final one. Whoever fetches from the origin relays the origin's 1xx through it. One channel
+/// serves a connection's exchanges; each is numbered, so a late one is not sent to the next.
 #[derive(Debug, Clone)]
-pub struct Interim(mpsc::UnboundedSender<(StatusCode, HeaderMap)>);
+pub struct Interim {
+    sender: mpsc::UnboundedSender<InterimHead>,
+    exchange: u64,
+}
 
 impl Interim {
     /// Queues `status` (1xx) with its fields; ignored once the final response has begun.
     pub fn send(&self, status: StatusCode, headers: HeaderMap) {
         if status.is_informational() {
-            let _ = self.0.send((status, headers));
+            let _ = self.sender.send((self.exchange, status, headers));
         }
     }
 }
