@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -111,10 +112,8 @@ pub async fn serve<S: Service>(
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::new();
-    let (sender, receiver) = mpsc::unbounded_channel();
     let mut interims = Interims {
-        sender,
-        receiver,
+        queue: Arc::default(),
         exchanges: 0,
     };
     loop {
@@ -216,8 +215,7 @@ struct Exchange<'a> {
 
 /// The connection's channel for interim responses, and its exchange count.
 struct Interims {
-    sender: mpsc::UnboundedSender<super::InterimHead>,
-    receiver: mpsc::UnboundedReceiver<super::InterimHead>,
+    queue: Arc<super::InterimQueue>,
     exchanges: u64,
 }
 
@@ -255,7 +253,7 @@ impl Exchange<'_> {
         let interims = self.interims;
         let exchange = interims.next_exchange();
         request.extensions_mut().insert(Interim {
-            sender: interims.sender.clone(),
+            queue: Arc::clone(&interims.queue),
             exchange,
         });
         let upgrade = answering.connect.then(|| {
@@ -305,9 +303,11 @@ impl Exchange<'_> {
                     biased;
                     response = &mut responding => break response,
                     () = &mut reading => return Ok(Next::Close),
-                    Some((of, status, headers)) = interims.receiver.recv(), if !answering.http10 => {
-                        if of == exchange && write_interim(writer, status, &headers).await.is_err() {
-                            return Ok(Next::Close);
+                    () = interims.queue.arrived.notified(), if !answering.http10 => {
+                        for (of, status, headers) in interims.queue.take() {
+                            if of == exchange && write_interim(writer, status, &headers).await.is_err() {
+                                return Ok(Next::Close);
+                            }
                         }
                     }
                     wants = async { wanted.as_mut().expect("checked").await }, if wanted.is_some() => {
@@ -322,7 +322,7 @@ impl Exchange<'_> {
                 }
             };
             // Interim responses that came with the final one (one read from the origin).
-            while let Ok((of, status, headers)) = interims.receiver.try_recv() {
+            for (of, status, headers) in interims.queue.take() {
                 if of == exchange
                     && !answering.http10
                     && write_interim(writer, status, &headers).await.is_err()
