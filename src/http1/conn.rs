@@ -69,6 +69,13 @@ thread_local! {
 /// Buffers kept per thread.
 const POOLED: usize = 256;
 
+/// Room for a read: `size` more bytes when fewer than a quarter buffer is left.
+fn make_room(buf: &mut BytesMut, size: usize) {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(size);
+    }
+}
+
 fn take_buffer() -> BytesMut {
     BUFFERS
         .with_borrow_mut(Vec::pop)
@@ -193,8 +200,8 @@ async fn read_head(
         }
         if buf.capacity() == 0 {
             *buf = take_buffer();
-        } else if buf.capacity() - buf.len() < READ_SIZE / 4 {
-            buf.reserve(READ_SIZE);
+        } else {
+            make_room(buf, READ_SIZE);
         }
         let read = tokio::time::timeout_at(deadline, reader.read_buf(buf)).await;
         match read {
@@ -383,9 +390,7 @@ async fn until_closed(reader: &mut OwnedReadHalf, buf: &mut BytesMut) {
         if reader.readable().await.is_err() {
             return;
         }
-        if buf.capacity() - buf.len() < READ_SIZE / 4 {
-            buf.reserve(READ_SIZE);
-        }
+        make_room(buf, READ_SIZE);
         match reader.try_read_buf(buf) {
             Ok(0) => return,
             Ok(_) => return std::future::pending().await,
@@ -424,9 +429,7 @@ async fn feed_body(
                     return BodyEnd::Complete;
                 }
                 Ok(Decoded::NeedMore) => {
-                    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-                        buf.reserve(2 * READ_SIZE);
-                    }
+                    make_room(buf, 2 * READ_SIZE);
                     match reader.read_buf(buf).await {
                         Ok(0) => {
                             permit.send(Fed::Failed(BodyError::Incomplete));
@@ -467,9 +470,7 @@ async fn drain(
                 Ok(Decoded::Trailers(_)) => {}
                 Ok(Decoded::End) => return true,
                 Ok(Decoded::NeedMore) => {
-                    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-                        buf.reserve(READ_SIZE);
-                    }
+                    make_room(buf, READ_SIZE);
                     if !matches!(reader.read_buf(buf).await, Ok(n) if n > 0) {
                         return false;
                     }

@@ -144,11 +144,7 @@ impl Decoder {
             Ok(httparse::Status::Complete((len, fields))) => {
                 // httparse takes a bare LF as a line end; a stricter parser in front would
                 // not end the body here.
-                if buf[..len]
-                    .iter()
-                    .enumerate()
-                    .any(|(at, &b)| b == b'\n' && (at == 0 || buf[at - 1] != b'\r'))
-                {
+                if super::head::has_bare_lf(&buf[..len]) {
                     return Err(DecodeError::Trailers);
                 }
                 let mut trailers = HeaderMap::with_capacity(fields.len());

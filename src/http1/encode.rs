@@ -71,7 +71,9 @@ pub(super) fn response_head<B: Body>(
         Framing::UntilClose
     };
     let tunnel = answering.connect && status.is_success();
-    let keep_alive = keep_alive && framing != Framing::UntilClose && !says_close(headers);
+    let keep_alive = keep_alive
+        && framing != Framing::UntilClose
+        && !super::head::connection_has(headers, b"close");
     status_line(status, response.extensions(), out);
     let case = response.extensions().get::<std::sync::Arc<HeaderCase>>();
     for (name, value) in headers {
@@ -144,14 +146,6 @@ fn is_ours(name: &HeaderName) -> bool {
         || name == header::TRANSFER_ENCODING
         || name == "keep-alive"
         || name == "proxy-connection"
-}
-
-fn says_close(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
 }
 
 /// The rest of a field line after its name.

@@ -98,11 +98,7 @@ pub fn parse(buf: &mut BytesMut, max_size: usize) -> Result<Option<RequestHead>,
     }
     // RFC 9112 §2.2 lets a recipient take a bare LF as a line end; hoard does not, so no
     // server behind or in front of it can split this head where hoard did not.
-    if buf[..len]
-        .iter()
-        .enumerate()
-        .any(|(at, &b)| b == b'\n' && (at == 0 || buf[at - 1] != b'\r'))
-    {
+    if has_bare_lf(&buf[..len]) {
         return Err(HeadError::Malformed("a line ends in a bare LF"));
     }
     let version = match parsed.version {
@@ -218,19 +214,30 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 closes it unless
 /// `Connection: keep-alive` (RFC 9112 §9.3).
 fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(header::CONNECTION).iter().any(|value| {
-            value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
+    let has = |token: &[u8]| connection_has(headers, token);
     if version == Version::HTTP_10 {
         has(b"keep-alive") && !has(b"close")
     } else {
         !has(b"close")
     }
+}
+
+/// Whether `Connection` lists `token` (case-insensitive), in a request or a response.
+pub(super) fn connection_has(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+/// Whether a line in `bytes` ends in LF without the CR before it.
+pub(super) fn has_bare_lf(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(at, &b)| b == b'\n' && (at == 0 || bytes[at - 1] != b'\r'))
 }
 
 #[cfg(test)]
