@@ -28,6 +28,18 @@ fn main() -> ExitCode {
             print!("{}", config.to_file_text());
             return ExitCode::SUCCESS;
         }
+        Action::Ca(config::CaCommand::Init { dir }) => {
+            return match hoard::tls::init_ca(&dir) {
+                Ok(instructions) => {
+                    print!("{instructions}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hoard: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Action::Cache(command) => {
             // The cache logs what it repairs (a damaged index moved aside, orphaned bodies
             // removed); the tool would otherwise do it silently.
@@ -64,8 +76,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // The main port's scheme, then a `--tls-port` beside it.
+        let scheme = match config.tls.certs.is_empty() || config.tls.port.is_some() {
+            true => "http",
+            false => "https",
+        };
+        let tls_port = server
+            .tls_addr()
+            .map(|addr| format!(" and https://{addr}"))
+            .unwrap_or_default();
         println!(
-            "hoard listening on http://{} ({}), cache directory {}",
+            "hoard listening on {scheme}://{}{tls_port} ({}), cache directory {}",
             server.local_addr(),
             config.proxy.mode.as_str(),
             config.cache.dir.display()

@@ -257,6 +257,37 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub shared_tier_min_ttl: Duration,
 
+    /// Serve TLS with this PEM certificate chain (RSA or ECDSA). Repeat it with `--tls-key`
+    /// for several sites: the certificate is chosen by the name the client asks for (SNI),
+    /// the first being the default. Without `--tls-port`, the main port speaks TLS.
+    /// Certificates are read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// The private key of the `--tls-cert` in the same position (PKCS#8, RSA or EC PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Vec<PathBuf>,
+
+    /// Also listen for TLS on this port, keeping the main port plain HTTP (80 and 443 from
+    /// one process).
+    #[arg(long, value_name = "PORT")]
+    pub tls_port: Option<u16>,
+
+    /// HTTP/2 streams one client connection may have open at once.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub http2_max_streams: u32,
+
+    /// Intercept HTTPS: answer CONNECT with a TLS handshake under a certificate minted by the
+    /// CA in DIR (made by `hoard ca init DIR`), and serve and cache the requests inside. Only
+    /// for clients that trust that CA; see docs/security.md.
+    #[arg(long, value_name = "DIR")]
+    pub intercept: Option<PathBuf>,
+
+    /// With `--intercept`, hosts still tunnelled blind (repeatable; `*.bank.example` matches
+    /// subdomains): pinned apps, banking.
+    #[arg(long, value_name = "HOST")]
+    pub intercept_skip: Vec<String>,
+
     /// Access-log line format.
     #[arg(long, value_enum, default_value = "squid")]
     pub log_format: crate::logging::LogFormat,
@@ -304,6 +335,16 @@ pub enum Command {
     /// Inspect or repair the cache directory while hoard is stopped.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// The certificate authority for `--intercept`.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CaCommand {
+    /// Create DIR/ca.crt (to give to clients) and DIR/ca.key (mode 0600), and print how to
+    /// trust the CA.
+    Init { dir: PathBuf },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 mod args;
 mod file;
 
-pub use args::{Args, CacheCommand, Command};
+pub use args::{Args, CaCommand, CacheCommand, Command};
 
 use args::loopback;
 
@@ -28,6 +28,7 @@ use crate::cache::{CacheSettings, PolicySettings};
 use crate::fleet::{FleetKey, FleetSettings, PeerSource};
 use crate::proxy::{AccessSettings, Mode, ProxySettings, ServerName};
 use crate::shared_tier::SharedTierSettings;
+use crate::tls::CertPair;
 use crate::upstream::UpstreamSettings;
 
 /// What an invalid flag combination or value is, named so the person can fix it.
@@ -63,6 +64,16 @@ pub enum ConfigError {
     ObjectLargerThanDisk(u64, u64),
     #[error("--cache-memory must be at least 1MiB")]
     MemoryTooSmall,
+    #[error("--tls-cert and --tls-key come in pairs: {0} certificates, {1} keys")]
+    TlsPairs(usize, usize),
+    #[error("--tls-port needs --tls-cert and --tls-key")]
+    TlsPortWithoutCert,
+    #[error("--intercept-skip {0}")]
+    InterceptSkip(crate::proxy::InvalidServerName),
+    #[error("--intercept-skip needs --intercept")]
+    SkipWithoutIntercept,
+    #[error("--intercept is for a forward proxy; it cannot be combined with --upstream")]
+    InterceptInReverseMode,
 }
 
 /// Why the command line and config file did not give a configuration.
@@ -106,6 +117,7 @@ where
     let args = Args::from_arg_matches(&matches)?;
     let action = match (&args.command, args.check_config) {
         (Some(Command::Cache(command)), _) => Action::Cache(command.clone()),
+        (Some(Command::Ca(command)), _) => Action::Ca(command.clone()),
         (None, true) => Action::CheckConfig,
         (None, false) => Action::Serve,
     };
@@ -116,7 +128,9 @@ where
 
 /// Settings a SIGHUP applies to the running server (`Rules` and the access log); a change
 /// to any other needs a restart, and the reload names it.
-pub const RELOADABLE: [&str; 13] = [
+pub const RELOADABLE: [&str; 15] = [
+    "tls-cert",
+    "tls-key",
     "peers",
     "allow",
     "admin-allow",
@@ -169,6 +183,19 @@ pub enum Action {
     Serve,
     CheckConfig,
     Cache(CacheCommand),
+    Ca(CaCommand),
+}
+
+/// The listener's TLS and HTTP/2.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Empty: no TLS.
+    pub certs: Vec<CertPair>,
+    /// `Some`: a second listener for TLS; `None`: the main one speaks TLS (if `certs`).
+    pub port: Option<u16>,
+    pub http2_max_streams: u32,
+    /// `--intercept`: the CA's directory.
+    pub intercept_ca: Option<PathBuf>,
 }
 
 /// The validated configuration hoard runs with: the listener's own settings, and each
@@ -179,6 +206,7 @@ pub struct Config {
     pub client_header_timeout: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
+    pub tls: TlsSettings,
     pub proxy: ProxySettings,
     pub cache: CacheSettings,
     pub fleet: FleetSettings,
@@ -328,6 +356,39 @@ impl Args {
             collapse_wait: self.connect_timeout + self.first_byte_timeout,
             slice_size: self.slice_size,
         };
+        if self.tls_cert.len() != self.tls_key.len() {
+            return Err(ConfigError::TlsPairs(
+                self.tls_cert.len(),
+                self.tls_key.len(),
+            ));
+        }
+        if self.tls_port.is_some() && self.tls_cert.is_empty() {
+            return Err(ConfigError::TlsPortWithoutCert);
+        }
+        if !self.intercept_skip.is_empty() && self.intercept.is_none() {
+            return Err(ConfigError::SkipWithoutIntercept);
+        }
+        if self.intercept.is_some() && matches!(mode, Mode::Reverse { .. }) {
+            return Err(ConfigError::InterceptInReverseMode);
+        }
+        let intercept_skip = self
+            .intercept_skip
+            .iter()
+            .map(|name| name.parse())
+            .collect::<Result<Vec<ServerName>, _>>()
+            .map_err(ConfigError::InterceptSkip)?;
+        let intercept = self.intercept.is_some();
+        let tls = TlsSettings {
+            certs: self
+                .tls_cert
+                .into_iter()
+                .zip(self.tls_key)
+                .map(|(cert, key)| CertPair { cert, key })
+                .collect(),
+            port: self.tls_port,
+            http2_max_streams: self.http2_max_streams.max(1),
+            intercept_ca: self.intercept,
+        };
         let or_loopback = |list: Vec<IpNet>| if list.is_empty() { loopback() } else { list };
         let upstream = UpstreamSettings {
             extra_ca_pem,
@@ -365,7 +426,10 @@ impl Args {
             client_header_timeout: self.client_header_timeout,
             max_header_size: self.max_header_size as usize,
             max_connections: self.max_connections.max(1),
+            tls,
             proxy: ProxySettings {
+                intercept,
+                intercept_skip,
                 mode,
                 local_clients: or_loopback(self.local_clients),
                 admin_listen: self.admin_listen,

@@ -20,6 +20,8 @@ pub enum BodyError {
     Incomplete,
     #[error("reading the client's body failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the client's HTTP/2 stream failed: {0}")]
+    Stream(#[from] hyper::Error),
 }
 
 /// What the connection sends down the channel. The body ends only on `End`: a channel that
@@ -42,6 +44,8 @@ pub struct RequestBody {
     wanted: Option<oneshot::Sender<()>>,
     /// Bytes still to come, for a Content-Length body.
     remaining: Option<u64>,
+    /// An HTTP/2 request's body, read from its stream by hyper instead.
+    stream: Option<hyper::body::Incoming>,
 }
 
 impl RequestBody {
@@ -51,6 +55,17 @@ impl RequestBody {
             frames: None,
             wanted: None,
             remaining: Some(0),
+            stream: None,
+        }
+    }
+
+    /// The body of an HTTP/2 request (hyper reads it, with HTTP/2's flow control).
+    pub fn from_stream(stream: hyper::body::Incoming) -> RequestBody {
+        RequestBody {
+            frames: None,
+            wanted: None,
+            remaining: stream.size_hint().exact(),
+            stream: Some(stream),
         }
     }
 
@@ -64,6 +79,7 @@ impl RequestBody {
             frames: Some(frames),
             wanted,
             remaining,
+            stream: None,
         };
         (sender, body)
     }
@@ -79,6 +95,11 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if let Some(wanted) = self.wanted.take() {
             let _ = wanted.send(());
+        }
+        if let Some(stream) = self.stream.as_mut() {
+            return Pin::new(stream)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(BodyError::Stream)));
         }
         let Some(frames) = self.frames.as_mut() else {
             return Poll::Ready(None);
@@ -110,10 +131,16 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.frames.is_none()
+        match &self.stream {
+            Some(stream) => stream.is_end_stream(),
+            None => self.frames.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(stream) = &self.stream {
+            return stream.size_hint();
+        }
         match self.remaining {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),

@@ -7,30 +7,25 @@
 //! Requests on one connection are answered strictly in order (pipelining is read one request
 //! at a time). This module decides nothing about proxying: the service does.
 
-use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::FutureExt;
-use http::header::HeaderMap;
-use http::{Request, Response, StatusCode};
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
 use http_body::Body;
-use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::body::{BodyError, Fed, RequestBody};
 use super::decode::{Decoded, Decoder};
-use super::encode::{self, Answering, Framing};
+use super::encode::Answering;
 use super::head::{self, HeadError, RequestHead};
+use super::transport::{Reader, Transport};
 use super::upgrade::{OnUpgrade, Upgraded};
+use super::write::{respond, write_continue, write_interim};
 use super::{FileBody, Interim};
 
 /// A connection's limits.
@@ -97,8 +92,6 @@ fn give_back(mut buf: BytesMut) {
 
 /// Bytes of a body nobody read that are skipped to keep the connection; more, and it closes.
 const DRAIN_LIMIT: u64 = 64 * 1024;
-/// Response bytes gathered into one `writev`.
-const GATHER: usize = 256 * 1024;
 
 /// How an exchange left the connection.
 enum Next {
@@ -111,13 +104,13 @@ enum Next {
 /// Serves `stream` until the client closes, a head times out or is refused, a response asks
 /// to close, the socket becomes a tunnel, or `stop` turns true (then after the request in
 /// flight, if any).
-pub async fn serve<S: Service>(
-    stream: TcpStream,
+pub async fn serve<S: Service, T: Transport>(
+    stream: T,
     settings: Settings,
     service: &S,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = stream.split();
     let mut buf = BytesMut::new();
     let mut interims = Interims {
         queue: Arc::default(),
@@ -139,7 +132,7 @@ pub async fn serve<S: Service>(
                 return;
             }
         };
-        let exchange = Exchange {
+        let exchange = Exchange::<T> {
             reader: &mut reader,
             writer: &mut writer,
             buf: &mut buf,
@@ -150,11 +143,15 @@ pub async fn serve<S: Service>(
         // room for one (measured: 4.9 KB per connection unboxed).
         match Box::pin(exchange.run(head, service)).await {
             Ok(Next::KeepAlive) => {}
-            Ok(Next::Close) => return,
+            Ok(Next::Close) => {
+                // TLS ends with close_notify, so the client can tell the end from a cut.
+                let _ = writer.shutdown().await;
+                return;
+            }
             Ok(Next::Linger) => return linger(reader, writer).await,
             Err(upgrade) => {
                 let early = buf.split().freeze();
-                if let Ok(stream) = reader.reunite(writer) {
+                if let Some(stream) = T::reunite(reader, writer) {
                     let _ = upgrade.send(Upgraded::new(early, stream));
                 }
                 return;
@@ -175,7 +172,7 @@ enum ReadError {
 /// Reads until a whole head has arrived. `Ok(None)`: the client closed, the head timed out,
 /// or the connection was idle when shutdown began.
 async fn read_head(
-    reader: &mut OwnedReadHalf,
+    reader: &mut impl Reader,
     buf: &mut BytesMut,
     settings: Settings,
     stop: &mut watch::Receiver<bool>,
@@ -193,7 +190,7 @@ async fn read_head(
             }
             // Idle: wait for bytes before taking a buffer for them.
             tokio::select! {
-                ready = reader.readable() => ready.map_err(|_| ReadError::Io)?,
+                ready = reader.ready() => ready.map_err(|_| ReadError::Io)?,
                 () = tokio::time::sleep_until(deadline) => return Ok(None),
                 _ = stop.changed() => return Ok(None),
             }
@@ -203,7 +200,13 @@ async fn read_head(
         } else {
             make_room(buf, READ_SIZE);
         }
-        let read = tokio::time::timeout_at(deadline, reader.read_buf(buf)).await;
+        // A stream that reads through its own buffers came here without waiting: shutdown
+        // must still end it while idle.
+        let idle = buf.is_empty();
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(deadline, reader.read_buf(buf)) => read,
+            _ = stop.changed(), if idle => return Ok(None),
+        };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
             Ok(Ok(_)) => {}
@@ -212,9 +215,9 @@ async fn read_head(
 }
 
 /// One request and its response on a connection.
-struct Exchange<'a> {
-    reader: &'a mut OwnedReadHalf,
-    writer: &'a mut OwnedWriteHalf,
+struct Exchange<'a, T: Transport> {
+    reader: &'a mut T::Reader,
+    writer: &'a mut T::Writer,
     buf: &'a mut BytesMut,
     stop: &'a watch::Receiver<bool>,
     interims: &'a mut Interims,
@@ -243,7 +246,7 @@ enum BodyEnd {
     Broken,
 }
 
-impl Exchange<'_> {
+impl<T: Transport> Exchange<'_, T> {
     /// `Err` carries the upgrade's sender when the answer was a CONNECT's 2xx.
     async fn run<S: Service>(
         self,
@@ -320,7 +323,7 @@ impl Exchange<'_> {
                     wants = async { wanted.as_mut().expect("checked").await }, if wanted.is_some() => {
                         wanted = None;
                         if wants.is_ok() {
-                            if writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                            if write_continue(writer).await.is_err() {
                                 return Ok(Next::Close);
                             }
                             continued = true;
@@ -380,29 +383,27 @@ impl Exchange<'_> {
 /// Resolves when the client closes its side (or the socket fails). Bytes that arrive first
 /// are the next pipelined request: they are kept in `buf`, and the watch ends there, as
 /// nothing more can be learnt without reading further ahead.
-async fn until_closed(reader: &mut OwnedReadHalf, buf: &mut BytesMut) {
+async fn until_closed(reader: &mut impl Reader, buf: &mut BytesMut) {
     // A pipelined request already read: its client wants it answered even if it has shut its
     // side since (`printf ... | nc -N`).
     if !buf.is_empty() {
         return std::future::pending().await;
     }
-    loop {
-        if reader.readable().await.is_err() {
-            return;
-        }
-        make_room(buf, READ_SIZE);
-        match reader.try_read_buf(buf) {
-            Ok(0) => return,
-            Ok(_) => return std::future::pending().await,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
+    if reader.ready().await.is_err() {
+        return;
+    }
+    make_room(buf, READ_SIZE);
+    // Past readiness the read waits only if readiness was spurious, or if the stream reads
+    // through buffers of its own (TLS), where the read is the wait.
+    match reader.read_buf(buf).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 
 /// Decodes the body from the socket into `feed`, a frame at a time, as the reader takes them.
 async fn feed_body(
-    reader: &mut OwnedReadHalf,
+    reader: &mut impl Reader,
     buf: &mut BytesMut,
     decoder: &mut Decoder,
     feed: Option<mpsc::Sender<Fed>>,
@@ -454,7 +455,7 @@ async fn feed_body(
 /// Skips the rest of a body nobody read, if it is small and arrives soon: `true` when the
 /// connection can carry the next request.
 async fn drain(
-    reader: &mut OwnedReadHalf,
+    reader: &mut impl Reader,
     buf: &mut BytesMut,
     decoder: &mut Decoder,
     stop: &watch::Receiver<bool>,
@@ -487,167 +488,10 @@ async fn drain(
         .unwrap_or(false)
 }
 
-async fn write_interim(
-    writer: &mut OwnedWriteHalf,
-    status: StatusCode,
-    headers: &HeaderMap,
-) -> io::Result<()> {
-    // 100 belongs to this hop's own Expect handling and 101 to upgrades, which hoard does not
-    // relay; the rest (102, 103, ...) go to the client as they came.
-    if status == StatusCode::CONTINUE || status == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(());
-    }
-    let mut out = Vec::with_capacity(256);
-    encode::interim_head(status, headers, &mut out);
-    writer.write_all(&out).await
-}
-
-/// Writes the response; `Ok(true)` if the connection can carry another request.
-async fn respond<B>(
-    writer: &mut OwnedWriteHalf,
-    response: Response<B>,
-    answering: Answering,
-    keep_alive: bool,
-) -> io::Result<bool>
-where
-    B: Body<Data = Bytes> + FileBody + Unpin,
-{
-    let mut head = Vec::with_capacity(512);
-    let (framing, keep_alive) = encode::response_head(&response, answering, keep_alive, &mut head);
-    let mut body = response.into_body();
-    let mut out = Gather::default();
-    out.push(Bytes::from(head));
-    if framing == Framing::None {
-        out.flush(writer).await?;
-        return Ok(keep_alive);
-    }
-    if let Framing::Length(length) = framing
-        && let Some(file) = body.file()
-    {
-        out.flush(writer).await?;
-        let (sent, failed) = super::sendfile::send(writer, &file, length).await;
-        body.sent_from_file(sent);
-        return match failed {
-            None => Ok(keep_alive),
-            Some(error) => Err(error),
-        };
-    }
-    let mut sent = 0u64;
-    loop {
-        let next = if out.is_empty() {
-            body.frame().await
-        } else {
-            match body.frame().now_or_never() {
-                Some(next) => next,
-                None => {
-                    out.flush(writer).await?;
-                    continue;
-                }
-            }
-        };
-        let data = match next {
-            None => break,
-            Some(Err(_)) => {
-                // What went is all the client gets; the connection's end tells it the body
-                // is short (chunked: no last chunk; length: too few bytes).
-                out.flush(writer).await?;
-                return Ok(false);
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) if !data.is_empty() => data,
-                // Trailers are not sent on: no client of a cache asked for them.
-                _ => continue,
-            },
-        };
-        let len = data.len() as u64;
-        match framing {
-            Framing::Length(length) if sent + len > length => {
-                // More than it declared: send what was declared and no more.
-                out.push(data.slice(..(length - sent) as usize));
-                out.flush(writer).await?;
-                return Ok(false);
-            }
-            Framing::Chunked => {
-                out.push(encode::chunk_line(data.len()));
-                out.push(data);
-                out.push(Bytes::from_static(b"\r\n"));
-            }
-            _ => out.push(data),
-        }
-        sent += len;
-        if out.len >= GATHER {
-            out.flush(writer).await?;
-        }
-    }
-    match framing {
-        Framing::Chunked => out.push(Bytes::from_static(b"0\r\n\r\n")),
-        Framing::Length(length) if sent != length => {
-            out.flush(writer).await?;
-            return Ok(false);
-        }
-        _ => {}
-    }
-    out.flush(writer).await?;
-    Ok(keep_alive)
-}
-
-/// Response pieces waiting to go out in one `writev`.
-#[derive(Default)]
-struct Gather {
-    parts: VecDeque<Bytes>,
-    len: usize,
-}
-
-impl Gather {
-    fn push(&mut self, part: Bytes) {
-        self.len += part.len();
-        self.parts.push_back(part);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.parts.is_empty()
-    }
-
-    async fn flush(&mut self, writer: &mut OwnedWriteHalf) -> io::Result<()> {
-        const MAX_SLICES: usize = 64;
-        while !self.parts.is_empty() {
-            // The slices live only inside one poll, not in the future across awaits.
-            let parts = &self.parts;
-            let mut written = std::future::poll_fn(|cx| {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let count = parts.len().min(MAX_SLICES);
-                for (slice, part) in slices.iter_mut().zip(parts) {
-                    *slice = IoSlice::new(part);
-                }
-                Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..count])
-            })
-            .await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            self.len -= written;
-            while written > 0 {
-                let first = self
-                    .parts
-                    .front_mut()
-                    .expect("written bytes came from parts");
-                if first.len() <= written {
-                    written -= first.len();
-                    self.parts.pop_front();
-                } else {
-                    first.advance(written);
-                    written = 0;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Closes after an error answer without losing it: a socket closed with unread bytes is
 /// reset, and a reset can destroy the answer before the client reads it. So the write side is
 /// shut first and what the client still sends is read away for a moment.
-async fn linger(mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf) {
+async fn linger(mut reader: impl Reader, mut writer: impl AsyncWrite + Unpin) {
     let _ = writer.shutdown().await;
     // On the heap: an array here would be room in every connection's future.
     let mut sink = vec![0u8; 4096];

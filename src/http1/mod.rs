@@ -3,7 +3,8 @@
 //! limits and smuggling rules (`head.rs`), request bodies decoded from the socket
 //! (`decode.rs`, `body.rs`), response heads written with the origin's header spelling
 //! (`encode.rs`, `case.rs`), interim (1xx) responses relayed, bodies sent with `writev` or
-//! `sendfile` (`sendfile.rs`), and sockets handed to CONNECT tunnels (`upgrade.rs`).
+//! `sendfile` (`sendfile.rs`, `write.rs`), over a plain socket or any stream such as TLS
+//! (`transport.rs`), and sockets handed to CONNECT tunnels (`upgrade.rs`).
 //!
 //! hyper serves the origin side still; it cannot send 1xx, keeps 16 KiB of buffers per idle
 //! connection and cannot send a file without copying it through user space, which is why this
@@ -17,12 +18,15 @@ pub mod decode;
 mod encode;
 pub mod head;
 mod sendfile;
+mod transport;
 mod upgrade;
+mod write;
 
 pub use body::{BodyError, RequestBody};
 pub use case::HeaderCase;
 pub use conn::{Service, Settings, serve};
 pub use head::HeadError;
+pub use transport::{Io, Stream, Transport};
 pub use upgrade::{NotUpgraded, OnUpgrade, Upgraded};
 
 use std::sync::{Arc, Mutex};

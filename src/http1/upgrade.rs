@@ -9,19 +9,27 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+
+use super::transport::Stream;
 
 /// The client's socket after the response head: what the client sent past its request head
 /// comes first, then the socket itself.
-#[derive(Debug)]
 pub struct Upgraded {
     early: Bytes,
-    stream: TcpStream,
+    stream: Stream,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("early", &self.early.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upgraded {
-    pub(super) fn new(early: Bytes, stream: TcpStream) -> Upgraded {
+    pub(crate) fn new(early: Bytes, stream: Stream) -> Upgraded {
         Upgraded { early, stream }
     }
 }
@@ -71,7 +79,7 @@ pub struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
 pub struct NotUpgraded;
 
 impl OnUpgrade {
-    pub(super) fn new(receiver: oneshot::Receiver<Upgraded>) -> OnUpgrade {
+    pub(crate) fn new(receiver: oneshot::Receiver<Upgraded>) -> OnUpgrade {
         OnUpgrade(Arc::new(Mutex::new(Some(receiver))))
     }
 

@@ -47,6 +47,7 @@ pub struct ViaEntry {
     marker: String,
     http10: HeaderValue,
     http11: HeaderValue,
+    http2: HeaderValue,
 }
 
 impl ViaEntry {
@@ -62,16 +63,17 @@ impl ViaEntry {
         ViaEntry {
             http10: value("1.0"),
             http11: value("1.1"),
+            http2: value("2"),
             marker,
         }
     }
 
     /// Appends this hop, labelled with the protocol version of the message it received.
     pub fn append(&self, headers: &mut HeaderMap, received: Version) {
-        let value = if received == Version::HTTP_10 {
-            &self.http10
-        } else {
-            &self.http11
+        let value = match received {
+            Version::HTTP_10 => &self.http10,
+            Version::HTTP_2 => &self.http2,
+            _ => &self.http11,
         };
         headers.append(header::VIA, value.clone());
     }
@@ -124,10 +126,31 @@ pub fn remove_untrusted_forwarding(headers: &mut HeaderMap) {
     }
 }
 
+/// The scheme the client used to reach hoard, for the forwarding fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Http,
+    Https,
+}
+
+impl Proto {
+    fn as_str(self) -> &'static str {
+        match self {
+            Proto::Http => "http",
+            Proto::Https => "https",
+        }
+    }
+}
+
 /// Reverse mode: tells the origin who the client was and what it asked for
 /// (`X-Forwarded-For`, `-Proto`, `-Host`, and RFC 7239 `Forwarded`), appending to what a
 /// trusted proxy in front wrote (untrusted values are already gone).
-pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+pub fn append_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    host: Option<&HeaderValue>,
+    proto: Proto,
+) {
     let client_text = client.to_string();
     let xff = match headers.get(HeaderName::from_static("x-forwarded-for")) {
         Some(existing) => format!("{}, {client_text}", existing.to_str().unwrap_or_default()),
@@ -138,7 +161,7 @@ pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&H
     }
     let xfp = HeaderName::from_static("x-forwarded-proto");
     if !headers.contains_key(&xfp) {
-        headers.insert(xfp, HeaderValue::from_static("http"));
+        headers.insert(xfp, HeaderValue::from_static(proto.as_str()));
     }
     let xfh = HeaderName::from_static("x-forwarded-host");
     if let Some(host) = host
@@ -151,7 +174,7 @@ pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&H
         IpAddr::V4(_) => client_text,
         IpAddr::V6(_) => format!("\"[{client_text}]\""),
     };
-    let mut forwarded = format!("for={node};proto=http");
+    let mut forwarded = format!("for={node};proto={}", proto.as_str());
     if let Some(host) = host.and_then(|h| h.to_str().ok()) {
         forwarded.push_str(";host=");
         push_quoted(&mut forwarded, host);
@@ -287,6 +310,7 @@ mod tests {
             &mut headers,
             "::1".parse().unwrap(),
             Some(&HeaderValue::from_static("a.example")),
+            Proto::Http,
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, ::1");
         assert_eq!(
@@ -306,10 +330,11 @@ mod tests {
             Some(&HeaderValue::from_static(
                 "a.example\", for=6.6.6.6;host=\"b",
             )),
+            Proto::Https,
         );
         assert_eq!(
             headers[header::FORWARDED],
-            "for=192.0.2.1;proto=http;host=\"a.example\\\", for=6.6.6.6;host=\\\"b\""
+            "for=192.0.2.1;proto=https;host=\"a.example\\\", for=6.6.6.6;host=\\\"b\""
         );
     }
 

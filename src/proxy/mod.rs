@@ -16,6 +16,7 @@ mod forward;
 pub mod gateway;
 mod guard;
 pub mod headers;
+mod intercept;
 mod origin;
 mod peer;
 mod reverse;
@@ -27,6 +28,7 @@ mod tunnel;
 
 pub use error::{ErrorSource, ProxyError};
 pub use forward::ForwardRequest;
+pub use intercept::Intercept;
 pub use origin::OriginClient;
 pub use rules::Rules;
 pub use server_name::{InvalidServerName, ServerName};
@@ -40,7 +42,7 @@ use std::time::Duration;
 
 use crate::http1::RequestBody;
 use http::header::{self, HeaderValue};
-use http::uri::Scheme;
+use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response};
 use tracing::Instrument;
 
@@ -73,7 +75,22 @@ pub struct ClientConnection {
     local: bool,
     /// Its `--max-connections` permit, which a CONNECT tunnel takes over.
     slot: ConnectionSlot,
+    /// It came over TLS (a TLS listener, or an intercepted CONNECT).
+    secure: bool,
+    /// An intercepted CONNECT's inside: every request is for `https://` this authority.
+    intercepted: Option<Authority>,
 }
+
+impl ClientConnection {
+    /// For the inside of an intercepted CONNECT, the authority the client asked for.
+    pub fn intercepted(&self) -> Option<&Authority> {
+        self.intercepted.as_ref()
+    }
+}
+
+/// In a request's extensions when its client connection is TLS.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientTls;
 
 /// Everything the request path needs, shared by all connections.
 /// What `Proxy::handle` hands back.
@@ -83,12 +100,15 @@ pub struct Handled {
     pub exchange: Exchange,
     /// For a CONNECT tunnel: how to learn when it has closed and what it carried.
     pub tunnel: Option<TunnelClosed>,
+    /// For an intercepted CONNECT: the connection to answer with TLS once the 200 has gone.
+    pub intercept: Option<Intercept>,
 }
 
 /// A routed request's response, and a tunnel's closing signal when it opened one.
 struct Reply {
     response: Response<ProxyBody>,
     tunnel: Option<TunnelClosed>,
+    intercept: Option<Intercept>,
 }
 
 impl From<Response<ProxyBody>> for Reply {
@@ -96,12 +116,16 @@ impl From<Response<ProxyBody>> for Reply {
         Reply {
             response,
             tunnel: None,
+            intercept: None,
         }
     }
 }
 
 pub struct Proxy {
     mode: Mode,
+    /// `--intercept` and `--intercept-skip`.
+    intercept: bool,
+    intercept_skip: Vec<ServerName>,
     connect_timeout: Duration,
     /// `--request-timeout`: the most one request may take, body included.
     request_timeout: Option<Duration>,
@@ -182,6 +206,8 @@ impl Proxy {
         };
         Ok(Proxy {
             mode: config.mode.clone(),
+            intercept: config.intercept,
+            intercept_skip: config.intercept_skip.clone(),
             connect_timeout: config.upstream.connect_timeout,
             request_timeout: config.request_timeout,
             via: via.clone(),
@@ -202,6 +228,15 @@ impl Proxy {
             metrics,
             fleet,
         })
+    }
+
+    /// Whether a CONNECT to `target` is answered with TLS rather than tunnelled blind.
+    fn intercepts(&self, target: &http::Uri) -> bool {
+        self.intercept
+            && !target.host().is_some_and(|host| {
+                let host = reverse::host_name(host);
+                self.intercept_skip.iter().any(|skip| skip.matches(&host))
+            })
     }
 
     /// Applies reloaded rules to every request from now on.
@@ -232,11 +267,13 @@ impl Proxy {
 
     /// What every request on a new client connection needs to know about it, worked out
     /// once for the connection.
+    /// `secure`: the connection is TLS.
     pub fn connection(
         &self,
         peer: SocketAddr,
         listener: Listener,
         permit: tokio::sync::OwnedSemaphorePermit,
+        secure: bool,
     ) -> ClientConnection {
         let peer = SocketAddr::new(canonical(peer.ip()), peer.port());
         ClientConnection {
@@ -247,7 +284,27 @@ impl Proxy {
                 .iter()
                 .any(|net| net.contains(&peer.ip())),
             slot: ConnectionSlot::new(Some(permit)),
+            secure,
+            intercepted: None,
         }
+    }
+
+    /// The connection inside an intercepted CONNECT from `client` (it keeps the slot), and
+    /// how to wait for the client's stream.
+    pub fn intercepted(
+        &self,
+        client: &ClientConnection,
+        intercept: Intercept,
+    ) -> (ClientConnection, crate::http1::OnUpgrade) {
+        let inside = ClientConnection {
+            peer: client.peer,
+            listener: client.listener,
+            local: client.local,
+            slot: ConnectionSlot::new(intercept.slot),
+            secure: true,
+            intercepted: Some(intercept.authority),
+        };
+        (inside, intercept.upgrade)
     }
 
     /// The origin client for a connection: local clients are held to `--deny-dest` only.
@@ -266,6 +323,13 @@ impl Proxy {
         request: Request<RequestBody>,
         connection: &ClientConnection,
     ) -> Handled {
+        let mut request = request;
+        if connection.secure {
+            request.extensions_mut().insert(ClientTls);
+        }
+        if let Some(authority) = &connection.intercepted {
+            intercept::target(&mut request, authority);
+        }
         let mode = self.mode_of(&request, connection);
         // One span per request, so that the steps of concurrent requests in `-v` output can
         // be told apart. Debug level: when it is off, no field below is even evaluated.
@@ -332,6 +396,7 @@ impl Proxy {
             response: reply.response,
             exchange,
             tunnel: reply.tunnel,
+            intercept: reply.intercept,
         }
     }
 
@@ -351,6 +416,7 @@ impl Proxy {
             response,
             exchange,
             tunnel: None,
+            intercept: None,
         }
     }
 
@@ -409,7 +475,10 @@ impl Proxy {
             return Err(ProxyError::Loop);
         }
         let mut request = request;
-        self.authenticate(&rules, &mut request, mode).await?;
+        // Inside an intercepted CONNECT, the CONNECT itself was authenticated.
+        if connection.intercepted.is_none() {
+            self.authenticate(&rules, &mut request, mode).await?;
+        }
         match mode {
             RequestMode::Admin => {
                 if let Some(admin) = self.admin_listen
@@ -446,6 +515,22 @@ impl Proxy {
             RequestMode::Connect if matches!(self.mode, Mode::Reverse { .. }) => Err(
                 ProxyError::MethodNotAllowed("a reverse proxy does not open CONNECT tunnels"),
             ),
+            RequestMode::Connect if connection.intercepted.is_some() => Err(
+                ProxyError::BadRequest("CONNECT inside an intercepted connection"),
+            ),
+            RequestMode::Connect if self.intercepts(request.uri()) => {
+                let (response, intercept) = intercept::answer(
+                    request,
+                    &rules.connect_ports,
+                    self.origin_for(connection).upstream.policy(),
+                    &connection.slot,
+                )?;
+                Ok(Reply {
+                    response,
+                    tunnel: None,
+                    intercept: Some(intercept),
+                })
+            }
             RequestMode::Connect => {
                 let settings = tunnel::TunnelSettings {
                     allowed_ports: &rules.connect_ports,
@@ -463,6 +548,7 @@ impl Proxy {
                 Ok(Reply {
                     response,
                     tunnel: Some(closed),
+                    intercept: None,
                 })
             }
             RequestMode::Peer => Box::pin(self.serve_member(request, exchange))

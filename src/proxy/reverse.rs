@@ -87,7 +87,11 @@ impl Proxy {
             .map_err(|_| ProxyError::BadRequest("invalid Host"))?;
         // The forwarding fields name the same host as `Host`: nothing the upstream sees may
         // depend on a client's Host unless the cache keys by it.
-        headers::append_forwarded(&mut parts.headers, client.ip(), Some(&seen));
+        let proto = match parts.extensions.get::<super::ClientTls>() {
+            Some(_) => headers::Proto::Https,
+            None => headers::Proto::Http,
+        };
+        headers::append_forwarded(&mut parts.headers, client.ip(), Some(&seen), proto);
         parts.headers.insert(header::HOST, seen);
         let path = parts
             .uri

@@ -37,6 +37,9 @@ impl Mode {
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub mode: Mode,
+    /// `--intercept`: CONNECTs are answered with TLS and served, except to these hosts.
+    pub intercept: bool,
+    pub intercept_skip: Vec<ServerName>,
     /// Clients held to `--deny-dest` only, not to the safe defaults.
     pub local_clients: Vec<IpNet>,
     pub admin_listen: Option<SocketAddr>,

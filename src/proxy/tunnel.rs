@@ -34,7 +34,7 @@ impl ConnectionSlot {
         ConnectionSlot(Mutex::new(permit))
     }
 
-    fn take(&self) -> Option<OwnedSemaphorePermit> {
+    pub(super) fn take(&self) -> Option<OwnedSemaphorePermit> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
@@ -94,12 +94,13 @@ pub(super) struct TunnelSettings<'a> {
     pub idle_timeout: Duration,
 }
 
-pub(super) async fn open(
-    mut request: Request<RequestBody>,
-    settings: TunnelSettings<'_>,
-    slot: &ConnectionSlot,
-    tunnels: &Tunnels,
-) -> Result<(Response<ProxyBody>, TunnelClosed), ProxyError> {
+/// The CONNECT's target, once it is well formed, to an allowed port, and a destination the
+/// client may reach (before DNS; the dial checks the addresses).
+pub(super) fn checked_target(
+    request: &Request<RequestBody>,
+    allowed_ports: &[u16],
+    policy: &DestinationPolicy,
+) -> Result<http::uri::Authority, ProxyError> {
     let authority = request
         .uri()
         .authority()
@@ -113,19 +114,28 @@ pub(super) async fn open(
     let port = authority
         .port_u16()
         .ok_or(ProxyError::BadRequest("CONNECT target needs a port"))?;
-    if !settings.allowed_ports.contains(&port) {
-        let allowed = settings
-            .allowed_ports
+    if !allowed_ports.contains(&port) {
+        let allowed = allowed_ports
             .iter()
             .map(u16::to_string)
             .collect::<Vec<_>>()
             .join(",");
         return Err(ProxyError::ConnectPortDenied { port, allowed });
     }
-    settings
-        .policy
+    policy
         .check_target(authority.host(), port)
         .map_err(UpstreamError::from)?;
+    Ok(authority)
+}
+
+pub(super) async fn open(
+    mut request: Request<RequestBody>,
+    settings: TunnelSettings<'_>,
+    slot: &ConnectionSlot,
+    tunnels: &Tunnels,
+) -> Result<(Response<ProxyBody>, TunnelClosed), ProxyError> {
+    let authority = checked_target(&request, settings.allowed_ports, settings.policy)?;
+    let port = authority.port_u16().expect("checked");
     let host = authority.as_str().to_owned();
     let target = dial(
         authority.host(),

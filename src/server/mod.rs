@@ -1,13 +1,15 @@
-//! Listening: bind, accept, serve each client connection with hoard's own HTTP/1.1
-//! (`http1`), and shut down gracefully. Every request is handed to `proxy::Proxy`; this module does not look
+//! Listening: bind the plain and TLS ports, accept, serve each client connection
+//! (`connection.rs`: hoard's own HTTP/1.1, or HTTP/2 by ALPN on TLS), reload on SIGHUP, and
+//! shut down gracefully. Every request is handed to `proxy::Proxy`; this module does not look
 //! at requests beyond wrapping their responses for the access log.
+
+mod connection;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -16,12 +18,14 @@ use crate::cache::shared::Shared;
 use crate::cache::{Cache, CacheError, LoadReport};
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::http1::{self, HeadError, RequestBody};
-use crate::logging::{self, AccessLog, AccessRecord, LoggedBody};
+use crate::http1;
+use crate::logging::{self, AccessLog};
 use crate::metrics::Metrics;
-use crate::proxy::{ClientConnection, Listener, Proxy, Rules};
+use crate::proxy::{Listener, Proxy, Rules};
 use crate::shared_tier::ObjectStoreTier;
+use crate::tls::{InterceptCa, TlsError, TlsListener};
 use crate::upstream::UpstreamError;
+use connection::{Connection, Served};
 
 /// The listening socket, as `TcpListener::bind` makes it (address reuse, a backlog of 1024),
 /// with TCP_NODELAY set once for every connection it accepts: each response is written
@@ -71,6 +75,7 @@ async fn reload_on_sighup(
     started: Config,
     proxy: Arc<Proxy>,
     log: Arc<AccessLog>,
+    tls: Option<Arc<TlsListener>>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
@@ -97,6 +102,15 @@ async fn reload_on_sighup(
         }
         proxy.reload(rules);
         let mut pending = started.restart_needed(&config);
+        match (&tls, config.tls.certs.is_empty()) {
+            (Some(tls), false) => match tls.reload(&config.tls.certs) {
+                Ok(()) => tracing::info!("TLS certificates reloaded"),
+                Err(e) => tracing::warn!(error = %e, "reload: keeping the running certificates"),
+            },
+            (None, true) => {}
+            // Turning TLS on or off changes what the port speaks.
+            _ => pending.push("tls-cert".to_owned()),
+        }
         match proxy.fleet() {
             Some(fleet) => {
                 if let Err(e) = fleet.reload(config.fleet.peers.clone()).await {
@@ -138,6 +152,8 @@ pub enum ServerError {
     Fleet(#[from] crate::fleet::FleetError),
     #[error(transparent)]
     SharedTier(#[from] crate::shared_tier::SharedTierError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot open the access log {path}: {source}")]
     AccessLog {
         path: std::path::PathBuf,
@@ -149,6 +165,11 @@ pub enum ServerError {
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// `--tls-port`: a second listener, for TLS.
+    tls_listener: Option<TcpListener>,
+    /// The certificates, for whichever listener speaks TLS.
+    tls: Option<Arc<TlsListener>>,
+    intercept: Option<Arc<InterceptCa>>,
     /// `--admin-listen`: the admin interface's own listener.
     admin_listener: Option<TcpListener>,
     proxy: Arc<Proxy>,
@@ -160,6 +181,7 @@ pub struct Server {
     /// One permit per client connection (`--max-connections`).
     connection_slots: Arc<tokio::sync::Semaphore>,
     http: http1::Settings,
+    http2: crate::http2::Settings,
     cache_report: LoadReport,
 }
 
@@ -173,6 +195,24 @@ impl Server {
         let listener = listen(config.listen).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let mut listening = vec![local_addr];
+        let tls = match config.tls.certs.is_empty() {
+            true => None,
+            false => Some(Arc::new(TlsListener::load(&config.tls.certs)?)),
+        };
+        let tls_listener = match config.tls.port {
+            Some(port) => {
+                let addr = SocketAddr::new(config.listen.ip(), port);
+                let tls_error = |source| ServerError::Bind { addr, source };
+                let bound = listen(addr).map_err(tls_error)?;
+                listening.push(bound.local_addr().map_err(tls_error)?);
+                Some(bound)
+            }
+            None => None,
+        };
+        let intercept = match &config.tls.intercept_ca {
+            Some(dir) => Some(Arc::new(InterceptCa::open(dir)?)),
+            None => None,
+        };
         let admin_listener = match config.proxy.admin_listen {
             Some(addr) => {
                 let admin_error = |source| ServerError::Bind { addr, source };
@@ -230,9 +270,17 @@ impl Server {
             header_timeout: config.client_header_timeout,
             max_head: config.max_header_size,
         };
+        let http2 = crate::http2::Settings {
+            max_streams: config.tls.http2_max_streams,
+            max_header_list: config.max_header_size as u32,
+            keep_alive: config.client_header_timeout,
+        };
         Ok(Server {
             listener,
             local_addr,
+            tls_listener,
+            tls,
+            intercept,
             admin_listener,
             proxy,
             metrics,
@@ -241,6 +289,7 @@ impl Server {
             reload_argv: None,
             connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
             http,
+            http2,
             cache_report,
         })
     }
@@ -261,6 +310,11 @@ impl Server {
         self.local_addr
     }
 
+    /// The `--tls-port` listener's address, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
     /// finish for up to a grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -273,9 +327,21 @@ impl Server {
                 self.config.clone(),
                 self.proxy.clone(),
                 self.access_log.clone(),
+                self.tls.clone(),
             ))
         });
         let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Served {
+            proxy: self.proxy.clone(),
+            metrics: self.metrics.clone(),
+            log: self.access_log.clone(),
+            http1: self.http,
+            http2: self.http2,
+            intercept: self.intercept.clone(),
+            stop: stop_rx,
+        });
+        // Whether the main port speaks TLS (no `--tls-port` beside it).
+        let main_tls = self.tls.clone().filter(|_| self.tls_listener.is_none());
         tokio::pin!(shutdown);
         loop {
             // At the connection limit, stop accepting: new clients wait in the listen queue.
@@ -290,19 +356,26 @@ impl Server {
             let accepted = async {
                 let admin = async {
                     match &self.admin_listener {
-                        Some(admin) => (admin.accept().await, Listener::Admin),
+                        Some(admin) => (admin.accept().await, Listener::Admin, None),
+                        None => std::future::pending().await,
+                    }
+                };
+                let tls_port = async {
+                    match &self.tls_listener {
+                        Some(tls) => (tls.accept().await, Listener::Proxy, self.tls.clone()),
                         None => std::future::pending().await,
                     }
                 };
                 tokio::select! {
-                    accepted = self.listener.accept() => (accepted, Listener::Proxy),
+                    accepted = self.listener.accept() => (accepted, Listener::Proxy, main_tls.clone()),
+                    accepted = tls_port => accepted,
                     accepted = admin => accepted,
                 }
             };
             tokio::select! {
-                (accepted, listener) = accepted => match accepted {
+                (accepted, listener, tls) = accepted => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(self.serve(stream, peer, listener, stop_rx.clone(), slot));
+                        connections.spawn(self.serve(&shared, stream, peer, listener, tls, slot));
                     }
                     Err(e) => {
                         // EMFILE and friends are transient: back off instead of spinning or dying.
@@ -314,6 +387,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        drop(self.tls_listener);
         drop(self.admin_listener);
         // Tunnels carry no request to finish: they end now, and log as they do.
         self.proxy.close_tunnels().await;
@@ -342,90 +416,38 @@ impl Server {
     /// Serves one client connection; on shutdown, finishes the request in flight and closes.
     fn serve(
         &self,
+        shared: &Arc<Served>,
         stream: TcpStream,
         peer: SocketAddr,
         listener: Listener,
-        stop: watch::Receiver<bool>,
+        tls: Option<Arc<TlsListener>>,
         slot: tokio::sync::OwnedSemaphorePermit,
     ) -> impl Future<Output = ()> + use<> {
         // Linux copies TCP_NODELAY from the listening socket (see `listen`): a system call
         // less per connection.
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true);
+        let client = self.proxy.connection(peer, listener, slot, tls.is_some());
         let connection = Connection {
-            proxy: self.proxy.clone(),
-            metrics: self.metrics.clone(),
-            log: self.access_log.clone(),
-            client: Arc::new(self.proxy.connection(peer, listener, slot)),
+            shared: shared.clone(),
+            client: Arc::new(client),
         };
-        let settings = self.http;
-        async move {
-            connection.metrics.connection_opened();
-            http1::serve(stream, settings, &connection, stop).await;
-            connection.metrics.connection_closed();
-        }
-    }
-}
-
-/// What one client connection's requests are handed to.
-struct Connection {
-    proxy: Arc<Proxy>,
-    metrics: Arc<Metrics>,
-    log: Arc<AccessLog>,
-    client: Arc<ClientConnection>,
-}
-
-impl http1::Service for Connection {
-    type Body = LoggedBody;
-
-    fn call(
-        &self,
-        request: Request<RequestBody>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Response<LoggedBody>> + Send>> {
-        let proxy = self.proxy.clone();
         let metrics = self.metrics.clone();
-        let log = self.log.clone();
-        let client = self.client.clone();
-        Box::pin(async move { handle(&proxy, metrics, log, request, &client).await })
-    }
-
-    fn refuse(&self, error: HeadError) -> Response<LoggedBody> {
-        let handled = self.proxy.refuse(error, &self.client);
-        let record = AccessRecord {
-            exchange: handled.exchange,
-            log: self.log.clone(),
-            metrics: self.metrics.clone(),
-        };
-        handled.response.map(|body| LoggedBody::new(body, record))
-    }
-}
-
-/// One request: the proxy answers it, and its record is written when the response body
-/// has gone (or, for a tunnel, when the tunnel closes).
-async fn handle(
-    proxy: &Proxy,
-    metrics: Arc<Metrics>,
-    log: Arc<AccessLog>,
-    request: Request<RequestBody>,
-    client: &ClientConnection,
-) -> Response<LoggedBody> {
-    let handled = proxy.handle(request, client).await;
-    let record = AccessRecord {
-        exchange: handled.exchange,
-        log,
-        metrics,
-    };
-    match handled.tunnel {
-        // A tunnel's line is written when it closes, with what it carried (as Squid does).
-        Some(closed) => {
-            tokio::spawn(async move {
-                let summary = closed.wait().await;
-                let complete = summary.is_some_and(|s| s.end != crate::proxy::TunnelEnd::Error);
-                record.tunnel_closed(summary.map(|s| (s.up, s.down)), complete);
-            });
-            handled.response.map(LoggedBody::unlogged)
+        async move {
+            metrics.connection_opened();
+            let settings = connection.shared.http1;
+            match tls {
+                None => {
+                    let stop = connection.shared.stop.clone();
+                    http1::serve(stream, settings, &connection, stop).await;
+                }
+                Some(tls) => match tls.accept(stream, settings.header_timeout).await {
+                    Ok(accepted) => connection.serve_tls(accepted).await,
+                    Err(e) => connection::handshake_failed(peer, &e),
+                },
+            }
+            metrics.connection_closed();
         }
-        None => handled.response.map(|body| LoggedBody::new(body, record)),
     }
 }
 

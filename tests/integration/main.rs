@@ -16,6 +16,7 @@ mod fleet;
 mod forward;
 mod freshness;
 mod gateway;
+mod https;
 mod invalidation;
 mod origin_faults;
 mod poisoning;

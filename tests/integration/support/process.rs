@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Process {
     child: Child,
     pub addr: SocketAddr,
+    /// The `--tls-port` listener's address, if any.
+    pub tls_addr: Option<SocketAddr>,
     cache_dir: Option<tempfile::TempDir>,
     /// Everything hoard has written to stderr so far, collected as it comes so a test can
     /// wait for a line (`wait_for_log`).
@@ -57,6 +59,11 @@ impl Process {
             .unwrap_or_else(|| panic!("start line: {line:?}"))
             .parse()
             .unwrap();
+        let tls_addr = line
+            .split(" and https://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|addr| addr.parse().unwrap());
         assert!(
             line.contains("forward proxy") && line.contains(cache_dir.to_str().unwrap()),
             "{line}"
@@ -77,6 +84,7 @@ impl Process {
         Process {
             child,
             addr,
+            tls_addr,
             cache_dir: None,
             stderr,
             stderr_reader: Some(stderr_reader),

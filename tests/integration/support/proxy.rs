@@ -7,6 +7,8 @@ use tokio::sync::oneshot;
 
 pub(crate) struct Hoard {
     pub addr: SocketAddr,
+    /// The `--tls-port` listener, when asked for.
+    pub tls_addr: Option<SocketAddr>,
     _cache_dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -31,12 +33,14 @@ impl Hoard {
         let (config, _) = hoard::config::load(argv).unwrap();
         let server = Server::bind(&config).await.unwrap();
         let addr = server.local_addr();
+        let tls_addr = server.tls_addr();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         Hoard {
             addr,
+            tls_addr,
             _cache_dir: None,
             stop: Some(stop),
             task: Some(task),
