@@ -16,6 +16,7 @@ mod fleet;
 mod forward;
 mod freshness;
 mod gateway;
+mod http2;
 mod https;
 mod invalidation;
 mod origin_faults;
