@@ -119,7 +119,12 @@ pub async fn serve<S: Service, T: Transport>(
     loop {
         let head = match read_head(&mut reader, &mut buf, settings, &mut stop).await {
             Ok(Some(head)) => head,
-            Ok(None) | Err(ReadError::Io) => return,
+            Ok(None) => {
+                // Idle, timed out or shutting down: TLS says goodbye with close_notify.
+                let _ = writer.shutdown().await;
+                return;
+            }
+            Err(ReadError::Io) => return,
             Err(ReadError::Refused(error)) => {
                 let response = service.refuse(error);
                 let answering = Answering {

@@ -1,7 +1,10 @@
 //! hoard's client-facing HTTP/2, on TLS listeners when the client picks `h2` by ALPN:
 //! hyper's HTTP/2 server under hoard's limits (concurrent streams, header list size, reset
 //! and error-reset budgets, keep-alive pings), each request made to read like its HTTP/1.1
-//! counterpart and handed to the same `http1::Service`.
+//! counterpart and handed to the same `http1::Service`. CONNECT is HTTP/1.1's only (the proxy
+//! refuses it here: a tunnel holds its connection's `--max-connections` slot, and one HTTP/2
+//! connection could otherwise open a hundred on one slot). A connection with no request for
+//! `idle` is closed, as HTTP/1.1's is after `--client-header-timeout`.
 //!
 //! The floods HTTP/2 is known for are bounded by the h2 crate under these settings: rapid
 //! reset (CVE-2023-44487) by the pending and error reset budgets, CONTINUATION floods by the
@@ -10,7 +13,8 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use http::header::HOST;
 use http::{HeaderValue, Method, Request, Uri};
@@ -18,7 +22,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 
-use crate::http1::{OnUpgrade, RequestBody, Service, Stream, Upgraded};
+use crate::http1::{RequestBody, Service, Stream};
 
 /// A connection's limits.
 #[derive(Debug, Clone, Copy)]
@@ -27,8 +31,17 @@ pub struct Settings {
     pub max_streams: u32,
     /// The largest header list, decoded (SETTINGS_MAX_HEADER_LIST_SIZE).
     pub max_header_list: u32,
-    /// Pings an idle connection to find dead peers; closes one that does not answer.
-    pub keep_alive: Duration,
+    /// A connection with no stream open for this long is closed (GOAWAY); it is also how
+    /// often an idle connection is pinged to find a dead peer.
+    pub idle: Duration,
+}
+
+/// When a connection's last stream ended, and how many are open.
+#[derive(Default)]
+struct Activity {
+    open: AtomicUsize,
+    /// Milliseconds from `since` to the last stream's end.
+    last: AtomicU64,
 }
 
 /// Streams the client reset before hoard answered, queued at once; more is a rapid-reset
@@ -48,9 +61,20 @@ pub async fn serve<S>(
     S: Service + Send + Sync + 'static,
     <S::Body as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let since = Instant::now();
+    let activity = Arc::new(Activity::default());
+    let seen = activity.clone();
     let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
+        seen.open.fetch_add(1, Ordering::Relaxed);
         let answer = service.call(adapt(request));
-        async move { Ok::<_, Infallible>(answer.await) }
+        let seen = seen.clone();
+        async move {
+            let response = answer.await;
+            seen.last
+                .store(since.elapsed().as_millis() as u64, Ordering::Relaxed);
+            seen.open.fetch_sub(1, Ordering::Relaxed);
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -59,14 +83,25 @@ pub async fn serve<S>(
         .max_header_list_size(settings.max_header_list)
         .max_pending_accept_reset_streams(PENDING_RESETS)
         .max_local_error_reset_streams(ERROR_RESETS)
-        .keep_alive_interval(settings.keep_alive)
+        .keep_alive_interval(settings.idle)
         .keep_alive_timeout(Duration::from_secs(20));
     let connection = builder.serve_connection(TokioIo::new(stream), handler);
     tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        _ = stop.wait_for(|stopping| *stopping) => {}
+    let mut idle_until = since + settings.idle;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            () = tokio::time::sleep_until(idle_until.into()) => {
+                let last = since + Duration::from_millis(activity.last.load(Ordering::Relaxed));
+                if activity.open.load(Ordering::Relaxed) == 0 && last + settings.idle <= Instant::now() {
+                    break;
+                }
+                idle_until = last.max(Instant::now()) + settings.idle;
+            }
+        }
     }
+    // Streams in flight finish; no new ones are taken.
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
 }
@@ -74,19 +109,7 @@ pub async fn serve<S>(
 /// An HTTP/2 request as the proxy reads HTTP/1.1 ones. `:authority` becomes `Host`, and the
 /// target is origin-form, except when `:scheme` is `http`: over TLS that can only be a
 /// client using hoard as its proxy, so it stays absolute-form like HTTP/1.1's proxy requests.
-fn adapt(mut request: Request<Incoming>) -> Request<RequestBody> {
-    if request.method() == Method::CONNECT {
-        // A CONNECT tunnel is this one stream: hand it over as HTTP/1.1 hands its socket.
-        let upgrading = hyper::upgrade::on(&mut request);
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        request.extensions_mut().insert(OnUpgrade::new(receiver));
-        tokio::spawn(async move {
-            if let Ok(upgraded) = upgrading.await {
-                let stream = Stream::new(TokioIo::new(upgraded));
-                let _ = sender.send(Upgraded::new(bytes::Bytes::new(), stream));
-            }
-        });
-    }
+fn adapt(request: Request<Incoming>) -> Request<RequestBody> {
     let (mut parts, body) = request.into_parts();
     if parts.method != Method::CONNECT && parts.uri.scheme_str() != Some("http") {
         if let Some(authority) = parts.uri.authority()

@@ -39,6 +39,19 @@ pub(super) fn answer(
     slot: &ConnectionSlot,
 ) -> Result<(Response<ProxyBody>, Intercept), ProxyError> {
     let authority = checked_target(&request, allowed_ports, policy)?;
+    // A certificate is minted for this name: only an address or a plain DNS name, never a
+    // wildcard or anything a certificate could read as more than one host.
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let mintable = host.parse::<std::net::IpAddr>().is_ok()
+        || (!host.contains('*') && rustls::pki_types::DnsName::try_from(host).is_ok());
+    if !mintable {
+        return Err(ProxyError::BadRequest(
+            "CONNECT target is not a host name or address",
+        ));
+    }
     let upgrade = request
         .extensions_mut()
         .remove::<OnUpgrade>()

@@ -506,6 +506,9 @@ impl Proxy {
                     guard::same_origin(request.headers())?;
                 }
                 let purge_target = self.purge_target(request.uri(), request.headers());
+                if let Some(twin) = purge_target.as_ref().and_then(|t| self.https_twin(t)) {
+                    self.cache.purge(&twin);
+                }
                 let admin_request = admin::parse(request.method(), request.uri(), purge_target)?;
                 Ok(Box::pin(self.answer_admin(admin_request)).await.into())
             }
@@ -515,6 +518,11 @@ impl Proxy {
             RequestMode::Connect if matches!(self.mode, Mode::Reverse { .. }) => Err(
                 ProxyError::MethodNotAllowed("a reverse proxy does not open CONNECT tunnels"),
             ),
+            RequestMode::Connect if request.version() == http::Version::HTTP_2 => {
+                Err(ProxyError::MethodNotAllowed(
+                    "CONNECT is served over HTTP/1.1 only; connect to this proxy with HTTP/1.1",
+                ))
+            }
             RequestMode::Connect if connection.intercepted.is_some() => Err(
                 ProxyError::BadRequest("CONNECT inside an intercepted connection"),
             ),

@@ -31,9 +31,20 @@ impl Proxy {
             .and_then(|h| h.to_str().ok())
             .or_else(|| upstream.authority().map(Authority::as_str))?;
         let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        format!("{}://{host}{path}", upstream.scheme_str()?)
-            .parse()
-            .ok()
+        // Keys carry the client's scheme (see `to_upstream`): the plain one here, and the
+        // PURGE purges its https twin too (`https_twin`).
+        format!("http://{host}{path}").parse().ok()
+    }
+
+    /// In reverse mode, the https key of an http one: a `PURGE` of a path purges what plain
+    /// and TLS clients were each served.
+    pub(super) fn https_twin(&self, purged: &Uri) -> Option<Uri> {
+        if !matches!(self.mode, Mode::Reverse { .. }) || purged.scheme() != Some(&Scheme::HTTP) {
+            return None;
+        }
+        let mut parts = purged.clone().into_parts();
+        parts.scheme = Some(Scheme::HTTPS);
+        Uri::from_parts(parts).ok()
     }
 
     /// Reverse mode: the request for the upstream. Its URI names the Host the upstream sees
@@ -87,9 +98,10 @@ impl Proxy {
             .map_err(|_| ProxyError::BadRequest("invalid Host"))?;
         // The forwarding fields name the same host as `Host`: nothing the upstream sees may
         // depend on a client's Host unless the cache keys by it.
-        let proto = match parts.extensions.get::<super::ClientTls>() {
-            Some(_) => headers::Proto::Https,
-            None => headers::Proto::Http,
+        let tls = parts.extensions.get::<super::ClientTls>().is_some();
+        let proto = match tls {
+            true => headers::Proto::Https,
+            false => headers::Proto::Http,
         };
         headers::append_forwarded(&mut parts.headers, client.ip(), Some(&seen), proto);
         parts.headers.insert(header::HOST, seen);
@@ -98,8 +110,16 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // The scheme is the client's, as nginx's `$scheme` in its default key: the upstream
+        // is told which one the client used (`X-Forwarded-Proto`) and may answer each
+        // differently (a redirect to https), so plain and TLS clients never share an entry.
+        // The `OriginClient` connects with the upstream's own scheme whatever this says.
+        let scheme = match tls {
+            true => Scheme::HTTPS,
+            false => Scheme::HTTP,
+        };
         parts.uri = Uri::builder()
-            .scheme(upstream.scheme().cloned().unwrap_or(Scheme::HTTP))
+            .scheme(scheme)
             .authority(authority)
             .path_and_query(path)
             .build()

@@ -25,6 +25,8 @@ pub(super) struct Served {
     pub http2: http2::Settings,
     pub intercept: Option<Arc<InterceptCa>>,
     pub stop: watch::Receiver<bool>,
+    /// Every connection task, so that shutdown waits for intercepted sessions too.
+    pub connections: tokio_util::task::TaskTracker,
 }
 
 /// What one client connection's requests are handed to.
@@ -58,7 +60,7 @@ impl Connection {
             client: Arc::new(inside),
         };
         let timeout = self.shared.http1.header_timeout;
-        tokio::spawn(async move {
+        self.shared.connections.spawn(async move {
             let Ok(upgraded) = upgrade.wait().await else {
                 return;
             };
@@ -69,7 +71,12 @@ impl Connection {
                 .unwrap_or_default();
             let client = connection.client.peer;
             match ca.accept(&host, Stream::new(upgraded), timeout).await {
-                Ok(accepted) => connection.serve_tls(accepted).await,
+                Ok(accepted) => {
+                    let metrics = connection.shared.metrics.clone();
+                    metrics.connection_opened();
+                    connection.serve_tls(accepted).await;
+                    metrics.connection_closed();
+                }
                 Err(HandshakeError::Rejected(alert)) => tracing::warn!(
                     %client, %host,
                     "intercept: the client rejected hoard's certificate ({alert:?}); it does not \

@@ -273,7 +273,7 @@ impl Server {
         let http2 = crate::http2::Settings {
             max_streams: config.tls.http2_max_streams,
             max_header_list: config.max_header_size as u32,
-            keep_alive: config.client_header_timeout,
+            idle: config.client_header_timeout,
         };
         Ok(Server {
             listener,
@@ -339,6 +339,7 @@ impl Server {
             http2: self.http2,
             intercept: self.intercept.clone(),
             stop: stop_rx,
+            connections: connections.clone(),
         });
         // Whether the main port speaks TLS (no `--tls-port` beside it).
         let main_tls = self.tls.clone().filter(|_| self.tls_listener.is_none());

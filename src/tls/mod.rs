@@ -54,8 +54,13 @@ pub struct Accepted<S> {
 /// The protocols offered by ALPN, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
+/// ring, with TLS 1.3's AES-128-GCM-SHA256 preferred (see `server_config`).
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 /// A server configuration for TLS 1.2 and 1.3 with ALPN and session resumption (tickets and
@@ -67,6 +72,12 @@ fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<ServerConfig, 
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    // The server's order, so AES-128-GCM-SHA256 is chosen: OpenSSL clients ask for the
+    // SHA-384 suite first, and on CPUs without SHA-512 instructions ring's SHA-384 key
+    // schedule was the largest cost of a handshake in the profile (9% of hoard's time).
+    config.ignore_client_order = true;
+    // One ticket per handshake is what a client resumes with; rustls sends two by default.
+    config.send_tls13_tickets = 1;
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
     Ok(config)
 }

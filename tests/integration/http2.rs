@@ -277,3 +277,34 @@ async fn the_stream_and_header_list_limits_are_announced() {
     assert!(settings.contains(&(0x3, 100)), "{settings:?}");
     assert!(settings.contains(&(0x6, 64 * 1024)), "{settings:?}");
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_like_an_idle_http11_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let origin = Origin::with_headers(&[("cache-control", "max-age=300")]).await;
+    let (cert, key) = ca.leaf_files(&["localhost"], dir.path());
+    let upstream = format!("http://{}", origin.addr);
+    let hoard = Hoard::start(&[
+        "--upstream",
+        &upstream,
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--client-header-timeout",
+        "1s",
+    ])
+    .await;
+    let setup = Setup {
+        hoard,
+        ca,
+        origin,
+        _dir: dir,
+    };
+    let mut tls = flooder(&setup).await;
+    assert!(
+        ended_by_server(&mut tls, Duration::from_secs(10)).await,
+        "an idle HTTP/2 connection was kept past --client-header-timeout"
+    );
+}

@@ -156,15 +156,13 @@ async fn a_plain_port_and_a_tls_port_from_one_process() {
     )
     .await;
     assert!(plain.starts_with("HTTP/1.1 200"), "{plain}");
-    let (secure, _) = curl_get(
-        &ca,
-        "--http2",
-        &format!("https://localhost:{}/both", tls.port()),
-    )
-    .await;
-    // One cache behind both ports.
+    let url = format!("https://localhost:{}/both", tls.port());
+    let (secure, _) = curl_get(&ca, "--http2", &url).await;
+    assert!(secure.starts_with("HTTP/2 200"), "{secure}");
+    let (secure, _) = curl_get(&ca, "--http2", &url).await;
     assert!(secure.contains("cache-status: hoard; hit"), "{secure}");
-    assert_eq!(origin.seen().len(), 1);
+    // One fetch per scheme (see plain_and_tls_clients_of_an_accelerator_never_share_an_entry).
+    assert_eq!(origin.seen().len(), 2);
 }
 
 #[tokio::test]
@@ -432,4 +430,77 @@ async fn ca_init_refuses_to_replace_an_existing_key() {
     hoard::tls::init_ca(dir.path()).unwrap();
     let again = hoard::tls::init_ca(dir.path()).unwrap_err().to_string();
     assert!(again.contains("already exists"), "{again}");
+}
+
+#[tokio::test]
+async fn plain_and_tls_clients_of_an_accelerator_never_share_an_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let origin = Origin::with_headers(CACHEABLE).await;
+    let (cert, key) = ca.leaf_files(&["localhost"], dir.path());
+    let upstream = format!("http://{}", origin.addr);
+    let hoard = Hoard::start(&[
+        "--upstream",
+        &upstream,
+        "--upstream-host",
+        "localhost",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tls-port",
+        "0",
+    ])
+    .await;
+    let tls = hoard.tls_addr.unwrap();
+    let plain = || {
+        raw::exchange(
+            hoard.addr,
+            b"GET /app HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+    };
+    // An app that redirects plain clients to https must not have that redirect served to
+    // its TLS clients (or the other way round): the origin is told the scheme, so the scheme
+    // is in the key.
+    assert!(plain().await.starts_with("HTTP/1.1 200"));
+    let url = format!("https://localhost:{}/app", tls.port());
+    let (secure, _) = curl_get(&ca, "--http2", &url).await;
+    assert!(secure.contains("fwd=uri-miss"), "{secure}");
+    let protos: Vec<String> = origin
+        .seen()
+        .iter()
+        .map(|seen| {
+            seen.headers["x-forwarded-proto"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(protos, ["http", "https"]);
+    assert!(plain().await.contains("hoard; hit"));
+    let (secure, _) = curl_get(&ca, "--http2", &url).await;
+    assert!(secure.contains("hoard; hit"), "{secure}");
+
+    // A PURGE of the path purges what both were served.
+    let purged = raw::exchange(
+        hoard.addr,
+        b"PURGE /app HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(purged.starts_with("HTTP/1.1 200"), "{purged}");
+    assert!(plain().await.contains("fwd=uri-miss"));
+    let (secure, _) = curl_get(&ca, "--http2", &url).await;
+    assert!(secure.contains("fwd=uri-miss"), "{secure}");
+}
+
+#[tokio::test]
+async fn interception_mints_only_for_plain_names_and_addresses() {
+    let ca_dir = tempfile::tempdir().unwrap();
+    let hoard = intercepting_hoard(ca_dir.path(), &[]).await;
+    let response = raw::exchange(
+        hoard.addr,
+        b"CONNECT *.example.org:443 HTTP/1.1\r\nHost: *.example.org:443\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
 }
