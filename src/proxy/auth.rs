@@ -1,6 +1,6 @@
 //! Basic authentication against an htpasswd file of bcrypt entries (as `htpasswd -B` writes
 //! them, the format Squid's and nginx's basic auth read): `Proxy-Authorization` for proxy
-//! requests (407), `Authorization` for the gateway (401).
+//! requests (407), `Authorization` for the gateway (401); `Proxy::authenticate` asks for it.
 //!
 //! bcrypt is slow on purpose, so a verified user/password pair is remembered (as a BLAKE3
 //! digest, never in clear) and later requests skip bcrypt.
@@ -8,9 +8,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use base64::Engine;
-use http::HeaderValue;
+
+use http::{HeaderValue, Request, header};
 use quick_cache::sync::Cache;
+
+use super::{Proxy, ProxyError, Rules};
+use crate::exchange::RequestMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFileError {
@@ -121,6 +127,45 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
     let decoded = String::from_utf8(decoded).ok()?;
     let (user, password) = decoded.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
+}
+
+impl Proxy {
+    /// With `--auth-file`, proxy requests need `Proxy-Authorization` (407) and gateway
+    /// requests `Authorization` (401, which a browser asks the person for); the credential is
+    /// hoard's and is not forwarded. Reverse-proxy and admin requests are not asked.
+    pub(super) async fn authenticate<B>(
+        &self,
+        rules: &Rules,
+        request: &mut Request<B>,
+        mode: RequestMode,
+    ) -> Result<(), ProxyError> {
+        let Some(users) = &rules.users else {
+            return Ok(());
+        };
+        let (header, missing) = match mode {
+            RequestMode::Forward | RequestMode::Connect => {
+                (header::PROXY_AUTHORIZATION, ProxyError::ProxyAuthRequired)
+            }
+            RequestMode::Gateway => (header::AUTHORIZATION, ProxyError::AuthRequired),
+            RequestMode::Reverse | RequestMode::Admin | RequestMode::Peer => return Ok(()),
+        };
+        let credential = request.headers_mut().remove(&header);
+        let allowed = match users.remembered(credential.as_ref()) {
+            Some(known) => known,
+            None => {
+                let users = Arc::clone(users);
+                tokio::task::spawn_blocking(move || users.check(credential.as_ref()))
+                    .await
+                    .unwrap_or(false)
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            self.metrics.denied();
+            Err(missing)
+        }
+    }
 }
 
 #[cfg(test)]

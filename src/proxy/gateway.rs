@@ -2,17 +2,21 @@
 //! `http://www.example.com/page`, so a plain browser can use hoard without proxy settings.
 //!
 //! This file decides which origin URL a gateway request means (from its path, its `Referer`, or
-//! the site this client used last) and maps origin URLs back into gateway paths. It does not
-//! fetch anything and does not touch bodies (`rewrite.rs` does).
+//! the site this client used last) and maps origin URLs back into gateway paths, as functions
+//! that fetch nothing; `Proxy::gateway` at the end puts them together with the fetch. It does
+//! not touch bodies (`rewrite.rs` does).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use quick_cache::sync::Cache;
 
+use super::{OriginClient, ProxyError, Rules};
 use crate::body::{self, ProxyBody};
+use crate::exchange::Exchange;
+use crate::http1::RequestBody;
 
 /// What an origin-form request to hoard (with no `--upstream`) asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -304,6 +308,56 @@ earlier visit) says which site it belongs to. Put the site first:
 <code>/www.example.com/path</code> or <code>/https://www.example.com/path</code>.</p>
 <p><a href="/">Type a URL</a></p></body></html>
 "#;
+
+impl super::Proxy {
+    /// The path-prefix gateway: work out the origin URL, fetch it like a forward request
+    /// (same cache, same logging), and rewrite the response so the browser stays inside.
+    pub(super) async fn gateway(
+        &self,
+        rules: &Rules,
+        mut request: Request<RequestBody>,
+        origin: &Arc<OriginClient>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let client = exchange.client;
+        let classified = classify(
+            request.uri(),
+            request.headers(),
+            client.ip(),
+            &self.recent_sites,
+        );
+        let (uri, site) = match classified {
+            GatewayRequest::Landing => {
+                return Ok(page(http::StatusCode::OK, LANDING_PAGE));
+            }
+            GatewayRequest::Form(path) => return Ok(redirect(&path)),
+            GatewayRequest::Unknown => return Err(ProxyError::GatewayUsage),
+            GatewayRequest::Target { uri, site } => (uri, site),
+        };
+        if is_navigation(request.headers()) {
+            self.recent_sites.remember(client.ip(), &site);
+        }
+        let page_url = url::Url::parse(&uri.to_string())
+            .map_err(|_| ProxyError::BadRequest("invalid gateway URL"))?;
+        // The origin sees its own URLs, not gateway paths.
+        let headers = request.headers_mut();
+        match origin_referer(headers).and_then(|r| HeaderValue::from_str(&r).ok()) {
+            Some(referer) => headers.insert(header::REFERER, referer),
+            None => headers.remove(header::REFERER),
+        };
+        if headers.contains_key(header::ORIGIN)
+            && let Ok(origin) = HeaderValue::from_str(&page_url.origin().ascii_serialization())
+        {
+            headers.insert(header::ORIGIN, origin);
+        }
+        *request.uri_mut() = uri;
+        let forward = self.forward_request(rules, request, client)?;
+        let (response, final_url) = self
+            .fetch_following(forward, page_url, rules.follow_redirects, origin, exchange)
+            .await?;
+        Ok(super::rewrite::gateway_response(response, &final_url))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::http1::RequestBody;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response};
 use tracing::Instrument;
@@ -54,7 +54,7 @@ use crate::fleet::Fleet;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::upstream::{DestinationPolicy, UpstreamClient, UpstreamError, canonical};
-use gateway::{GatewayRequest, RecentSites};
+use gateway::RecentSites;
 use headers::ViaEntry;
 
 /// Which of hoard's listeners a request arrived on.
@@ -574,90 +574,5 @@ impl Proxy {
                 Ok(self.fetch(forward, origin, exchange).await?.into())
             }
         }
-    }
-
-    /// With `--auth-file`, proxy requests need `Proxy-Authorization` (407) and gateway
-    /// requests `Authorization` (401, which a browser asks the person for); the credential is
-    /// hoard's and is not forwarded. Reverse-proxy and admin requests are not asked.
-    async fn authenticate<B>(
-        &self,
-        rules: &Rules,
-        request: &mut Request<B>,
-        mode: RequestMode,
-    ) -> Result<(), ProxyError> {
-        let Some(users) = &rules.users else {
-            return Ok(());
-        };
-        let (header, missing) = match mode {
-            RequestMode::Forward | RequestMode::Connect => {
-                (header::PROXY_AUTHORIZATION, ProxyError::ProxyAuthRequired)
-            }
-            RequestMode::Gateway => (header::AUTHORIZATION, ProxyError::AuthRequired),
-            RequestMode::Reverse | RequestMode::Admin | RequestMode::Peer => return Ok(()),
-        };
-        let credential = request.headers_mut().remove(&header);
-        let allowed = match users.remembered(credential.as_ref()) {
-            Some(known) => known,
-            None => {
-                let users = Arc::clone(users);
-                tokio::task::spawn_blocking(move || users.check(credential.as_ref()))
-                    .await
-                    .unwrap_or(false)
-            }
-        };
-        if allowed {
-            Ok(())
-        } else {
-            self.metrics.denied();
-            Err(missing)
-        }
-    }
-
-    /// The path-prefix gateway: work out the origin URL, fetch it like a forward request
-    /// (same cache, same logging), and rewrite the response so the browser stays inside.
-    async fn gateway(
-        &self,
-        rules: &Rules,
-        mut request: Request<RequestBody>,
-        origin: &Arc<OriginClient>,
-        exchange: &mut Exchange,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let client = exchange.client;
-        let classified = gateway::classify(
-            request.uri(),
-            request.headers(),
-            client.ip(),
-            &self.recent_sites,
-        );
-        let (uri, site) = match classified {
-            GatewayRequest::Landing => {
-                return Ok(gateway::page(http::StatusCode::OK, gateway::LANDING_PAGE));
-            }
-            GatewayRequest::Form(path) => return Ok(gateway::redirect(&path)),
-            GatewayRequest::Unknown => return Err(ProxyError::GatewayUsage),
-            GatewayRequest::Target { uri, site } => (uri, site),
-        };
-        if gateway::is_navigation(request.headers()) {
-            self.recent_sites.remember(client.ip(), &site);
-        }
-        let page_url = url::Url::parse(&uri.to_string())
-            .map_err(|_| ProxyError::BadRequest("invalid gateway URL"))?;
-        // The origin sees its own URLs, not gateway paths.
-        let headers = request.headers_mut();
-        match gateway::origin_referer(headers).and_then(|r| HeaderValue::from_str(&r).ok()) {
-            Some(referer) => headers.insert(header::REFERER, referer),
-            None => headers.remove(header::REFERER),
-        };
-        if headers.contains_key(header::ORIGIN)
-            && let Ok(origin) = HeaderValue::from_str(&page_url.origin().ascii_serialization())
-        {
-            headers.insert(header::ORIGIN, origin);
-        }
-        *request.uri_mut() = uri;
-        let forward = self.forward_request(rules, request, client)?;
-        let (response, final_url) = self
-            .fetch_following(forward, page_url, rules.follow_redirects, origin, exchange)
-            .await?;
-        Ok(rewrite::gateway_response(response, &final_url))
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::https::tls_accelerator_with;
 use crate::support::Hoard;
 use crate::support::origin::Origin;
 use crate::support::tls::{TestCa, connect_tls};
@@ -47,20 +48,14 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+async fn setup_with(flags: &[&str]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let origin = Origin::with_headers(&[("cache-control", "max-age=300")]).await;
-    let (cert, key) = ca.leaf_files(&["localhost"], dir.path());
-    let upstream = format!("http://{}", origin.addr);
-    let hoard = Hoard::start(&[
-        "--upstream",
-        &upstream,
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ])
-    .await;
+    let hoard = tls_accelerator_with(&ca, &origin, dir.path(), flags).await;
     Setup {
         hoard,
         ca,
@@ -220,15 +215,14 @@ async fn continuation_flood_is_cut_off_and_others_are_served() {
     );
 }
 
-#[tokio::test]
-async fn ping_flood_does_not_stop_others_being_served() {
+/// Sends `frame` a million times on one connection, never reading what comes back, while
+/// another client is served.
+async fn flood_of(frame: Vec<u8>) {
     let setup = setup().await;
     let mut tls = flooder(&setup).await;
-    let ping = frame(PING, 0, 0, &[7u8; 8]);
     let flood = async move {
-        // The pongs are never read: hoard must stop reading rather than queue them.
         for _ in 0..1_000_000 {
-            if tls.write_all(&ping).await.is_err() {
+            if tls.write_all(&frame).await.is_err() {
                 return;
             }
         }
@@ -237,18 +231,14 @@ async fn ping_flood_does_not_stop_others_being_served() {
 }
 
 #[tokio::test]
+async fn ping_flood_does_not_stop_others_being_served() {
+    // The pongs are never read: hoard must stop reading rather than queue them.
+    flood_of(frame(PING, 0, 0, &[7u8; 8])).await;
+}
+
+#[tokio::test]
 async fn settings_flood_does_not_stop_others_being_served() {
-    let setup = setup().await;
-    let mut tls = flooder(&setup).await;
-    let settings = frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]);
-    let flood = async move {
-        for _ in 0..1_000_000 {
-            if tls.write_all(&settings).await.is_err() {
-                return;
-            }
-        }
-    };
-    others_are_served_during(&setup, flood).await;
+    flood_of(frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100])).await;
 }
 
 #[tokio::test]
@@ -280,28 +270,7 @@ async fn the_stream_and_header_list_limits_are_announced() {
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_like_an_idle_http11_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let origin = Origin::with_headers(&[("cache-control", "max-age=300")]).await;
-    let (cert, key) = ca.leaf_files(&["localhost"], dir.path());
-    let upstream = format!("http://{}", origin.addr);
-    let hoard = Hoard::start(&[
-        "--upstream",
-        &upstream,
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--client-header-timeout",
-        "1s",
-    ])
-    .await;
-    let setup = Setup {
-        hoard,
-        ca,
-        origin,
-        _dir: dir,
-    };
+    let setup = setup_with(&["--client-header-timeout", "1s"]).await;
     let mut tls = flooder(&setup).await;
     assert!(
         ended_by_server(&mut tls, Duration::from_secs(10)).await,

@@ -12,21 +12,34 @@ use crate::support::{Hoard, process::Process, raw};
 
 const CACHEABLE: &[(&str, &str)] = &[("cache-control", "max-age=300")];
 
-/// A reverse-proxy hoard for `origin` whose main port speaks TLS with a certificate for
-/// localhost from `ca`; the certificate files live in `dir`.
-async fn tls_accelerator(ca: &TestCa, origin: &Origin, dir: &std::path::Path) -> Hoard {
+/// A reverse-proxy hoard for `origin` speaking TLS with a certificate for localhost from
+/// `ca` (files in `dir`), on its main port unless `flags` add `--tls-port`.
+pub(crate) async fn tls_accelerator_with(
+    ca: &TestCa,
+    origin: &Origin,
+    dir: &std::path::Path,
+    flags: &[&str],
+) -> Hoard {
     let (cert, key) = ca.leaf_files(&["localhost", "127.0.0.1"], dir);
     let upstream = format!("http://{}", origin.addr);
-    Hoard::start(&[
+    let mut all = vec![
         "--upstream",
         &upstream,
         "--tls-cert",
         cert.to_str().unwrap(),
         "--tls-key",
         key.to_str().unwrap(),
-    ])
-    .await
+    ];
+    all.extend_from_slice(flags);
+    Hoard::start(&all).await
 }
+
+async fn tls_accelerator(ca: &TestCa, origin: &Origin, dir: &std::path::Path) -> Hoard {
+    tls_accelerator_with(ca, origin, dir, &[]).await
+}
+
+/// Plain HTTP and TLS from one process, one site whatever port the client names in Host.
+const BOTH_PORTS: &[&str] = &["--upstream-host", "localhost", "--tls-port", "0"];
 
 /// Runs curl with `args`; its stdout (bodies, then `-w` output) and whether it succeeded.
 async fn curl(args: Vec<String>) -> (bool, String, String) {
@@ -133,22 +146,7 @@ async fn a_plain_port_and_a_tls_port_from_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let origin = Origin::with_headers(CACHEABLE).await;
-    let (cert, key) = ca.leaf_files(&["localhost"], dir.path());
-    let upstream = format!("http://{}", origin.addr);
-    // One site whatever port the client names in Host.
-    let hoard = Hoard::start(&[
-        "--upstream",
-        &upstream,
-        "--upstream-host",
-        "localhost",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--tls-port",
-        "0",
-    ])
-    .await;
+    let hoard = tls_accelerator_with(&ca, &origin, dir.path(), BOTH_PORTS).await;
     let tls = hoard.tls_addr.expect("a TLS listener");
     let plain = raw::exchange(
         hoard.addr,
@@ -437,21 +435,7 @@ async fn plain_and_tls_clients_of_an_accelerator_never_share_an_entry() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let origin = Origin::with_headers(CACHEABLE).await;
-    let (cert, key) = ca.leaf_files(&["localhost"], dir.path());
-    let upstream = format!("http://{}", origin.addr);
-    let hoard = Hoard::start(&[
-        "--upstream",
-        &upstream,
-        "--upstream-host",
-        "localhost",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--tls-port",
-        "0",
-    ])
-    .await;
+    let hoard = tls_accelerator_with(&ca, &origin, dir.path(), BOTH_PORTS).await;
     let tls = hoard.tls_addr.unwrap();
     let plain = || {
         raw::exchange(
