@@ -44,6 +44,28 @@ struct Activity {
     last: AtomicU64,
 }
 
+/// One stream being answered; when it ends, however it ends, the connection's activity says
+/// so.
+struct OpenStream {
+    activity: Arc<Activity>,
+    since: Instant,
+}
+
+impl OpenStream {
+    fn new(activity: Arc<Activity>, since: Instant) -> OpenStream {
+        activity.open.fetch_add(1, Ordering::Relaxed);
+        OpenStream { activity, since }
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let at = self.since.elapsed().as_millis() as u64;
+        self.activity.last.store(at, Ordering::Relaxed);
+        self.activity.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Streams the client reset before hoard answered, queued at once; more is a rapid-reset
 /// attack and ends the connection (hyper's default is 20).
 const PENDING_RESETS: usize = 20;
@@ -65,14 +87,12 @@ pub async fn serve<S>(
     let activity = Arc::new(Activity::default());
     let seen = activity.clone();
     let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
-        seen.open.fetch_add(1, Ordering::Relaxed);
+        // Counted until answered or dropped (a stream the client reset is dropped unanswered).
+        let stream = OpenStream::new(seen.clone(), since);
         let answer = service.call(adapt(request));
-        let seen = seen.clone();
         async move {
             let response = answer.await;
-            seen.last
-                .store(since.elapsed().as_millis() as u64, Ordering::Relaxed);
-            seen.open.fetch_sub(1, Ordering::Relaxed);
+            drop(stream);
             Ok::<_, Infallible>(response)
         }
     });

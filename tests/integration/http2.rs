@@ -277,3 +277,35 @@ async fn an_idle_http2_connection_is_closed_like_an_idle_http11_one() {
         "an idle HTTP/2 connection was kept past --client-header-timeout"
     );
 }
+
+#[tokio::test]
+async fn a_connection_whose_only_stream_was_reset_still_closes_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    // An origin slow enough that the client resets its stream before the answer.
+    let origin = Origin::start(|_| async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        http::Response::new(hoard::body::full(bytes::Bytes::from_static(b"late")))
+    })
+    .await;
+    let hoard =
+        tls_accelerator_with(&ca, &origin, dir.path(), &["--client-header-timeout", "1s"]).await;
+    let setup = Setup {
+        hoard,
+        ca,
+        origin,
+        _dir: dir,
+    };
+    let mut tls = flooder(&setup).await;
+    tls.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &get_block()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tls.write_all(&frame(RST_STREAM, 0, 1, &8u32.to_be_bytes()))
+        .await
+        .unwrap();
+    assert!(
+        ended_by_server(&mut tls, Duration::from_secs(10)).await,
+        "a reset stream kept the connection counted busy"
+    );
+}
