@@ -30,6 +30,7 @@ pub(super) struct Served {
 }
 
 /// What one client connection's requests are handed to.
+#[derive(Clone)]
 pub(super) struct Connection {
     pub shared: Arc<Served>,
     pub client: Arc<ClientConnection>,
@@ -106,12 +107,7 @@ impl http1::Service for Connection {
         &self,
         request: Request<RequestBody>,
     ) -> Pin<Box<dyn Future<Output = Response<LoggedBody>> + Send>> {
-        let shared = self.shared.clone();
-        let client = self.client.clone();
-        let connection = Connection {
-            shared: shared.clone(),
-            client: client.clone(),
-        };
+        let connection = self.clone();
         Box::pin(async move { connection.handle(request).await })
     }
 

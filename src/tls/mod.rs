@@ -54,13 +54,20 @@ pub struct Accepted<S> {
 /// The protocols offered by ALPN, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// ring, with TLS 1.3's AES-128-GCM-SHA256 preferred (see `server_config`).
+/// ring, with TLS 1.3's AES-128-GCM-SHA256 preferred (see `server_config`); made once, as
+/// every listener configuration and every minted leaf uses it.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-    Arc::new(provider)
+    static PROVIDER: std::sync::OnceLock<Arc<rustls::crypto::CryptoProvider>> =
+        std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let mut provider = rustls::crypto::ring::default_provider();
+            provider.cipher_suites.sort_by_key(|suite| {
+                suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+            });
+            Arc::new(provider)
+        })
+        .clone()
 }
 
 /// A server configuration for TLS 1.2 and 1.3 with ALPN and session resumption (tickets and
