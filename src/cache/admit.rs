@@ -74,7 +74,7 @@ impl Cache {
                 self.store_failures.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let _ = self.tiers.remove(entry.body);
+        let _ = self.tiers.remove_all(&[entry.body]);
         published
     }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::key::CacheKey;
 use super::policy::Freshness;
-use super::storage::{BodyId, BodyRef};
+use super::storage::{BodyId, BodyRef, footprint};
 use crate::http1::HeaderCase;
 
 /// A cached response without its body.
@@ -171,14 +171,17 @@ impl StoredResponse {
         })
     }
 
-    /// Rough bytes this entry costs, for size accounting.
+    /// What this entry occupies on disk, for the disk bound: its body (`storage::footprint`)
+    /// and its row in the index database (the encoded record, in B-tree pages that are about
+    /// half full: random inserts, and pages a commit replaced are kept until the next one).
     pub fn weight(&self) -> u64 {
         let head: usize = self
             .headers
             .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum();
-        self.body_len + head as u64 + self.key.url().len() as u64 + 128
+        let row = (head + self.key.url().len()) as u64 + 128;
+        footprint(self.body_len) + row * 2
     }
 }
 

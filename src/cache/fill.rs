@@ -115,7 +115,8 @@ fn write_body(mut receiver: mpsc::Receiver<Bytes>, ended: &AtomicBool, job: Fill
         return;
     }
     // Every tier must finish; the first one (disk) is the one that makes the entry durable.
-    for writer in writers {
+    // It finishes last: once it has, the entry is always published or its body removed.
+    for writer in writers.into_iter().rev() {
         if let Err(e) = writer.finish() {
             tracing::warn!(error = %e, "cache: storing failed, not caching this response");
             failed();

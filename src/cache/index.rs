@@ -7,6 +7,7 @@
 //! deletes evicted bodies, so no request waits for an fsync of the index. Start-up, including
 //! what happens to a damaged database file, is in `load.rs`.
 
+mod bound;
 mod load;
 mod writer;
 
@@ -26,6 +27,7 @@ use super::entry::StoredResponse;
 use super::key::CacheKey;
 use super::storage::BodyId;
 use super::storage::{DirLock, Tiers};
+use bound::DiskBound;
 use load::Sweep;
 use writer::Writer;
 
@@ -71,6 +73,11 @@ pub enum IndexError {
         reason: String,
         source: std::io::Error,
     },
+    #[error(
+        "the cache directory is in format {found}, written by a newer hoard (this one knows \
+         up to {known}); run that hoard, or point this one at another --cache-dir"
+    )]
+    NewerFormat { found: u64, known: u64 },
 }
 
 macro_rules! from_redb {
@@ -176,7 +183,8 @@ impl Index {
         let (ops, receiver) = mpsc::channel();
         let evictions: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let lifecycle = ReleaseToWriter { ops: ops.clone() };
-        // An entry weighs its body plus its headers (up to the header limit and then some).
+        // An entry weighs what it occupies on disk (`StoredResponse::weight`), so the map's
+        // capacity is the disk bound; `bound.rs` corrects it by what the disk really holds.
         let options = super::storage::bounded_options(capacity, max_object + 256 * 1024);
         let map = Arc::new(Cache::with_options(
             options,
@@ -202,8 +210,10 @@ impl Index {
             index.map.insert(hash, Arc::new(variants));
         }
 
+        tiers.disk().pack().attach(Arc::clone(&loaded.db))?;
         let known = loaded.known;
         let writer = Writer {
+            bound: DiskBound::new(dir, capacity),
             db: loaded.db,
             lock,
             ops: receiver,
@@ -395,148 +405,7 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cache::policy::Freshness;
-    use crate::cache::storage::Storage;
-    use http::{HeaderMap, HeaderValue, StatusCode};
-
-    pub(super) fn entry(i: u64) -> Arc<StoredResponse> {
-        let mut headers = HeaderMap::new();
-        headers.insert("cache-control", HeaderValue::from_static("max-age=600"));
-        headers.insert("content-type", HeaderValue::from_static("text/html"));
-        Arc::new(StoredResponse {
-            spelling: None,
-            key: CacheKey::from_url(format!("http://example.com/item/{i}")),
-            vary: Vec::new(),
-            status: StatusCode::OK,
-            reason: None,
-            headers,
-            freshness: Freshness {
-                response_time: 1,
-                initial_age: 0,
-                lifetime: 600,
-                must_revalidate: false,
-                no_cache: false,
-                stale_while_revalidate: None,
-                stale_if_error: None,
-            },
-            body: i + 1,
-            body_len: 1024,
-            checksum: [0; 32],
-        })
-    }
-
-    /// Inserts `entry` at its key's current generation.
-    pub(super) fn insert_now(index: &Index, entry: Arc<StoredResponse>) {
-        let generation = index.generation(&entry.key);
-        assert_eq!(index.insert(entry, generation), Published::Yes);
-    }
-
-    pub(super) fn open(dir: &Path) -> (Index, LoadReport) {
-        open_with_disk(dir).0
-    }
-
-    fn open_with_disk(dir: &Path) -> ((Index, LoadReport), Arc<Tiers>) {
-        let lock = DirLock::acquire(dir).unwrap();
-        let disk = Arc::new(Tiers::open(dir, &lock, 1 << 20).unwrap());
-        (
-            Index::open(dir, lock, 1 << 40, 1 << 20, disk.clone()).unwrap(),
-            disk,
-        )
-    }
-
-    fn store_body(tiers: &Tiers, id: BodyId) {
-        let mut writer = tiers.disk().writer(id, None).unwrap().unwrap();
-        writer.write(&bytes::Bytes::from_static(b"body")).unwrap();
-        writer.finish().unwrap();
-    }
-
-    #[test]
-    fn replacing_a_list_deletes_only_the_bodies_it_no_longer_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let ((index, _), disk) = open_with_disk(dir.path());
-        let exists = |id| disk.disk().read(id).unwrap().is_some();
-        let first = entry(0);
-        store_body(&disk, first.body);
-        insert_now(&index, first.clone());
-        // A 304 refresh keeps the body.
-        let mut refreshed = (*first).clone();
-        refreshed
-            .headers
-            .insert("x-refreshed", HeaderValue::from_static("1"));
-        insert_now(&index, Arc::new(refreshed));
-        // A second variant keeps the first.
-        let mut second = (*first).clone();
-        second.vary = vec![("accept".into(), Some("text/plain".into()))];
-        second.body = 77;
-        store_body(&disk, 77);
-        insert_now(&index, Arc::new(second));
-        index.flush();
-        assert!(exists(first.body), "the refreshed entry's body survived");
-        assert!(exists(77));
-        // A new response for the first variant replaces its body.
-        let mut replacement = (*first).clone();
-        replacement.body = 78;
-        store_body(&disk, 78);
-        insert_now(&index, Arc::new(replacement));
-        index.flush();
-        assert!(!exists(first.body), "the replaced body is deleted");
-        assert!(exists(77) && exists(78));
-    }
-
-    #[test]
-    fn entries_persist_across_reopen_and_removals_stick() {
-        let dir = tempfile::tempdir().unwrap();
-        let (index, _) = open(dir.path());
-        for i in 0..10 {
-            insert_now(&index, entry(i));
-        }
-        assert_eq!(index.remove(&entry(3).key), 1);
-        index.close();
-        drop(index);
-        let (index, report) = open(dir.path());
-        assert_eq!(report.entries, 9);
-        assert!(index.get(&entry(0).key).is_some());
-        assert!(index.get(&entry(3).key).is_none());
-    }
-
-    #[test]
-    fn a_damaged_database_is_moved_aside_and_its_bodies_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let ((index, _), disk) = open_with_disk(dir.path());
-        let stored = entry(0);
-        store_body(&disk, stored.body);
-        let generation = index.generation(&stored.key);
-        assert_eq!(
-            index.insert_durable(stored.clone(), generation),
-            Published::Yes
-        );
-        index.close();
-        drop((index, disk));
-        std::fs::write(dir.path().join("index.redb"), b"garbage".repeat(100)).unwrap();
-
-        let ((index, report), disk) = open_with_disk(dir.path());
-        let rebuilt = report.rebuilt.expect("the index was rebuilt");
-        assert_eq!(rebuilt.damage, IndexDamage::NotADatabase);
-        let aside = rebuilt.moved_to(dir.path());
-        assert_eq!(std::fs::read(&aside).unwrap(), b"garbage".repeat(100));
-        assert_eq!((report.entries, index.len()), (0, 0));
-        // The writer sweeps before it handles anything sent after.
-        assert!(index.flush());
-        assert!(
-            disk.disk().list_all().unwrap().is_empty(),
-            "the orphaned body is gone"
-        );
-        // The fresh database works, and a reopen finds it healthy.
-        insert_now(&index, entry(1));
-        index.close();
-        drop((index, disk));
-        let (index, report) = open(dir.path());
-        assert!(report.rebuilt.is_none());
-        assert!(index.get(&entry(1).key).is_some());
-    }
-}
+mod tests;
 
 /// Tools for bench/ (run with `--ignored`), kept beside the bench scripts that use them.
 #[cfg(test)]

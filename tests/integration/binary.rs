@@ -12,7 +12,7 @@ use hyper::body::{Frame, Incoming};
 
 use crate::support::process::{Process, cache_tool};
 use crate::support::small_disk::SmallDisk;
-use crate::support::{Origin, fetch, stored_bodies};
+use crate::support::{Origin, damage_stored_body, fetch};
 
 #[test]
 fn help_documents_every_flag() {
@@ -227,7 +227,12 @@ async fn curl_through_the_binary_gets_the_origin_response() {
 
 /// The body the crash-test origin serves for object `n`: a size and bytes derived from `n`.
 fn object_body(n: u64) -> Bytes {
-    let len = (n * 7919) % 400_000 + 1;
+    // A third are small enough to be packed in the index database, the rest are files.
+    let len = if n.is_multiple_of(3) {
+        (n * 7919) % 16_000 + 1
+    } else {
+        (n * 7919) % 400_000 + 1
+    };
     let mut state = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -491,15 +496,8 @@ async fn the_cache_tool_lists_verifies_and_purges_a_stopped_cache() {
         "{listing}"
     );
 
-    // Damage one body (same length): verify finds it and removes it.
-    let bodies = stored_bodies(dir);
-    let victim = &bodies[0];
-    let damaged: Vec<u8> = std::fs::read(victim)
-        .unwrap()
-        .iter()
-        .map(|b| b ^ 1)
-        .collect();
-    std::fs::write(victim, damaged).unwrap();
+    // Damage one body (same length) where it is packed: verify finds it and removes it.
+    assert!(damage_stored_body(dir, b"/a #1") > 0);
     let (ok, report) = cache_tool(dir, &["verify"]);
     assert!(!ok && report.contains("checked 3, bad 1"), "{report}");
     let (ok, report) = cache_tool(dir, &["verify"]);

@@ -2,16 +2,35 @@
 //! and a second hoard on a directory in use refuses before touching anything (issue 11).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hoard::body;
-use http::Response;
+use http::{Request, Response};
 use hyper::body::{Frame, Incoming};
 
 use crate::support::process::{Process, cache_tool, cache_tool_output, run_to_exit};
 use crate::support::{Origin, get, stored_bodies};
+
+/// Bodies too large to be packed into the index database, so the rows name files: `/a #N`
+/// (the Nth response served) padded with spaces.
+async fn file_body_origin() -> Origin {
+    let served = Arc::new(AtomicUsize::new(0));
+    Origin::start(move |request: Request<Incoming>| {
+        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let text = format!("{} #{n}", request.uri().path());
+            Response::builder()
+                .header("cache-control", "max-age=600")
+                .body(body::full(format!("{text:<20000}")))
+                .unwrap()
+        }
+    })
+    .await
+}
 
 /// A stopped hoard's cache directory holding `/a`, `/b` and `/c` from `origin`.
 async fn filled_cache(origin: &Origin) -> tempfile::TempDir {
@@ -50,7 +69,7 @@ fn moved_aside(dir: &Path) -> Vec<PathBuf> {
 
 /// Damages a filled cache's index with `damage`, starts hoard on it and checks it recovers.
 async fn hoard_recovers_from(damage: fn(Vec<u8>) -> Vec<u8>) {
-    let origin = Origin::with_headers(&[("cache-control", "max-age=600")]).await;
+    let origin = file_body_origin().await;
     let dir = filled_cache(&origin).await;
     let before = stored_bodies(dir.path());
     let index = dir.path().join("index.redb");
@@ -62,14 +81,18 @@ async fn hoard_recovers_from(damage: fn(Vec<u8>) -> Vec<u8>) {
     let client = process.client();
     let got = get(&client, &origin.url("/a"), &[]).await;
     let (body, status) = (got.body, got.cache_status);
-    assert_eq!(body, "/a #4", "the old entry is gone: fetched again");
+    assert_eq!(
+        body.trim_end(),
+        "/a #4",
+        "the old entry is gone: fetched again"
+    );
     assert!(
         status.contains("fwd=uri-miss") && status.contains("stored"),
         "{status}"
     );
     let got = get(&client, &origin.url("/a"), &[]).await;
     let (body, status) = (got.body, got.cache_status);
-    assert_eq!(body, "/a #4");
+    assert_eq!(body.trim_end(), "/a #4");
     assert!(status.contains("hit"), "{status}");
     let (stderr, dir) = process.stop_keeping_dir();
 
@@ -112,7 +135,7 @@ async fn a_truncated_index_is_moved_aside_and_hoard_starts_empty() {
 
 #[tokio::test]
 async fn the_cache_tool_repairs_a_damaged_index_without_blaming_a_running_hoard() {
-    let origin = Origin::with_headers(&[("cache-control", "max-age=600")]).await;
+    let origin = file_body_origin().await;
     let dir = filled_cache(&origin).await;
     let dir = dir.path();
     std::fs::write(dir.join("index.redb"), b"garbage".repeat(100)).unwrap();
@@ -154,23 +177,27 @@ fn in_flight(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+const HALF_1: &[u8] = b"first half, ";
+const HALF_2: &[u8] = b"second half";
+
 #[tokio::test]
 async fn a_second_hoard_on_a_directory_in_use_refuses_before_touching_it() {
-    // The origin sends half the body, then waits for the gate to open.
+    // The origin sends half the body, then waits for the gate to open. The halves are too
+    // large for the body to be packed: it is written to a file in tmp/ as it comes.
     let (open, gate) = tokio::sync::watch::channel(false);
     let origin = Origin::start(move |_: http::Request<Incoming>| {
         let mut gate = gate.clone();
         async move {
             let first = futures_util::stream::once(async {
-                Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"first half, ")))
+                Ok::<_, std::io::Error>(Frame::data(Bytes::from(HALF_1.repeat(2000))))
             });
             let rest = futures_util::stream::once(async move {
                 let _ = gate.wait_for(|open| *open).await;
-                Ok(Frame::data(Bytes::from_static(b"second half")))
+                Ok(Frame::data(Bytes::from(HALF_2.repeat(2000))))
             });
             Response::builder()
                 .header("cache-control", "max-age=600")
-                .header("content-length", "23")
+                .header("content-length", "46000")
                 .body(body::stream(http_body_util::StreamBody::new(
                     first.chain(rest),
                 )))
@@ -183,9 +210,13 @@ async fn a_second_hoard_on_a_directory_in_use_refuses_before_touching_it() {
     let client = first.client();
     let url = origin.url("/slow");
     let mut response = client.get(&url).send().await.unwrap();
+    let mut first_half = Vec::new();
+    while first_half.len() < 24_000 {
+        first_half.extend_from_slice(&response.chunk().await.unwrap().unwrap());
+    }
     assert_eq!(
-        response.chunk().await.unwrap().unwrap(),
-        "first half, ",
+        first_half,
+        HALF_1.repeat(2000),
         "streamed while the fill is in flight"
     );
     let mut waited = 0;
@@ -215,10 +246,13 @@ async fn a_second_hoard_on_a_directory_in_use_refuses_before_touching_it() {
     assert_eq!(in_flight(dir.path()), filling, "and untouched by the tool");
 
     open.send(true).unwrap();
-    assert_eq!(response.text().await.unwrap(), "second half");
+    assert_eq!(response.text().await.unwrap(), "second half".repeat(2000));
     let got = get(&client, &url, &[]).await;
     let (body, status) = (got.body, got.cache_status);
-    assert_eq!(body, "first half, second half");
+    assert_eq!(
+        body,
+        "first half, ".repeat(2000) + &"second half".repeat(2000)
+    );
     assert!(status.contains("hit"), "the fill completed: {status}");
     first.stop();
 }

@@ -24,6 +24,7 @@ mod poisoning;
 mod reverse;
 mod shared_tier;
 mod slices;
+mod small_objects;
 mod stale;
 mod support;
 mod targeted;

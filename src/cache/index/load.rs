@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::{ENTRIES, IndexError};
 use crate::cache::entry::StoredResponse;
@@ -23,6 +23,17 @@ use crate::cache::storage::{BodyId, DiskStorage};
 
 /// The index's file in the cache directory.
 pub(super) const FILE_NAME: &str = "index.redb";
+
+/// The layout of the cache directory, recorded in the database's `meta` table:
+/// 1. rows in `entries`, every body a file under `objects/` (no `meta` table);
+/// 2. as 1, and bodies up to `PACK_LIMIT` packed in the `bodies` table.
+///
+/// A version-1 directory is read as it is (its small bodies stay files until evicted) and
+/// stamped 2; a version this hoard does not know stops start-up instead of being rewritten.
+pub(super) const FORMAT_VERSION: u64 = 2;
+
+const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
+const FORMAT_KEY: &str = "format";
 
 /// What start-up found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +44,8 @@ pub struct LoadReport {
     pub dropped: u64,
     /// Set when the index file could not be read and an empty one replaced it.
     pub rebuilt: Option<IndexRebuilt>,
+    /// The format the directory had when it was written by an older hoard.
+    pub upgraded_from: Option<u64>,
 }
 
 /// Why an index file could not be read.
@@ -83,7 +96,7 @@ impl IndexRebuilt {
 
 /// The database and everything read from it.
 pub(super) struct Loaded {
-    pub db: Database,
+    pub db: Arc<Database>,
     /// Every entry, grouped by its URL's hash.
     pub by_url: HashMap<u128, Vec<Arc<StoredResponse>>>,
     /// The bodies the rows name.
@@ -171,12 +184,10 @@ fn read(path: &Path) -> Result<Loaded, IndexError> {
     // lookups, so redb needs only enough for the writer's batches (a million entries make a
     // 300 MB file, which would otherwise stay resident after loading).
     let db = Database::builder().set_cache_size(16 << 20).create(path)?;
-    {
-        let txn = db.begin_write()?;
-        txn.open_table(ENTRIES)?;
-        txn.commit()?;
-    }
-    let mut report = LoadReport::default();
+    let mut report = LoadReport {
+        upgraded_from: stamp_format(&db)?,
+        ..LoadReport::default()
+    };
     let mut known = HashSet::new();
     let mut undecodable = Vec::new();
     let mut by_url: HashMap<u128, Vec<Arc<StoredResponse>>> = HashMap::new();
@@ -203,12 +214,41 @@ fn read(path: &Path) -> Result<Loaded, IndexError> {
         }
     }
     Ok(Loaded {
-        db,
+        db: Arc::new(db),
         by_url,
         known,
         undecodable,
         report,
     })
+}
+
+/// Creates the tables of a new database and records the format; returns the older format
+/// a database was in.
+fn stamp_format(db: &Database) -> Result<Option<u64>, IndexError> {
+    let txn = db.begin_write()?;
+    let found = {
+        let existed = txn
+            .list_tables()?
+            .any(|table| table.name() == ENTRIES.name());
+        txn.open_table(ENTRIES)?;
+        let mut meta = txn.open_table(META)?;
+        let found = match meta.get(FORMAT_KEY)? {
+            Some(version) => version.value(),
+            // Entries but no meta table: written before formats were recorded.
+            None if existed => 1,
+            None => FORMAT_VERSION,
+        };
+        if found > FORMAT_VERSION {
+            return Err(IndexError::NewerFormat {
+                found,
+                known: FORMAT_VERSION,
+            });
+        }
+        meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
+        found
+    };
+    txn.commit()?;
+    Ok((found < FORMAT_VERSION).then_some(found))
 }
 
 /// Renames the index file in `dir` to a name no earlier damaged file has.
@@ -274,17 +314,17 @@ pub(super) enum Sweep {
     Listed(Vec<BodyId>),
 }
 
-/// Deletes the body files `sweep` picks that no row in `known` names.
+/// Deletes the body files `sweep` picks that no row in `known` names. (Packed bodies are
+/// written and deleted with their rows, so they are never orphans.)
 pub(super) fn remove_orphans(disk: &DiskStorage, known: &HashSet<BodyId>, sweep: Sweep) {
     let ids = match sweep {
         Sweep::Listed(ids) => ids,
-        Sweep::WrittenBefore(opened_at) => match disk.list_written_before(opened_at) {
-            Ok(ids) => ids,
-            Err(e) => {
+        Sweep::WrittenBefore(opened_at) => {
+            disk.list_written_before(opened_at).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cache: cannot list body files");
-                return;
-            }
-        },
+                Vec::new()
+            })
+        }
     };
     let orphans: Vec<_> = ids.into_iter().filter(|id| !known.contains(id)).collect();
     if !orphans.is_empty() {

@@ -1,19 +1,22 @@
-//! The index's writer thread: the only user of the database after start-up. It applies the
-//! map's changes in batches (one transaction and fsync for everything queued) and deletes
-//! bodies only once their rows are gone, so the index never names a file we deleted.
+//! The index's writer thread: the only writer of the database after start-up. It applies the
+//! map's changes in batches (one transaction and fsync for everything queued), with the packed
+//! bodies of the rows it writes or deletes in the same transaction, and deletes body files
+//! only once their rows are gone, so the index never names a file we deleted.
 
 use std::sync::Arc;
 use std::sync::mpsc;
 
 use redb::Database;
 
+use super::bound::DiskBound;
 use super::{Change, ENTRIES, EntryMap, IndexError, Op};
-use crate::cache::storage::BodyId;
+use crate::cache::storage::{BodyId, Written};
 use crate::cache::storage::{DirLock, Tiers};
 
 /// What the writer thread owns.
 pub(super) struct Writer {
-    pub db: Database,
+    /// Shared with the disk tier's pack only (see `storage::Pack`).
+    pub db: Arc<Database>,
     /// The cache directory's lock, released right after the database is closed: a restart
     /// (even in this process) may take over as soon as `close` returns.
     pub lock: DirLock,
@@ -21,10 +24,11 @@ pub(super) struct Writer {
     pub map: std::sync::Weak<EntryMap>,
     pub tiers: Arc<Tiers>,
     pub evictions: Arc<std::sync::atomic::AtomicU64>,
+    pub bound: DiskBound,
 }
 
 impl Writer {
-    pub(super) fn run(self) {
+    pub(super) fn run(mut self) {
         while let Ok(first) = self.ops.recv() {
             let mut batch = vec![first];
             while batch.len() < 1024 {
@@ -48,24 +52,28 @@ impl Writer {
             }
             let mut deleted = Vec::new();
             let committed = match self.apply(changes, &mut deleted) {
-                Ok(()) => true,
+                // Bodies go only after their rows are gone, so the index never points at a
+                // missing file because of us (packed ones went in the same transaction).
+                Ok(written) => {
+                    if let Err(e) = self.tiers.index_committed(&deleted, &written) {
+                        tracing::warn!(bodies = deleted.len(), error = %e, "cache: cannot delete bodies");
+                    }
+                    true
+                }
                 Err(e) => {
-                    // A full or read-only disk: the rows stay as they were. Bodies of deleted
-                    // rows go anyway; a row left naming a missing body reads as a miss.
+                    // A full or read-only disk: the rows stay as they were, and so do packed
+                    // bodies. Files of deleted rows go anyway; a row left naming a missing
+                    // file reads as a miss.
                     tracing::error!(error = %e, "cache: index update failed");
+                    let _ = self.tiers.remove_all(&deleted);
                     false
                 }
             };
-            // Bodies go only after their rows are gone, so the index never points at a
-            // missing file because of us.
-            for body in deleted {
-                if let Err(e) = self.tiers.remove(body) {
-                    tracing::warn!(body = %format_args!("{body:016x}"), error = %e, "cache: cannot delete a body");
-                }
+            if let Some(map) = self.map.upgrade() {
+                self.bound.check(&map, self.tiers.disk());
             }
             if closing {
-                drop(self.db);
-                drop(self.lock);
+                self.close();
                 for done in replies {
                     let _ = done.send(committed);
                 }
@@ -77,14 +85,40 @@ impl Writer {
         }
     }
 
-    fn apply(&self, changes: Vec<Change>, deleted: &mut Vec<BodyId>) -> Result<(), IndexError> {
+    /// Takes the database back from the pack and closes it, then releases the lock.
+    fn close(mut self) {
+        self.tiers.disk().pack().detach();
+        // A read that loaded the database just before may still be running.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while Arc::strong_count(&self.db) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Over the disk bound (the file ran ahead of evictions under churn): give the free
+        // pages back to the file system, so a stopped cache stays within its bound.
+        if self.bound.exceeded(self.tiers.disk())
+            && let Some(db) = Arc::get_mut(&mut self.db)
+            && let Err(e) = db.compact()
+        {
+            tracing::warn!(error = %e, "cache: cannot compact the index");
+        }
+        drop(self.db);
+        drop(self.lock);
+    }
+
+    fn apply(
+        &self,
+        changes: Vec<Change>,
+        deleted: &mut Vec<BodyId>,
+    ) -> Result<Written, IndexError> {
         let txn = self.db.begin_write()?;
+        let mut stored = Vec::new();
         {
             let mut table = txn.open_table(ENTRIES)?;
             for op in changes {
                 match op {
                     Change::Put(entry) => {
                         table.insert(entry.body, entry.encode().as_slice())?;
+                        stored.push(entry.body);
                     }
                     Change::Delete(body) => {
                         table.remove(body)?;
@@ -109,7 +143,11 @@ impl Writer {
                 }
             }
         }
+        if !stored.is_empty() {
+            self.tiers.disk().probe()?;
+        }
+        let written = self.tiers.disk().pack().write(&txn, &stored, deleted)?;
         txn.commit()?;
-        Ok(())
+        Ok(written)
     }
 }

@@ -1,9 +1,11 @@
-//! The disk tier: one file per body under `objects/XX/`, named by its random id.
+//! The disk tier: small bodies packed into the index database (`pack.rs`), larger ones one
+//! file each under `objects/XX/`, named by their random id. Usage counts both.
 //!
-//! Write protocol (crash safety): the body goes to `tmp/ID`, is fsynced, renamed to
+//! File write protocol (crash safety): the body goes to `tmp/ID`, is fsynced, renamed to
 //! `objects/XX/ID`, and the directory is fsynced; only then does the index learn of it. A crash
 //! at any point leaves either no file, a temporary file (deleted at the next start), or a
-//! complete file the index may not know (an orphan, deleted at the next start).
+//! complete file the index may not know (an orphan, deleted at the next start). A body of
+//! unknown length is held in memory until it outgrows `PACK_LIMIT`, then spills to a file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -13,11 +15,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use super::pack::{PACK_LIMIT, Pack, Written};
 use super::{BodyId, BodyWriter, DirLock, Storage, StorageError, StoredBody, Usage};
+
+/// File sizes are counted in blocks of this many bytes, as the file system allocates them.
+const BLOCK: u64 = 4096;
+
+/// What a body of `len` bytes occupies on disk: a packed body its row (bytes, key and slot)
+/// in B-tree pages about half full (see `StoredResponse::weight`), a file whole blocks.
+pub fn footprint(len: u64) -> u64 {
+    if len <= PACK_LIMIT {
+        (len + 24) * 2
+    } else {
+        len.div_ceil(BLOCK) * BLOCK
+    }
+}
 
 pub struct DiskStorage {
     objects: PathBuf,
     tmp: PathBuf,
+    pack: Arc<Pack>,
     usage: Arc<Counters>,
 }
 
@@ -25,6 +42,28 @@ pub struct DiskStorage {
 struct Counters {
     bytes: AtomicU64,
     objects: AtomicU64,
+    /// Blocks the body files occupy, in bytes (packed bodies are in the database's size).
+    file_blocks: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, len: u64, file: bool) {
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        self.objects.fetch_add(1, Ordering::Relaxed);
+        if file {
+            self.file_blocks
+                .fetch_add(footprint(len.max(PACK_LIMIT + 1)), Ordering::Relaxed);
+        }
+    }
+
+    fn sub(&self, len: u64, file: bool) {
+        self.bytes.fetch_sub(len, Ordering::Relaxed);
+        self.objects.fetch_sub(1, Ordering::Relaxed);
+        if file {
+            self.file_blocks
+                .fetch_sub(footprint(len.max(PACK_LIMIT + 1)), Ordering::Relaxed);
+        }
+    }
 }
 
 impl DiskStorage {
@@ -41,8 +80,19 @@ impl DiskStorage {
         Ok(DiskStorage {
             objects,
             tmp,
+            pack: Arc::default(),
             usage: Arc::default(),
         })
+    }
+
+    /// Where small bodies are packed (see `pack.rs`).
+    pub fn pack(&self) -> &Pack {
+        &self.pack
+    }
+
+    /// Bytes of disk blocks the body files occupy.
+    pub fn file_blocks(&self) -> u64 {
+        self.usage.file_blocks.load(Ordering::Relaxed)
     }
 
     fn path(&self, id: BodyId) -> PathBuf {
@@ -53,8 +103,9 @@ impl DiskStorage {
 
     /// Counts a body that is already on disk (found at start-up) toward usage.
     pub fn adopt(&self, len: u64) {
-        self.usage.bytes.fetch_add(len, Ordering::Relaxed);
-        self.usage.objects.fetch_add(1, Ordering::Relaxed);
+        // A small body may also be a file stored by a hoard before packing; counted as packed,
+        // it makes the footprint look a little smaller until it is evicted.
+        self.usage.add(len, len > PACK_LIMIT);
     }
 
     /// Ids of the body files last written before `started` (with a few seconds' margin, as
@@ -101,55 +152,122 @@ impl DiskStorage {
         Ok(ids)
     }
 
-    /// Removes a file the index does not know, without touching usage counters.
+    /// Removes a body file the index does not know, without touching usage counters.
+    /// (Packed bodies are never orphans: see `pack.rs`.)
     pub fn remove_orphan(&self, id: BodyId) -> Result<(), StorageError> {
         match fs::remove_file(self.path(id)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
         }
     }
-}
 
-impl Storage for DiskStorage {
-    fn writer(
-        &self,
-        id: BodyId,
-        _expected_len: Option<u64>,
-    ) -> Result<Option<Box<dyn BodyWriter>>, StorageError> {
-        let tmp_path = self.tmp.join(format!("{id:016x}"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)?;
-        Ok(Some(Box::new(DiskWriter {
-            file: Some(BufWriter::with_capacity(256 * 1024, file)),
-            tmp_path,
-            final_path: self.path(id),
-            written: 0,
-            usage: self.usage.clone(),
-        })))
+    /// Removes bodies not yet in the index: staged ones, and files.
+    pub fn remove_all(&self, ids: &[BodyId]) -> Result<(), StorageError> {
+        let mut first_error = None;
+        for &id in ids {
+            if let Some(len) = self.pack.unstage(id) {
+                self.usage.sub(len, false);
+            } else if let Err(e) = self.remove_file(id) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
-    fn read(&self, id: BodyId) -> Result<Option<StoredBody>, StorageError> {
+    /// The index committed `written` (see `Pack::write`): staged bodies are in the table now,
+    /// deleted packed bodies are gone, and the other deleted bodies' files go now.
+    pub fn index_committed(&self, written: &Written) -> Result<(), StorageError> {
+        self.pack.committed(&written.stored);
+        for &len in &written.deleted {
+            self.usage.sub(len, false);
+        }
+        self.remove_all(&written.not_packed)
+    }
+
+    /// Removes body file `id`; `false` when there is none.
+    fn remove_file(&self, id: BodyId) -> Result<bool, StorageError> {
+        let path = self.path(id);
+        let len = match fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        fs::remove_file(&path)?;
+        self.usage.sub(len, true);
+        Ok(true)
+    }
+
+    /// Fails unless the cache directory still takes new files. Packed bodies go through a
+    /// database file opened long ago, which keeps working after the directory was deleted or
+    /// remounted read-only; the index checks with this before it commits new bodies, so such
+    /// a directory stops storing (and says why) as it does for body files.
+    pub fn probe(&self) -> Result<(), StorageError> {
+        let probe = self.tmp.join("probe");
+        File::create(&probe)?;
+        fs::remove_file(&probe)?;
+        Ok(())
+    }
+
+    fn tmp_path(&self, id: BodyId) -> PathBuf {
+        self.tmp.join(format!("{id:016x}"))
+    }
+
+    /// Body `id`, looked for in the pack only if `len` (when known) is small enough to be
+    /// there: a large body's read costs no database lookup.
+    pub fn read_body(
+        &self,
+        id: BodyId,
+        len: Option<u64>,
+    ) -> Result<Option<StoredBody>, StorageError> {
+        if len.is_none_or(|len| len <= PACK_LIMIT)
+            && let Some(bytes) = self.pack.get(id)?
+        {
+            return Ok(Some(StoredBody::Bytes(bytes)));
+        }
         match File::open(self.path(id)) {
             Ok(file) => Ok(Some(StoredBody::File(file))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Creates temporary file `path` for a body being written.
+fn create_tmp(path: &Path) -> std::io::Result<BufWriter<File>> {
+    let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    Ok(BufWriter::with_capacity(256 * 1024, file))
+}
+
+impl Storage for DiskStorage {
+    fn writer(
+        &self,
+        id: BodyId,
+        expected_len: Option<u64>,
+    ) -> Result<Option<Box<dyn BodyWriter>>, StorageError> {
+        let packable = self.pack.is_attached() && expected_len.is_none_or(|len| len <= PACK_LIMIT);
+        let tmp_path = self.tmp_path(id);
+        let sink = if packable {
+            Sink::Buffer(Vec::new())
+        } else {
+            Sink::File(create_tmp(&tmp_path)?)
+        };
+        Ok(Some(Box::new(DiskWriter {
+            id,
+            sink,
+            tmp_path,
+            final_path: self.path(id),
+            written: 0,
+            pack: Arc::clone(&self.pack),
+            usage: Arc::clone(&self.usage),
+        })))
+    }
+
+    fn read(&self, id: BodyId) -> Result<Option<StoredBody>, StorageError> {
+        self.read_body(id, None)
+    }
 
     fn remove(&self, id: BodyId) -> Result<(), StorageError> {
-        let path = self.path(id);
-        let len = match fs::metadata(&path) {
-            Ok(meta) => meta.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        fs::remove_file(&path)?;
-        self.usage.bytes.fetch_sub(len, Ordering::Relaxed);
-        self.usage.objects.fetch_sub(1, Ordering::Relaxed);
-        Ok(())
+        self.remove_all(&[id])
     }
 
     fn usage(&self) -> Usage {
@@ -160,17 +278,45 @@ impl Storage for DiskStorage {
     }
 }
 
+enum Sink {
+    /// Small so far: kept in memory, to be packed.
+    Buffer(Vec<u8>),
+    File(BufWriter<File>),
+    Done,
+}
+
 struct DiskWriter {
-    file: Option<BufWriter<File>>,
+    id: BodyId,
+    sink: Sink,
     tmp_path: PathBuf,
     final_path: PathBuf,
     written: u64,
+    pack: Arc<Pack>,
     usage: Arc<Counters>,
+}
+
+impl DiskWriter {
+    /// Moves a body that outgrew the pack into a temporary file.
+    fn spill(&mut self, buffered: &[u8]) -> Result<(), StorageError> {
+        let mut file = create_tmp(&self.tmp_path)?;
+        file.write_all(buffered)?;
+        self.sink = Sink::File(file);
+        Ok(())
+    }
 }
 
 impl BodyWriter for DiskWriter {
     fn write(&mut self, chunk: &Bytes) -> Result<bool, StorageError> {
-        if let Some(file) = &mut self.file {
+        if let Sink::Buffer(buffer) = &mut self.sink {
+            if (buffer.len() + chunk.len()) as u64 <= PACK_LIMIT {
+                buffer.extend_from_slice(chunk);
+                self.written += chunk.len() as u64;
+                return Ok(true);
+            }
+            let buffered = std::mem::take(buffer);
+            self.spill(&buffered)?;
+        }
+        if let Sink::File(file) = &mut self.sink {
             file.write_all(chunk)?;
             self.written += chunk.len() as u64;
         }
@@ -178,15 +324,36 @@ impl BodyWriter for DiskWriter {
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), StorageError> {
-        let Some(file) = self.file.take() else {
+        match std::mem::replace(&mut self.sink, Sink::Done) {
+            Sink::Buffer(buffer) => {
+                if self.pack.is_attached() {
+                    self.pack.stage(self.id, buffer.into());
+                    self.usage.add(self.written, false);
+                    return Ok(());
+                }
+                // The database went away (shutdown): a file will do.
+                self.spill(&buffer)?;
+                self.commit_file()
+            }
+            Sink::File(file) => {
+                self.sink = Sink::File(file);
+                self.commit_file()
+            }
+            Sink::Done => Ok(()),
+        }
+    }
+}
+
+impl DiskWriter {
+    fn commit_file(&mut self) -> Result<(), StorageError> {
+        let Sink::File(file) = std::mem::replace(&mut self.sink, Sink::Done) else {
             return Ok(());
         };
         if let Err(e) = commit(file, &self.tmp_path, &self.final_path) {
             let _ = fs::remove_file(&self.tmp_path);
             return Err(e.into());
         }
-        self.usage.bytes.fetch_add(self.written, Ordering::Relaxed);
-        self.usage.objects.fetch_add(1, Ordering::Relaxed);
+        self.usage.add(self.written, true);
         Ok(())
     }
 }
@@ -204,7 +371,7 @@ fn commit(file: BufWriter<File>, tmp_path: &Path, final_path: &Path) -> std::io:
 
 impl Drop for DiskWriter {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if let Sink::File(_) = std::mem::replace(&mut self.sink, Sink::Done) {
             let _ = fs::remove_file(&self.tmp_path);
         }
     }
@@ -236,5 +403,45 @@ mod tests {
             .unwrap();
         new.finish().unwrap();
         assert_eq!(disk.list_written_before(started).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn small_bodies_are_packed_and_large_ones_spill_to_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let disk = DiskStorage::open(dir.path(), &lock).unwrap();
+        let db = redb::Database::create(dir.path().join("pack.redb")).unwrap();
+        disk.pack().attach(Arc::new(db)).unwrap();
+        let store = |id, len: usize, expected: Option<u64>| {
+            let mut writer = disk.writer(id, expected).unwrap().unwrap();
+            for chunk in vec![7u8; len].chunks(1000) {
+                writer.write(&Bytes::copy_from_slice(chunk)).unwrap();
+            }
+            writer.finish().unwrap();
+        };
+        store(1, 100, Some(100));
+        store(2, PACK_LIMIT as usize, None);
+        assert!(
+            disk.list_all().unwrap().is_empty(),
+            "no file for small bodies"
+        );
+        assert_eq!(disk.file_blocks(), 0);
+        // Of unknown length, it outgrows the pack while it is written.
+        store(3, PACK_LIMIT as usize + 1, None);
+        store(4, 100_000, Some(100_000));
+        let mut files = disk.list_all().unwrap();
+        files.sort();
+        assert_eq!(files, vec![3, 4]);
+        assert_eq!(
+            disk.file_blocks(),
+            footprint(PACK_LIMIT + 1) + footprint(100_000)
+        );
+        assert!(matches!(disk.read(1).unwrap(), Some(StoredBody::Bytes(b)) if b.len() == 100));
+        assert!(matches!(disk.read(3).unwrap(), Some(StoredBody::File(_))));
+        disk.remove_all(&[1, 2, 3, 4]).unwrap();
+        assert_eq!(disk.usage(), Usage::default());
+        assert_eq!(disk.file_blocks(), 0);
+        assert!(disk.list_all().unwrap().is_empty());
+        assert!(disk.read(1).unwrap().is_none());
     }
 }

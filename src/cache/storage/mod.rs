@@ -1,5 +1,6 @@
 //! Body storage tiers behind one small trait: `memory` (reference-counted `Bytes`) and `disk`
-//! (one file per body, written to a temporary file, fsynced and renamed into place), and
+//! (small bodies packed into the index database by `pack`, larger ones one file each, written
+//! to a temporary file, fsynced and renamed into place), and
 //! `Tiers`, the two together as the cache reads them (`read` checks what comes off disk).
 //!
 //! A tier stores bodies by `BodyId` and nothing else: which bodies exist, their metadata and
@@ -9,12 +10,14 @@
 mod disk;
 mod lock;
 mod memory;
+mod pack;
 mod read;
 mod tiers;
 
-pub use disk::DiskStorage;
+pub use disk::{DiskStorage, footprint};
 pub use lock::{DirLock, LockError};
 pub use memory::MemoryStorage;
+pub use pack::{PACK_LIMIT, Pack, Written};
 pub use tiers::{BodyError, BodyRef, Corrupt, Tiers};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +45,8 @@ pub fn new_body_id() -> BodyId {
 pub enum StorageError {
     #[error("cache storage I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cache storage, packed bodies: {0}")]
+    Pack(redb::Error),
 }
 
 /// Bytes and objects a tier holds now.
@@ -119,6 +124,32 @@ mod contract {
     }
 
     pub(super) fn check(store: &dyn Storage) {
+        check_sized(store, 10);
+        check_sized(store, 40_000);
+    }
+
+    /// Stores, reads and removes a body of `len` bytes (both sides of the disk tier's pack
+    /// limit are tried).
+    fn check_sized(store: &dyn Storage, len: usize) {
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let (head, tail) = body.split_at(len / 2);
+        let mut writer = store.writer(1, Some(len as u64)).unwrap().unwrap();
+        assert!(writer.write(&Bytes::copy_from_slice(head)).unwrap());
+        assert!(read_all(store, 1).is_none(), "invisible before finish");
+        assert!(writer.write(&Bytes::copy_from_slice(tail)).unwrap());
+        writer.finish().unwrap();
+        assert_eq!(read_all(store, 1).unwrap(), body);
+        assert_eq!(
+            store.usage(),
+            Usage {
+                bytes: len as u64,
+                objects: 1
+            }
+        );
+        store.remove(1).unwrap();
+        assert!(read_all(store, 1).is_none());
+        assert_eq!(store.usage(), Usage::default());
+
         let mut writer = store.writer(1, Some(10)).unwrap().unwrap();
         assert!(writer.write(&Bytes::from_static(b"hello ")).unwrap());
         assert!(read_all(store, 1).is_none(), "invisible before finish");
@@ -157,5 +188,16 @@ mod contract {
         let dir = tempfile::tempdir().unwrap();
         let lock = DirLock::acquire(dir.path()).unwrap();
         check(&DiskStorage::open(dir.path(), &lock).unwrap());
+    }
+
+    #[test]
+    fn disk_tier_with_packing_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let disk = DiskStorage::open(dir.path(), &lock).unwrap();
+        let db = redb::Database::create(dir.path().join("pack.redb")).unwrap();
+        disk.pack().attach(std::sync::Arc::new(db)).unwrap();
+        check(&disk);
+        assert_eq!(disk.file_blocks(), 0, "no file left behind");
     }
 }

@@ -39,6 +39,21 @@ pub(super) enum Check {
 #[error("cached body failed its integrity check ({0})")]
 pub struct Corrupt(&'static str);
 
+/// Checks a body read whole (a packed one) against its length and checksum.
+pub(super) fn check_bytes(bytes: Bytes, len: u64, checksum: &[u8; 32]) -> Result<Bytes, Corrupt> {
+    if bytes.len() as u64 != len {
+        return Err(Corrupt(if (bytes.len() as u64) < len {
+            "short body"
+        } else {
+            "long body"
+        }));
+    }
+    if blake3::hash(&bytes).as_bytes() != checksum {
+        return Err(Corrupt("checksum mismatch"));
+    }
+    Ok(bytes)
+}
+
 /// Reads the whole file and checks length and checksum.
 pub(super) fn read_verified(
     mut file: File,
@@ -56,10 +71,7 @@ pub(super) fn read_verified(
     if file.read(&mut probe)? != 0 {
         return Ok(Err(Corrupt("long file")));
     }
-    if blake3::hash(&buffer).as_bytes() != checksum {
-        return Ok(Err(Corrupt("checksum mismatch")));
-    }
-    Ok(Ok(buffer.freeze()))
+    Ok(check_bytes(buffer.freeze(), len, checksum))
 }
 
 /// Streams bytes `start..=end` of a stored body of `len` bytes, checked as `check` says; a

@@ -1,14 +1,16 @@
 //! The memory tier over the disk tier, as the cache sees them: where a body is written to,
 //! read from (memory first; from disk checksum-verified, small ones promoted to memory), and
-//! removed from. The cache asks for "bytes `start..end` of this body" and gets a stream or a
+//! removed from; packed small bodies and files alike. The cache asks for "bytes `start..end` of this body" and gets a stream or a
 //! `BodyError`; which tier answered, and how it was checked, stays in here.
 
 use std::path::Path;
+
+use bytes::Bytes;
 use std::sync::Arc;
 
 use super::read::{self, Check};
 use super::{
-    BodyId, DirLock, DiskStorage, MemoryStorage, Storage, StorageError, StoredBody, Usage,
+    BodyId, DirLock, DiskStorage, MemoryStorage, Storage, StorageError, StoredBody, Usage, Written,
 };
 use crate::body::{self, ProxyBody};
 
@@ -71,10 +73,28 @@ impl Tiers {
         vec![self.disk.clone(), self.memory.clone()]
     }
 
-    /// Removes a body from every tier. Blocks (a file is deleted).
-    pub fn remove(&self, id: BodyId) -> Result<(), StorageError> {
-        let _ = self.memory.remove(id);
-        self.disk.remove(id)
+    /// Removes bodies no row names yet (a fill that was not published) from every tier.
+    /// Blocks (files are deleted).
+    pub fn remove_all(&self, ids: &[BodyId]) -> Result<(), StorageError> {
+        self.forget_in_memory(ids);
+        self.disk.remove_all(ids)
+    }
+
+    /// The index committed a transaction that wrote and deleted `written` packed bodies and
+    /// deleted the rows of `deleted`: their bodies go from every tier. Blocks.
+    pub fn index_committed(
+        &self,
+        deleted: &[BodyId],
+        written: &Written,
+    ) -> Result<(), StorageError> {
+        self.forget_in_memory(deleted);
+        self.disk.index_committed(written)
+    }
+
+    fn forget_in_memory(&self, ids: &[BodyId]) {
+        for &id in ids {
+            let _ = self.memory.remove(id);
+        }
     }
 
     /// Bytes `start..end` of `body`. A large disk body is checked as it streams: if it turns
@@ -89,7 +109,15 @@ impl Tiers {
         if let Ok(Some(StoredBody::Bytes(bytes))) = self.memory.read(body.id) {
             return Ok(body::full(bytes.slice(start as usize..end as usize)));
         }
-        let file = self.open_file(body.id).await?;
+        let file = match self.open_disk(body).await? {
+            StoredBody::Bytes(bytes) => {
+                let bytes = read::check_bytes(bytes, body.len, &body.checksum)
+                    .map_err(BodyError::Corrupt)?;
+                self.promote(body, &bytes);
+                return Ok(body::full(bytes.slice(start as usize..end as usize)));
+            }
+            StoredBody::File(file) => file,
+        };
         if body.len <= self.memory.max_object() {
             let bytes = tokio::task::spawn_blocking(move || {
                 read::read_verified(file, body.len, &body.checksum)
@@ -98,7 +126,7 @@ impl Tiers {
             .map_err(|e| BodyError::Unreadable(e.to_string()))?
             .map_err(|e| BodyError::Unreadable(e.to_string()))?
             .map_err(BodyError::Corrupt)?;
-            self.memory.insert(body.id, bytes.clone());
+            self.promote(body, &bytes);
             return Ok(body::full(bytes.slice(start as usize..end as usize)));
         }
         let check = if self.verified.get(&body.id).is_some() {
@@ -130,9 +158,14 @@ impl Tiers {
     /// Reads the whole body from disk and checks its length and checksum. Blocks: for the
     /// offline tool.
     pub fn verify(&self, body: BodyRef) -> Result<(), BodyError> {
-        let file = match self.disk.read(body.id) {
+        let file = match self.disk.read_body(body.id, Some(body.len)) {
             Ok(Some(StoredBody::File(file))) => file,
-            Ok(_) => return Err(BodyError::Missing),
+            Ok(Some(StoredBody::Bytes(bytes))) => {
+                return read::check_bytes(bytes, body.len, &body.checksum)
+                    .map(drop)
+                    .map_err(BodyError::Corrupt);
+            }
+            Ok(None) => return Err(BodyError::Missing),
             Err(e) => return Err(BodyError::Unreadable(e.to_string())),
         };
         match read::read_verified(file, body.len, &body.checksum) {
@@ -142,12 +175,20 @@ impl Tiers {
         }
     }
 
-    async fn open_file(&self, id: BodyId) -> Result<std::fs::File, BodyError> {
+    /// A body read from disk and verified, kept in memory when it fits there.
+    fn promote(&self, body: BodyRef, bytes: &Bytes) {
+        if body.len <= self.memory.max_object() {
+            self.memory.insert(body.id, bytes.clone());
+        }
+    }
+
+    async fn open_disk(&self, body: BodyRef) -> Result<StoredBody, BodyError> {
         let disk = Arc::clone(&self.disk);
-        match tokio::task::spawn_blocking(move || disk.read(id)).await {
-            Ok(Ok(Some(StoredBody::File(file)))) => Ok(file),
+        match tokio::task::spawn_blocking(move || disk.read_body(body.id, Some(body.len))).await {
+            Ok(Ok(Some(stored))) => Ok(stored),
+            Ok(Ok(None)) => Err(BodyError::Missing),
             Ok(Err(e)) => Err(BodyError::Unreadable(e.to_string())),
-            _ => Err(BodyError::Missing),
+            Err(e) => Err(BodyError::Unreadable(e.to_string())),
         }
     }
 }

@@ -102,6 +102,33 @@ pub(crate) async fn fetch(client: &reqwest::Client, url: impl reqwest::IntoUrl) 
     client.get(url).send().await.unwrap().text().await.unwrap()
 }
 
+/// Flips every byte of each stored copy of `body` in cache directory `dir` (same length), as a
+/// bad disk would: in its body file, or where it is packed inside `index.redb`. Returns how
+/// many copies were damaged.
+pub(crate) fn damage_stored_body(dir: &std::path::Path, body: &[u8]) -> usize {
+    let mut damaged = 0;
+    let mut places = stored_bodies(dir);
+    places.push(dir.join("index.redb"));
+    for path in places {
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut found = false;
+        let mut at = 0;
+        while let Some(offset) = bytes[at..].windows(body.len()).position(|w| w == body) {
+            let start = at + offset;
+            for b in &mut bytes[start..start + body.len()] {
+                *b ^= 0xff;
+            }
+            damaged += 1;
+            found = true;
+            at = start + body.len();
+        }
+        if found {
+            std::fs::write(&path, bytes).unwrap();
+        }
+    }
+    damaged
+}
+
 /// The body files stored in cache directory `dir`, sorted (the disk tier's layout,
 /// `objects/XX/ID`, known only here).
 pub(crate) fn stored_bodies(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
