@@ -411,3 +411,8 @@ mod tests;
 #[cfg(test)]
 #[path = "../../bench/index_tools.rs"]
 mod bench_tools;
+
+/// The eviction-quality bench (run with `--ignored`, see `bench/eviction.sh`).
+#[cfg(test)]
+#[path = "../../bench/eviction.rs"]
+mod eviction_bench;
