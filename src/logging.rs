@@ -32,8 +32,13 @@ pub fn init(verbose: u8) {
         _ => "hoard=trace,hyper=debug,hyper_util=debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only for a person at a terminal: a file, a pipe or journald gets plain text, and
+    // NO_COLOR (https://no-color.org: set and not empty) turns it off everywhere.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

@@ -34,6 +34,22 @@ pub enum AdminError {
     NotFound(String),
     #[error("purge needs ?url=ABSOLUTE-URL or ?prefix=URL-PREFIX")]
     PurgeTarget,
+    /// A known admin page asked for with a method it does not answer (a purge is a POST, so
+    /// a link or a prefetch can never purge).
+    #[error("{page} answers {allowed} only")]
+    WrongMethod {
+        page: &'static str,
+        allowed: &'static str,
+    },
+}
+
+impl AdminError {
+    fn read_only(page: &'static str) -> AdminError {
+        AdminError::WrongMethod {
+            page,
+            allowed: "GET, HEAD",
+        }
+    }
 }
 
 /// Classifies a request already known to be for the admin interface. `purge_target` is the
@@ -70,6 +86,13 @@ pub fn parse(
             }
             Err(AdminError::PurgeTarget)
         }
+        (_, "/_hoard/" | "/_hoard") => Err(AdminError::read_only("/_hoard/")),
+        (_, "/_hoard/metrics") => Err(AdminError::read_only("/_hoard/metrics")),
+        (_, "/_hoard/stats") => Err(AdminError::read_only("/_hoard/stats")),
+        (_, "/_hoard/purge") => Err(AdminError::WrongMethod {
+            page: "/_hoard/purge",
+            allowed: "POST",
+        }),
         (_, path) => Err(AdminError::NotFound(path.to_owned())),
     }
 }
@@ -305,6 +328,20 @@ mod tests {
             Ok(AdminRequest::PurgePrefix("http://a.example/img/".into()))
         );
         assert_eq!(post("/_hoard/purge"), Err(AdminError::PurgeTarget));
+        assert_eq!(
+            get("/_hoard/purge?url=http%3A%2F%2Fa.example%2Fx").map(drop),
+            Err(AdminError::WrongMethod {
+                page: "/_hoard/purge",
+                allowed: "POST"
+            })
+        );
+        assert_eq!(
+            post("/_hoard/stats").map(drop),
+            Err(AdminError::WrongMethod {
+                page: "/_hoard/stats",
+                allowed: "GET, HEAD"
+            })
+        );
         let purge = Method::from_bytes(b"PURGE").unwrap();
         assert_eq!(
             parse(&purge, &"/x".parse().unwrap(), None),

@@ -99,7 +99,11 @@ from_redb!(
 
 enum Op {
     Change(Change),
+    /// Apply the change and reply whether the transaction holding it committed (a flush
+    /// sent after it could land in a later transaction and report that one instead).
+    Commit(Change, mpsc::Sender<bool>),
     /// Reply once everything sent before has been committed: whether the commit succeeded.
+    #[cfg(test)]
     Flush(mpsc::Sender<bool>),
     /// Commit, close the database, reply, and stop.
     Close(mpsc::Sender<bool>),
@@ -276,8 +280,12 @@ impl Index {
         if self.generation(&entry.key) != generation {
             return Published::Superseded;
         }
-        let _ = self.ops.send(Op::Change(Change::Put(entry.clone())));
-        if !self.flush() {
+        let (done, committed) = mpsc::channel();
+        let sent = self
+            .ops
+            .send(Op::Commit(Change::Put(entry.clone()), done))
+            .is_ok();
+        if !(sent && committed.recv().unwrap_or(false)) {
             return Published::Failed;
         }
         let _guard = self.lock(entry.key.hash());
@@ -376,6 +384,7 @@ impl Index {
 
     /// Waits until every change made so far is committed to the database; `false` if the
     /// commit failed.
+    #[cfg(test)]
     pub(super) fn flush(&self) -> bool {
         self.request(Op::Flush)
     }

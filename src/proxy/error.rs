@@ -77,6 +77,9 @@ impl ProxyError {
                 StatusCode::FORBIDDEN
             }
             ProxyError::Admin(crate::admin::AdminError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ProxyError::Admin(crate::admin::AdminError::WrongMethod { .. }) => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             ProxyError::Admin(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
@@ -141,6 +144,9 @@ impl ProxyError {
                     http::header::ALLOW,
                     http::HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
                 );
+            }
+            ProxyError::Admin(crate::admin::AdminError::WrongMethod { allowed, .. }) => {
+                headers.insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
             }
             // The rest of the connection cannot be trusted to be framed as it was read.
             ProxyError::Framing(_)

@@ -140,6 +140,11 @@ async fn purge_by_url_and_by_prefix_forgets_entries() {
         hoard.addr,
         origin.url("/img/")
     );
+    // A GET (a link, a prefetch, a crawler) never purges: 405, and it says what would.
+    let by_get = reqwest::Client::new().get(&prefix).send().await.unwrap();
+    assert_eq!(by_get.status(), 405);
+    assert_eq!(by_get.headers()["allow"], "POST");
+    assert!(status(client.get(origin.url("/img/a")).send().await.unwrap()).contains("hit"));
     let by_prefix = reqwest::Client::new().post(prefix).send().await.unwrap();
     assert_eq!(by_prefix.text().await.unwrap(), r#"{"purged":2}"#);
     for path in ["/img/a", "/img/b"] {

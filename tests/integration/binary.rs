@@ -424,6 +424,17 @@ async fn kill_9_under_load_never_leads_to_a_wrong_or_truncated_body() {
 }
 
 #[tokio::test]
+async fn logs_to_a_pipe_carry_no_colour_codes() {
+    let origin = Origin::fixed("plain").await;
+    // -v: the debug trace too, whose field names are what tracing colours at a terminal.
+    let process = Process::start(&["-v"]);
+    fetch(&process.client(), origin.url("/plain")).await;
+    let stderr = process.stop();
+    assert!(stderr.contains("/plain"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "no ANSI escape codes: {stderr:?}");
+}
+
+#[tokio::test]
 async fn access_log_file_in_json_is_reopened_on_sigusr1() {
     let origin = Origin::fixed("logged").await;
     let dir = tempfile::tempdir().unwrap();

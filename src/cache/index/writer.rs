@@ -42,12 +42,17 @@ impl Writer {
             let mut changes = Vec::with_capacity(batch.len());
             for op in batch {
                 match op {
+                    #[cfg(test)]
                     Op::Flush(done) => replies.push(done),
                     Op::Close(done) => {
                         replies.push(done);
                         closing = true;
                     }
                     Op::Change(change) => changes.push(change),
+                    Op::Commit(change, done) => {
+                        changes.push(change);
+                        replies.push(done);
+                    }
                 }
             }
             let mut deleted = Vec::new();
