@@ -171,6 +171,31 @@ impl StoredResponse {
         })
     }
 
+    /// The URL in an encoded record, read without decoding the rest (for scans of every row).
+    pub fn url_in(bytes: &[u8]) -> Option<&str> {
+        // A record starts with its version and URL; postcard encodes a struct as its fields
+        // in order, so the tuple of the first two reads them.
+        match postcard::take_from_bytes::<(u8, &str)>(bytes) {
+            Ok(((RECORD_VERSION, url), _)) => Some(url),
+            _ => None,
+        }
+    }
+
+    /// About what this head takes in memory (the heads of recent entries are kept).
+    pub fn memory_size(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        let vary: usize = self
+            .vary
+            .iter()
+            .map(|(n, v)| n.len() + v.as_ref().map_or(0, String::len) + 56)
+            .sum();
+        (std::mem::size_of::<StoredResponse>() + self.key.url().len() + headers + vary + 64) as u64
+    }
+
     /// What this entry occupies on disk, for the disk bound: its body (`storage::footprint`)
     /// and its row in the index database (the encoded record, in B-tree pages that are about
     /// half full: random inserts, and pages a commit replaced are kept until the next one).
@@ -299,6 +324,13 @@ mod tests {
         assert_eq!(cookies, vec!["a=1", "c=2"]);
         assert_eq!(back.freshness, entry.freshness);
         assert_eq!((back.body, back.body_len, back.checksum), (42, 7, [9; 32]));
+    }
+
+    #[test]
+    fn the_url_is_read_without_decoding_the_rest() {
+        let entry = sample();
+        assert_eq!(StoredResponse::url_in(&entry.encode()), Some("http://h/p"));
+        assert_eq!(StoredResponse::url_in(b"\x09garbage"), None);
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! The index: which responses are cached, answered from memory, and
 //! persisted in a redb database so it survives restarts and crashes.
 //!
-//! In memory it is a size-bounded S3-FIFO map (quick_cache, sharded, no global lock) from the
-//! primary key's hash to that URL's variants; its eviction order is the disk tier's eviction
-//! order. A background thread (`writer.rs`) applies changes to the database in batches and
-//! deletes evicted bodies, so no request waits for an fsync of the index. Start-up, including
-//! what happens to a damaged database file, is in `load.rs`.
+//! In memory it is a size-bounded S3-FIFO map (quick_cache, sharded, no global lock) from a
+//! URL's hash to the slots of its variants (`slots.rs`: body id and weight, 16 bytes each);
+//! its eviction order is the disk tier's eviction order. The heads (URL, status, headers,
+//! freshness) stay in the database's `entries` rows and are read through `heads.rs`, which
+//! keeps the recently used ones. A background thread (`writer.rs`) applies changes to the
+//! database in batches and deletes evicted bodies, so no request waits for an fsync of the
+//! index. Start-up, which reads only the fixed-width `slots` rows, and what happens to a
+//! damaged database file, is in `load.rs`.
 
 mod bound;
+mod heads;
 mod load;
+mod slots;
 mod writer;
 
 pub use load::{IndexDamage, IndexRebuilt, LoadReport};
@@ -28,16 +33,19 @@ use super::key::CacheKey;
 use super::storage::BodyId;
 use super::storage::{DirLock, Tiers};
 use bound::DiskBound;
+use heads::Heads;
 use load::Sweep;
+use slots::{Slot, Slots, UrlHasher};
 use writer::Writer;
 
+/// Body id → the encoded `StoredResponse` (its head).
 const ENTRIES: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("entries");
 
 /// At most this many variants of one URL are kept (the oldest goes first).
 const MAX_VARIANTS: usize = 16;
 
-/// All cached variants of one URL; replaced as a whole on change, so readers never lock.
-pub(super) type Variants = Arc<Vec<Arc<StoredResponse>>>;
+/// All cached variants of one URL, oldest first, with their heads.
+pub(super) type Variants = Vec<Arc<StoredResponse>>;
 
 /// Invalidation generations are kept per stripe of keys: a fixed table, so keys never
 /// invalidated cost nothing. Two keys sharing a stripe only means an invalidation of one
@@ -123,11 +131,16 @@ enum Change {
 }
 
 #[derive(Clone)]
-struct VariantsWeight;
+struct SlotsWeight;
 
-impl Weighter<u128, Variants> for VariantsWeight {
-    fn weight(&self, _key: &u128, variants: &Variants) -> u64 {
-        variants.iter().map(|v| v.weight()).sum::<u64>().max(1)
+impl Weighter<u128, Slots> for SlotsWeight {
+    fn weight(&self, _key: &u128, slots: &Slots) -> u64 {
+        slots
+            .as_slice()
+            .iter()
+            .map(|s| s.weight)
+            .sum::<u64>()
+            .max(1)
     }
 }
 
@@ -139,19 +152,22 @@ struct ReleaseToWriter {
     ops: mpsc::Sender<Op>,
 }
 
-impl Lifecycle<u128, Variants> for ReleaseToWriter {
+impl Lifecycle<u128, Slots> for ReleaseToWriter {
     type RequestState = ();
 
-    fn on_evict(&self, _state: &mut (), hash: u128, variants: Variants) {
-        let bodies = variants.iter().map(|v| v.body).collect();
+    fn on_evict(&self, _state: &mut (), hash: u128, slots: Slots) {
+        let bodies = slots.as_slice().iter().map(|s| s.body).collect();
         let _ = self.ops.send(Op::Change(Change::Released { hash, bodies }));
     }
 }
 
-type EntryMap = Cache<u128, Variants, VariantsWeight, DefaultHashBuilder, ReleaseToWriter>;
+type EntryMap = Cache<u128, Slots, SlotsWeight, DefaultHashBuilder, ReleaseToWriter>;
 
 pub(super) struct Index {
+    /// URL hash (`UrlHasher`) → that URL's variants.
     map: Arc<EntryMap>,
+    heads: Arc<Heads>,
+    hasher: UrlHasher,
     ops: mpsc::Sender<Op>,
     /// Serialises read-modify-write of one URL's variant list; hits never take it.
     write_locks: Box<[Mutex<()>]>,
@@ -160,17 +176,26 @@ pub(super) struct Index {
     evictions: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// What opening the index found besides the index itself.
+pub(super) struct Opened {
+    pub report: LoadReport,
+    /// The stored parts of bodies (`slice.rs` registers them).
+    pub parts: Vec<Arc<StoredResponse>>,
+}
+
 impl Index {
     /// Opens the database in cache directory `dir` (replacing a damaged one by an empty
     /// one), loads every entry, and starts the writer thread, which keeps `lock` until the
-    /// database is closed.
+    /// database is closed. The heads of recently used entries take up to `heads_capacity`
+    /// bytes of memory.
     pub(super) fn open(
         dir: &Path,
         lock: DirLock,
         capacity: u64,
         max_object: u64,
+        heads_capacity: u64,
         tiers: Arc<Tiers>,
-    ) -> Result<(Index, LoadReport), IndexError> {
+    ) -> Result<(Index, Opened), IndexError> {
         // Body files written from now on belong to this run and are never orphans.
         let opened_at = std::time::SystemTime::now();
         let loaded = load::load(dir)?;
@@ -192,12 +217,16 @@ impl Index {
         let options = super::storage::bounded_options(capacity, max_object + 256 * 1024);
         let map = Arc::new(Cache::with_options(
             options,
-            VariantsWeight,
+            SlotsWeight,
             DefaultHashBuilder::default(),
             lifecycle,
         ));
+        let heads = Arc::new(Heads::new(heads_capacity));
+        heads.attach(Arc::clone(&loaded.db));
         let index = Index {
             map,
+            heads: Arc::clone(&heads),
+            hasher: loaded.hasher,
             ops,
             write_locks: (0..64).map(|_| Mutex::new(())).collect(),
             generations: (0..GENERATION_STRIPES).map(|_| AtomicU64::new(0)).collect(),
@@ -207,15 +236,23 @@ impl Index {
         for id in loaded.undecodable {
             let _ = index.ops.send(Op::Change(Change::Delete(id)));
         }
-        for (hash, variants) in loaded.by_url {
-            for entry in &variants {
-                tiers.disk().adopt(entry.body_len);
-            }
-            index.map.insert(hash, Arc::new(variants));
+        let mut known = Vec::with_capacity(loaded.slots.len());
+        for (hash, slot, body_len) in loaded.slots {
+            tiers.disk().adopt(body_len);
+            known.push(slot.body);
+            let slots = match index.map.peek(&hash) {
+                Some(other) => Slots::from_vec([other.as_slice(), &[slot]].concat()),
+                None => Some(Slots::One(slot)),
+            };
+            index.map.insert(hash, slots.unwrap_or(Slots::One(slot)));
         }
+        let parts = loaded
+            .parts
+            .into_iter()
+            .filter_map(|body| heads.get(body))
+            .collect();
 
         tiers.disk().pack().attach(Arc::clone(&loaded.db))?;
-        let known = loaded.known;
         let writer = Writer {
             bound: DiskBound::new(dir, capacity),
             db: loaded.db,
@@ -224,6 +261,8 @@ impl Index {
             // Weak: the map's lifecycle holds the sender, so a strong reference here would
             // keep both alive forever.
             map: Arc::downgrade(&index.map),
+            heads,
+            hasher: index.hasher,
             tiers,
             evictions,
         };
@@ -231,16 +270,32 @@ impl Index {
             .name("hoard-index".into())
             .spawn(move || {
                 load::remove_orphans(writer.tiers.disk(), &known, sweep);
+                drop(known);
                 writer.run();
             })
             .map_err(|e| IndexError::Storage(e.into()))?;
-        Ok((index, loaded.report))
+        Ok((
+            index,
+            Opened {
+                report: loaded.report,
+                parts,
+            },
+        ))
     }
 
-    /// The variants stored for `key`, if any.
+    /// The variants stored for `key`, if any, oldest first.
     pub(super) fn get(&self, key: &CacheKey) -> Option<Variants> {
-        let variants = self.map.get(&key.hash())?;
-        // 128-bit hashes do not collide in practice; comparing the URL makes sure.
+        let hash = self.hasher.hash(key);
+        let slots = self.map.get(&hash)?;
+        let mut variants = Vec::with_capacity(slots.as_slice().len());
+        for slot in slots.as_slice() {
+            match self.heads.get(slot.body) {
+                Some(head) => variants.push(head),
+                // Its row is gone or damaged: the entry cannot be answered from.
+                None => self.forget_slot(hash, slot.body),
+            }
+        }
+        // Another URL with the same hash would be a miss, never its answer.
         (variants.first()?.key == *key).then_some(variants)
     }
 
@@ -258,13 +313,13 @@ impl Index {
     /// refresh, whose loss in a crash only means older headers); a replaced body is deleted
     /// unless the new entry keeps it.
     pub(super) fn insert(&self, entry: Arc<StoredResponse>, generation: Generation) -> Published {
-        let hash = entry.key.hash();
-        let _guard = self.lock(hash);
+        let _guard = self.lock(self.hasher.hash(&entry.key));
         if self.generation(&entry.key) != generation {
             return Published::Superseded;
         }
+        self.heads.stage(&entry);
         let _ = self.ops.send(Op::Change(Change::Put(entry.clone())));
-        self.publish_locked(entry);
+        self.publish_locked(&entry);
         Published::Yes
     }
 
@@ -288,70 +343,96 @@ impl Index {
         if !(sent && committed.recv().unwrap_or(false)) {
             return Published::Failed;
         }
-        let _guard = self.lock(entry.key.hash());
+        let _guard = self.lock(self.hasher.hash(&entry.key));
         if self.generation(&entry.key) != generation {
             let _ = self.ops.send(Op::Change(Change::Delete(entry.body)));
             return Published::Superseded;
         }
-        self.publish_locked(entry);
+        self.heads.remember(&entry);
+        self.publish_locked(&entry);
         Published::Yes
     }
 
     /// Puts `entry` into the map; the caller holds its key's write lock.
-    fn publish_locked(&self, entry: Arc<StoredResponse>) {
-        let hash = entry.key.hash();
-        let mut variants: Vec<Arc<StoredResponse>> = self
+    fn publish_locked(&self, entry: &StoredResponse) {
+        let hash = self.hasher.hash(&entry.key);
+        let mut slots: Vec<Slot> = self
             .map
             .peek(&hash)
-            .filter(|v| v.first().is_some_and(|first| first.key == entry.key))
-            .map(|v| v.as_ref().clone())
+            .map(|slots| {
+                // The other variants of this URL stay (those of another URL with the same
+                // hash do not); the one with the same `Vary` values is replaced.
+                slots
+                    .as_slice()
+                    .iter()
+                    .filter(|slot| {
+                        slot.body != entry.body
+                            && self.heads.get(slot.body).is_some_and(|head| {
+                                head.key == entry.key && head.vary != entry.vary
+                            })
+                    })
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default();
-        variants.retain(|old| old.vary != entry.vary);
-        variants.push(entry);
-        if variants.len() > MAX_VARIANTS {
-            variants.remove(0);
+        slots.push(Slot::of(entry));
+        if slots.len() > MAX_VARIANTS {
+            slots.remove(0);
         }
         // The old list is released to the writer, which deletes the bodies this one dropped.
-        self.map.insert(hash, Arc::new(variants));
+        if let Some(slots) = Slots::from_vec(slots) {
+            self.map.insert(hash, slots);
+        }
     }
 
     /// Forgets one variant (a corrupt or vanished body).
     pub(super) fn remove_variant(&self, entry: &StoredResponse) {
-        let hash = entry.key.hash();
+        self.forget_slot(self.hasher.hash(&entry.key), entry.body);
+    }
+
+    /// Forgets the variant whose body is `body` from the URL hashed `hash`, row and body.
+    fn forget_slot(&self, hash: u128, body: BodyId) {
         let _guard = self.lock(hash);
-        if let Some(variants) = self.map.peek(&hash) {
-            let rest: Vec<_> = variants
+        if let Some(slots) = self.map.peek(&hash) {
+            let rest: Vec<Slot> = slots
+                .as_slice()
                 .iter()
-                .filter(|v| v.body != entry.body)
-                .cloned()
+                .filter(|slot| slot.body != body)
+                .copied()
                 .collect();
-            if rest.is_empty() {
-                self.map.remove(&hash);
-            } else {
-                self.map.insert(hash, Arc::new(rest));
+            match Slots::from_vec(rest) {
+                Some(rest) => self.map.insert(hash, rest),
+                None => {
+                    self.map.remove(&hash);
+                }
             }
         }
-        let _ = self.ops.send(Op::Change(Change::Delete(entry.body)));
+        let _ = self.ops.send(Op::Change(Change::Delete(body)));
     }
 
     /// Forgets every variant of `key` (invalidation, purge), and any fill of it still in
     /// flight (its generation moves on). Returns how many variants there were.
     pub(super) fn remove(&self, key: &CacheKey) -> usize {
-        let _guard = self.lock(key.hash());
+        let hash = self.hasher.hash(key);
+        let _guard = self.lock(hash);
         self.stripe(key.hash()).fetch_add(1, Ordering::AcqRel);
-        match self.map.remove(&key.hash()) {
-            Some((_, variants)) if variants.first().is_some_and(|v| v.key == *key) => {
-                for variant in variants.iter() {
-                    let _ = self.ops.send(Op::Change(Change::Delete(variant.body)));
-                }
-                variants.len()
-            }
-            Some((hash, other)) => {
-                self.map.insert(hash, other);
-                0
-            }
-            None => 0,
+        let Some(slots) = self.map.peek(&hash) else {
+            return 0;
+        };
+        let slots = slots.as_slice();
+        // Every variant has the same URL, so any readable head says whose they are.
+        if !slots
+            .iter()
+            .find_map(|slot| self.heads.get(slot.body))
+            .is_some_and(|head| head.key == *key)
+        {
+            return 0;
         }
+        self.map.remove(&hash);
+        for slot in slots {
+            let _ = self.ops.send(Op::Change(Change::Delete(slot.body)));
+        }
+        slots.len()
     }
 
     /// Keys of the stored URLs that start with `prefix`.
@@ -364,21 +445,18 @@ impl Index {
             .collect()
     }
 
-    /// Every stored part of a body (`slice.rs`), for start-up.
-    pub(super) fn parts(&self) -> Vec<Arc<StoredResponse>> {
-        self.map
-            .iter()
-            .filter_map(|(_, variants)| variants.first().cloned())
-            .filter(|entry| entry.key.is_part())
-            .collect()
-    }
-
-    /// Every stored variant whose URL starts with `prefix`.
+    /// Every stored variant whose URL starts with `prefix`. Reads every row (see
+    /// `Heads::scan`): an admin operation.
     pub(super) fn entries_with_prefix(&self, prefix: &str) -> Vec<Arc<StoredResponse>> {
-        self.map
-            .iter()
-            .flat_map(|(_, variants)| variants.iter().cloned().collect::<Vec<_>>())
-            .filter(|entry| entry.key.url().starts_with(prefix))
+        self.heads
+            .scan(&|url| url.starts_with(prefix))
+            .into_iter()
+            // A row whose entry just left the map may not be deleted yet.
+            .filter(|head| {
+                self.map
+                    .peek(&self.hasher.hash(&head.key))
+                    .is_some_and(|slots| slots.names(head.body))
+            })
             .collect()
     }
 
@@ -407,6 +485,7 @@ impl Index {
         self.evictions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The write lock of the URL hashed `hash` (`UrlHasher`).
     fn lock(&self, hash: u128) -> std::sync::MutexGuard<'_, ()> {
         let lock = &self.write_locks[(hash % self.write_locks.len() as u128) as usize];
         lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

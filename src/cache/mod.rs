@@ -53,6 +53,10 @@ use index::{Index, IndexError};
 use respond::from_origin;
 use storage::Tiers;
 
+/// The heads of recently used entries (the index's map holds only slots) are kept in memory
+/// up to this fraction of `--cache-memory`, beside the memory tier's bodies.
+const HEADS_SHARE: u64 = 16;
+
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Sizes and rules the cache runs with.
@@ -128,14 +132,16 @@ impl Cache {
         let tiers = Tiers::open(&settings.dir, &lock, settings.memory_size)
             .map_err(|e| CacheError::Directory(settings.dir.clone(), e))?;
         let tiers = Arc::new(tiers);
-        let (index, report) = Index::open(
+        let (index, opened) = Index::open(
             &settings.dir,
             lock,
             settings.disk_size,
             settings.max_object_size,
+            settings.memory_size / HEADS_SHARE,
             Arc::clone(&tiers),
         )?;
-        let (parts, unregistered) = parts::Parts::of_stored(index.parts());
+        let report = opened.report;
+        let (parts, unregistered) = parts::Parts::of_stored(opened.parts);
         for entry in unregistered {
             index.remove_variant(&entry);
         }

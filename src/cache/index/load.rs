@@ -9,14 +9,16 @@
 //! reason (held by another process, permissions, I/O errors) is not damage and still stops
 //! start-up: moving it aside would throw away a good cache.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 
+use super::slots::{SLOTS, Slot, UrlHasher};
 use super::{ENTRIES, IndexError};
 use crate::cache::entry::StoredResponse;
 use crate::cache::storage::{BodyId, DiskStorage};
@@ -26,21 +28,27 @@ pub(super) const FILE_NAME: &str = "index.redb";
 
 /// The layout of the cache directory, recorded in the database's `meta` table:
 /// 1. rows in `entries`, every body a file under `objects/` (no `meta` table);
-/// 2. as 1, and bodies up to `PACK_LIMIT` packed in the `bodies` table.
+/// 2. as 1, and bodies up to `PACK_LIMIT` packed in the `bodies` table;
+/// 3. as 2, and a `slots` row beside each `entries` row (`slots.rs`), with the keys of the URL
+///    hash those rows hold in `meta`.
 ///
-/// A version-1 directory is read as it is (its small bodies stay files until evicted) and
-/// stamped 2; a version this hoard does not know stops start-up instead of being rewritten.
-pub(super) const FORMAT_VERSION: u64 = 2;
+/// An older directory is read as it is (a version-1 directory's small bodies stay files until
+/// evicted), given its `slots` rows once (reading every head, as hoard did at every start-up
+/// before), and stamped 3; a version this hoard does not know stops start-up instead of being
+/// rewritten.
+pub(super) const FORMAT_VERSION: u64 = 3;
 
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 const FORMAT_KEY: &str = "format";
+const HASH_KEYS: [&str; 2] = ["url-hash-key-0", "url-hash-key-1"];
 
 /// What start-up found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LoadReport {
     pub entries: u64,
     pub bytes: u64,
-    /// Rows that did not decode, deleted with their bodies.
+    /// Rows that did not decode when an older format was upgraded, deleted with their bodies
+    /// (later, a row that does not decode is found, and deleted, when a lookup reads it).
     pub dropped: u64,
     /// Set when the index file could not be read and an empty one replaced it.
     pub rebuilt: Option<IndexRebuilt>,
@@ -97,11 +105,14 @@ impl IndexRebuilt {
 /// The database and everything read from it.
 pub(super) struct Loaded {
     pub db: Arc<Database>,
-    /// Every entry, grouped by its URL's hash.
-    pub by_url: HashMap<u128, Vec<Arc<StoredResponse>>>,
-    /// The bodies the rows name.
-    pub known: HashSet<BodyId>,
-    /// Rows that did not decode; they and their bodies are to be deleted.
+    /// How the `slots` rows hash URLs.
+    pub hasher: UrlHasher,
+    /// Every entry: its URL's hash, its slot and its body's length, by body id.
+    pub slots: Vec<(u128, Slot, u64)>,
+    /// The bodies of the entries that are parts of bodies (`slice.rs`).
+    pub parts: Vec<BodyId>,
+    /// Rows that did not decode when an older format was upgraded; they and their bodies
+    /// are to be deleted.
     pub undecodable: Vec<BodyId>,
     pub report: LoadReport,
 }
@@ -180,57 +191,62 @@ fn damage_of(e: &IndexError) -> Option<IndexDamage> {
 }
 
 fn read(path: &Path) -> Result<Loaded, IndexError> {
-    // redb caches up to 1 GiB of pages by default; the index's map is the cache that serves
-    // lookups, so redb needs only enough for the writer's batches (a million entries make a
-    // 300 MB file, which would otherwise stay resident after loading).
+    // redb caches up to 1 GiB of pages by default; the map and the recent heads are the
+    // caches that serve lookups, so redb needs only enough for the writer's batches and the
+    // rows a lookup reads (a million entries make a 300 MB file, which would otherwise stay
+    // resident after loading).
     let db = Database::builder().set_cache_size(16 << 20).create(path)?;
+    let prepared = prepare(&db)?;
     let mut report = LoadReport {
-        upgraded_from: stamp_format(&db)?,
+        upgraded_from: prepared.upgraded_from,
+        dropped: prepared.undecodable.len() as u64,
         ..LoadReport::default()
     };
-    let mut known = HashSet::new();
-    let mut undecodable = Vec::new();
-    let mut by_url: HashMap<u128, Vec<Arc<StoredResponse>>> = HashMap::new();
+    let mut slots = Vec::new();
+    let mut parts = Vec::new();
     {
+        // Only the fixed-width `slots` rows: no head is decoded at start-up.
         let txn = db.begin_read()?;
-        let table = txn.open_table(ENTRIES)?;
+        let table = txn.open_table(SLOTS)?;
+        slots.reserve(table.len()? as usize);
         for row in table.iter()? {
-            let (id, bytes) = row?;
-            match StoredResponse::decode(bytes.value()) {
-                Ok(entry) if entry.body == id.value() => {
-                    known.insert(entry.body);
-                    report.entries += 1;
-                    report.bytes += entry.body_len;
-                    by_url
-                        .entry(entry.key.hash())
-                        .or_default()
-                        .push(Arc::new(entry));
-                }
-                _ => {
-                    report.dropped += 1;
-                    undecodable.push(id.value());
-                }
+            let (body, value) = row?;
+            let (body, (hash, body_len, weight, part)) = (body.value(), value.value());
+            report.entries += 1;
+            report.bytes += body_len;
+            if part {
+                parts.push(body);
             }
+            slots.push((hash, Slot { body, weight }, body_len));
         }
     }
     Ok(Loaded {
         db: Arc::new(db),
-        by_url,
-        known,
-        undecodable,
+        hasher: prepared.hasher,
+        slots,
+        parts,
+        undecodable: prepared.undecodable,
         report,
     })
 }
 
-/// Creates the tables of a new database and records the format; returns the older format
-/// a database was in.
-fn stamp_format(db: &Database) -> Result<Option<u64>, IndexError> {
+/// What `prepare` did to the database.
+struct Prepared {
+    upgraded_from: Option<u64>,
+    hasher: UrlHasher,
+    undecodable: Vec<BodyId>,
+}
+
+/// Creates the tables of a new database, upgrades an older format to this one, records the
+/// format, and returns the URL hash the `slots` rows use.
+fn prepare(db: &Database) -> Result<Prepared, IndexError> {
     let txn = db.begin_write()?;
-    let found = {
+    let prepared = {
         let existed = txn
             .list_tables()?
             .any(|table| table.name() == ENTRIES.name());
-        txn.open_table(ENTRIES)?;
+        let entries = txn.open_table(ENTRIES)?;
+        let mut slots = txn.open_table(SLOTS)?;
         let mut meta = txn.open_table(META)?;
         let found = match meta.get(FORMAT_KEY)? {
             Some(version) => version.value(),
@@ -244,11 +260,44 @@ fn stamp_format(db: &Database) -> Result<Option<u64>, IndexError> {
                 known: FORMAT_VERSION,
             });
         }
+        let hasher = UrlHasher::with_keys(hash_keys(&mut meta)?);
+        let mut undecodable = Vec::new();
+        if found < 3 {
+            for row in entries.iter()? {
+                let (id, bytes) = row?;
+                match StoredResponse::decode(bytes.value()) {
+                    Ok(entry) if entry.body == id.value() => {
+                        slots.insert(entry.body, hasher.row(&entry))?;
+                    }
+                    _ => undecodable.push(id.value()),
+                }
+            }
+        }
         meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
-        found
+        Prepared {
+            upgraded_from: (found < FORMAT_VERSION).then_some(found),
+            hasher,
+            undecodable,
+        }
     };
     txn.commit()?;
-    Ok((found < FORMAT_VERSION).then_some(found))
+    Ok(prepared)
+}
+
+/// The URL hash's keys recorded in `meta`, made (at random) when there are none yet.
+fn hash_keys(meta: &mut redb::Table<'_, &str, u64>) -> Result<(u64, u64), IndexError> {
+    let [first, second] = HASH_KEYS;
+    if let (Some(k0), Some(k1)) = (meta.get(first)?, meta.get(second)?) {
+        return Ok((k0.value(), k1.value()));
+    }
+    let mut random = [0u8; 16];
+    getrandom::getrandom(&mut random)
+        .map_err(|e| IndexError::Storage(std::io::Error::other(e.to_string()).into()))?;
+    let k0 = u64::from_le_bytes(random[..8].try_into().unwrap_or_default());
+    let k1 = u64::from_le_bytes(random[8..].try_into().unwrap_or_default());
+    meta.insert(first, k0)?;
+    meta.insert(second, k1)?;
+    Ok((k0, k1))
 }
 
 /// Renames the index file in `dir` to a name no earlier damaged file has.
@@ -314,9 +363,9 @@ pub(super) enum Sweep {
     Listed(Vec<BodyId>),
 }
 
-/// Deletes the body files `sweep` picks that no row in `known` names. (Packed bodies are
-/// written and deleted with their rows, so they are never orphans.)
-pub(super) fn remove_orphans(disk: &DiskStorage, known: &HashSet<BodyId>, sweep: Sweep) {
+/// Deletes the body files `sweep` picks that no row in `known` (sorted) names. (Packed bodies
+/// are written and deleted with their rows, so they are never orphans.)
+pub(super) fn remove_orphans(disk: &DiskStorage, known: &[BodyId], sweep: Sweep) {
     let ids = match sweep {
         Sweep::Listed(ids) => ids,
         Sweep::WrittenBefore(opened_at) => {
@@ -326,7 +375,10 @@ pub(super) fn remove_orphans(disk: &DiskStorage, known: &HashSet<BodyId>, sweep:
             })
         }
     };
-    let orphans: Vec<_> = ids.into_iter().filter(|id| !known.contains(id)).collect();
+    let orphans: Vec<_> = ids
+        .into_iter()
+        .filter(|id| known.binary_search(id).is_err())
+        .collect();
     if !orphans.is_empty() {
         tracing::info!(
             files = orphans.len(),
@@ -388,7 +440,7 @@ mod tests {
             );
             assert!(!path.exists());
         }
-        let names: HashSet<_> = std::fs::read_dir(dir.path())
+        let names: std::collections::HashSet<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();

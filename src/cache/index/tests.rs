@@ -45,10 +45,8 @@ pub(super) fn open(dir: &Path) -> (Index, LoadReport) {
 fn open_with_disk(dir: &Path) -> ((Index, LoadReport), Arc<Tiers>) {
     let lock = DirLock::acquire(dir).unwrap();
     let disk = Arc::new(Tiers::open(dir, &lock, 1 << 20).unwrap());
-    (
-        Index::open(dir, lock, 1 << 40, 1 << 20, disk.clone()).unwrap(),
-        disk,
-    )
+    let (index, opened) = Index::open(dir, lock, 1 << 40, 1 << 20, 1 << 20, disk.clone()).unwrap();
+    ((index, opened.report), disk)
 }
 
 fn store_body(tiers: &Tiers, id: BodyId) {
@@ -207,7 +205,7 @@ fn a_directory_from_a_newer_hoard_is_refused_and_left_alone() {
     }
     let lock = DirLock::acquire(dir.path()).unwrap();
     let tiers = Arc::new(Tiers::open(dir.path(), &lock, 1 << 20).unwrap());
-    let Err(error) = Index::open(dir.path(), lock, 1 << 40, 1 << 20, tiers) else {
+    let Err(error) = Index::open(dir.path(), lock, 1 << 40, 1 << 20, 1 << 20, tiers) else {
         panic!("a newer format must stop start-up");
     };
     assert!(error.to_string().contains("format 99"), "{error}");
@@ -244,5 +242,86 @@ fn packed_bodies_reach_the_disk_only_with_their_rows() {
     assert!(
         tiers.disk().list_all().unwrap().is_empty(),
         "both were packed"
+    );
+}
+
+#[test]
+fn a_format_2_directory_gets_its_slots_rows_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // What hoard wrote before `slots`: `entries`, `meta` saying 2, one row that no longer
+    // decodes.
+    let old = entry(5);
+    {
+        let db = redb::Database::create(dir.path().join(load::FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut entries = txn.open_table(ENTRIES).unwrap();
+        entries.insert(old.body, old.encode().as_slice()).unwrap();
+        entries.insert(999, &b"\x07garbage"[..]).unwrap();
+        drop(entries);
+        let meta: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("format", 2).unwrap();
+        txn.commit().unwrap();
+    }
+    let (index, report) = open(dir.path());
+    assert_eq!(report.upgraded_from, Some(2));
+    assert_eq!((report.entries, report.dropped), (1, 1));
+    let found = index.get(&old.key).expect("the old entry is found");
+    assert_eq!(found[0].headers, old.headers);
+    index.close();
+    drop(index);
+    let (index, report) = open(dir.path());
+    assert_eq!(report.upgraded_from, None, "upgraded once");
+    assert_eq!((report.entries, report.dropped), (1, 0));
+    assert!(index.get(&old.key).is_some());
+}
+
+#[test]
+fn a_head_that_no_longer_decodes_is_a_miss_and_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _) = open(dir.path());
+    insert_now(&index, entry(1));
+    insert_now(&index, entry(2));
+    index.close();
+    drop(index);
+    {
+        let db = redb::Database::open(dir.path().join(load::FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(ENTRIES)
+            .unwrap()
+            .insert(entry(1).body, &b"\x01\xffdamaged"[..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let (index, report) = open(dir.path());
+    assert_eq!(report.entries, 2, "start-up reads no head");
+    assert!(index.get(&entry(1).key).is_none());
+    assert!(index.get(&entry(2).key).is_some());
+    assert!(index.flush());
+    assert_eq!(index.len(), 1);
+    index.close();
+    drop(index);
+    let (_, report) = open(dir.path());
+    assert_eq!(report.entries, 1, "its rows are gone");
+}
+
+#[test]
+fn heads_are_read_from_their_rows_once_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _) = open(dir.path());
+    // More heads than the recent ones can hold (1 MiB of them in these tests).
+    for i in 0..5_000 {
+        insert_now(&index, entry(i));
+    }
+    assert!(index.flush());
+    for i in (0..5_000).step_by(7) {
+        let found = index.get(&entry(i).key).expect("every entry is found");
+        assert_eq!(found[0].key, entry(i).key);
+        assert_eq!(found[0].freshness, entry(i).freshness);
+    }
+    // A URL never stored is a miss.
+    assert!(
+        index
+            .get(&CacheKey::from_url("http://example.com/other".into()))
+            .is_none()
     );
 }

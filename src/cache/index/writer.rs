@@ -9,7 +9,10 @@ use std::sync::mpsc;
 use redb::Database;
 
 use super::bound::DiskBound;
+use super::heads::Heads;
+use super::slots::{SLOTS, UrlHasher};
 use super::{Change, ENTRIES, EntryMap, IndexError, Op};
+use crate::cache::entry::StoredResponse;
 use crate::cache::storage::{BodyId, Written};
 use crate::cache::storage::{DirLock, Tiers};
 
@@ -22,6 +25,9 @@ pub(super) struct Writer {
     pub lock: DirLock,
     pub ops: mpsc::Receiver<Op>,
     pub map: std::sync::Weak<EntryMap>,
+    /// Told which rows were committed and which are gone.
+    pub heads: Arc<Heads>,
+    pub hasher: UrlHasher,
     pub tiers: Arc<Tiers>,
     pub evictions: Arc<std::sync::atomic::AtomicU64>,
     pub bound: DiskBound,
@@ -56,10 +62,15 @@ impl Writer {
                 }
             }
             let mut deleted = Vec::new();
-            let committed = match self.apply(changes, &mut deleted) {
+            let mut stored = Vec::new();
+            let committed = match self.apply(changes, &mut stored, &mut deleted) {
                 // Bodies go only after their rows are gone, so the index never points at a
                 // missing file because of us (packed ones went in the same transaction).
                 Ok(written) => {
+                    self.heads.committed(&stored);
+                    for &body in &deleted {
+                        self.heads.forget(body);
+                    }
                     if let Err(e) = self.tiers.index_committed(&deleted, &written) {
                         tracing::warn!(bodies = deleted.len(), error = %e, "cache: cannot delete bodies");
                     }
@@ -70,6 +81,9 @@ impl Writer {
                     // bodies. Files of deleted rows go anyway; a row left naming a missing
                     // file reads as a miss.
                     tracing::error!(error = %e, "cache: index update failed");
+                    for &body in &deleted {
+                        self.heads.forget(body);
+                    }
                     let _ = self.tiers.remove_all(&deleted);
                     false
                 }
@@ -93,6 +107,7 @@ impl Writer {
     /// Takes the database back from the pack and closes it, then releases the lock.
     fn close(mut self) {
         self.tiers.disk().pack().detach();
+        self.heads.detach();
         // A read that loaded the database just before may still be running.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while Arc::strong_count(&self.db) > 1 && std::time::Instant::now() < deadline {
@@ -110,23 +125,28 @@ impl Writer {
         drop(self.lock);
     }
 
+    /// Applies `changes` in one transaction: the rows written go to `stored`, the bodies of
+    /// the rows deleted to `deleted`.
     fn apply(
         &self,
         changes: Vec<Change>,
+        stored: &mut Vec<Arc<StoredResponse>>,
         deleted: &mut Vec<BodyId>,
     ) -> Result<Written, IndexError> {
         let txn = self.db.begin_write()?;
-        let mut stored = Vec::new();
         {
             let mut table = txn.open_table(ENTRIES)?;
+            let mut slots = txn.open_table(SLOTS)?;
             for op in changes {
                 match op {
                     Change::Put(entry) => {
                         table.insert(entry.body, entry.encode().as_slice())?;
-                        stored.push(entry.body);
+                        slots.insert(entry.body, self.hasher.row(&entry))?;
+                        stored.push(entry);
                     }
                     Change::Delete(body) => {
                         table.remove(body)?;
+                        slots.remove(body)?;
                         deleted.push(body);
                     }
                     Change::Released { hash, bodies } => {
@@ -134,7 +154,7 @@ impl Writer {
                             .map
                             .upgrade()
                             .and_then(|map| map.peek(&hash))
-                            .map(|variants| variants.iter().map(|v| v.body).collect())
+                            .map(|slots| slots.as_slice().iter().map(|s| s.body).collect())
                             .unwrap_or_default();
                         for body in bodies.into_iter().filter(|body| !current.contains(body)) {
                             if current.is_empty() {
@@ -142,6 +162,7 @@ impl Writer {
                                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
                             table.remove(body)?;
+                            slots.remove(body)?;
                             deleted.push(body);
                         }
                     }
@@ -151,7 +172,8 @@ impl Writer {
         if !stored.is_empty() {
             self.tiers.disk().probe()?;
         }
-        let written = self.tiers.disk().pack().write(&txn, &stored, deleted)?;
+        let bodies: Vec<BodyId> = stored.iter().map(|entry| entry.body).collect();
+        let written = self.tiers.disk().pack().write(&txn, &bodies, deleted)?;
         txn.commit()?;
         Ok(written)
     }
