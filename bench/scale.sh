@@ -33,6 +33,9 @@ start_hoard() { # DIR
     pid=$!
     until curl -s -o /dev/null "http://127.0.0.1:$port/_hoard/stats"; do sleep 0.05; done
     ready=$(printf '%.2f' "$(echo "$(date +%s.%N) - $started" | bc)")
+    # The rest of a large index loads in the background; hits are measured once it has.
+    until curl -s "http://127.0.0.1:$port/_hoard/stats" | grep -q '"index_loading":false'; do sleep 0.05; done
+    loaded=$(printf '%.2f' "$(echo "$(date +%s.%N) - $started" | bc)")
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status"; }
@@ -50,7 +53,7 @@ for n in 1000 "$entries"; do
     errors=$(echo "$out" | grep -o '"err_[a-z]*":[0-9]*' | cut -d: -f2 | paste -sd+ | bc)
     rps=$((requests / duration))
     cpu=$(echo "scale=2; ($after - $before) * 1000000 / $(getconf CLK_TCK) / $requests" | bc)
-    rows+=("| $n | $ready | $(rss_mib) | $rps | $cpu | $errors |")
+    rows+=("| $n | $ready | $loaded | $(rss_mib) | $rps | $cpu | $errors |")
     eval "rps_$n=$rps"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 done
@@ -70,8 +73,8 @@ kill "$pid"; wait "$pid" 2>/dev/null || true
     echo "- machine: $(uname -srm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
     echo "- hoard pinned to core 0, wrk (2 threads, 64 connections, ${duration} s) to core 1; 1 KiB hits from the memory tier"
     echo
-    echo "| entries in the index | ready after (s) | RSS (MiB) | hit 1 KiB req/s | CPU µs/req | errors |"
-    echo "|--:|--:|--:|--:|--:|--:|"
+    echo "| entries in the index | serving after (s) | index loaded after (s) | RSS (MiB) | hit 1 KiB req/s | CPU µs/req | errors |"
+    echo "|--:|--:|--:|--:|--:|--:|--:|"
     printf '%s\n' "${rows[@]}"
     echo
     echo "hit req/s with $entries entries / with 1000: **${ratio}×** (target ≥ 0.9×)"

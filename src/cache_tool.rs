@@ -33,6 +33,8 @@ pub fn run(
         ..settings.clone()
     };
     let (cache, report) = Cache::open(settings.clone())?;
+    // Counts and listings are of the whole index, not of what was loaded so far.
+    cache.wait_until_loaded();
     let result = run_on(&cache, command, out);
     cache.close();
     let healthy = match report.rebuilt {

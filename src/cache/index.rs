@@ -13,6 +13,7 @@
 mod bound;
 mod heads;
 mod load;
+mod loading;
 mod slots;
 mod writer;
 
@@ -35,6 +36,7 @@ use super::storage::{DirLock, Tiers};
 use bound::DiskBound;
 use heads::Heads;
 use load::Sweep;
+use loading::{Loader, Loading};
 use slots::{Slot, Slots, UrlHasher};
 use writer::Writer;
 
@@ -120,8 +122,12 @@ enum Op {
 /// A change to the database, applied in the writer's next transaction.
 enum Change {
     Put(Arc<StoredResponse>),
-    /// Forget the row and delete the body from every tier.
-    Delete(BodyId),
+    /// Forget the row and delete the body from every tier. `hash` is the URL's, which finds
+    /// its `slots` row; `None` for a row that never had one (undecodable when upgraded).
+    Delete {
+        hash: Option<u128>,
+        body: BodyId,
+    },
     /// A URL's variant list left the map, evicted or replaced by a newer list (quick_cache
     /// reports both alike): delete the bodies the map no longer names.
     Released {
@@ -174,6 +180,7 @@ pub(super) struct Index {
     /// Bumped, under the key's write lock, by every `remove` (see `Generation`).
     generations: Box<[AtomicU64]>,
     evictions: Arc<std::sync::atomic::AtomicU64>,
+    loading: Arc<Loading>,
 }
 
 /// What opening the index found besides the index itself.
@@ -185,9 +192,10 @@ pub(super) struct Opened {
 
 impl Index {
     /// Opens the database in cache directory `dir` (replacing a damaged one by an empty
-    /// one), loads every entry, and starts the writer thread, which keeps `lock` until the
-    /// database is closed. The heads of recently used entries take up to `heads_capacity`
-    /// bytes of memory.
+    /// one), loads the parts of bodies, starts the writer thread, which keeps `lock` until the
+    /// database is closed, and the loader (`loading.rs`), and returns once the whole index is
+    /// loaded or `loading::WAIT` has passed. The heads of recently used entries take up to
+    /// `heads_capacity` bytes of memory.
     pub(super) fn open(
         dir: &Path,
         lock: DirLock,
@@ -196,6 +204,25 @@ impl Index {
         heads_capacity: u64,
         tiers: Arc<Tiers>,
     ) -> Result<(Index, Opened), IndexError> {
+        let (index, opened, loader) =
+            Index::open_unloaded(dir, lock, capacity, max_object, heads_capacity, tiers)?;
+        std::thread::Builder::new()
+            .name("hoard-index-load".into())
+            .spawn(move || loader.run())
+            .map_err(|e| IndexError::Storage(e.into()))?;
+        index.loading.wait(Some(loading::WAIT));
+        Ok((index, opened))
+    }
+
+    /// `open`, but with the loader handed back instead of started.
+    fn open_unloaded(
+        dir: &Path,
+        lock: DirLock,
+        capacity: u64,
+        max_object: u64,
+        heads_capacity: u64,
+        tiers: Arc<Tiers>,
+    ) -> Result<(Index, Opened, Loader), IndexError> {
         // Body files written from now on belong to this run and are never orphans.
         let opened_at = std::time::SystemTime::now();
         let loaded = load::load(dir)?;
@@ -223,6 +250,7 @@ impl Index {
         ));
         let heads = Arc::new(Heads::new(heads_capacity));
         heads.attach(Arc::clone(&loaded.db));
+        let loading = Loading::new();
         let index = Index {
             map,
             heads: Arc::clone(&heads),
@@ -231,13 +259,16 @@ impl Index {
             write_locks: (0..64).map(|_| Mutex::new(())).collect(),
             generations: (0..GENERATION_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             evictions: Arc::clone(&evictions),
+            loading: Arc::clone(&loading),
         };
 
-        for id in loaded.undecodable {
-            let _ = index.ops.send(Op::Change(Change::Delete(id)));
+        for body in loaded.undecodable {
+            let _ = index
+                .ops
+                .send(Op::Change(Change::Delete { hash: None, body }));
         }
-        let mut known = Vec::with_capacity(loaded.slots.len());
-        for (hash, slot, body_len) in loaded.slots {
+        let mut known = Vec::with_capacity(loaded.parts.len());
+        for &(hash, slot, body_len) in &loaded.parts {
             tiers.disk().adopt(body_len);
             known.push(slot.body);
             let slots = match index.map.peek(&hash) {
@@ -246,13 +277,18 @@ impl Index {
             };
             index.map.insert(hash, slots.unwrap_or(Slots::One(slot)));
         }
-        let parts = loaded
-            .parts
-            .into_iter()
-            .filter_map(|body| heads.get(body))
-            .collect();
+        let parts = known.iter().filter_map(|&body| heads.get(body)).collect();
 
         tiers.disk().pack().attach(Arc::clone(&loaded.db))?;
+        let loader = Loader {
+            db: Arc::clone(&loaded.db),
+            map: Arc::clone(&index.map),
+            loading,
+            ops: index.ops.clone(),
+            tiers: Arc::clone(&tiers),
+            sweep,
+            known,
+        };
         let writer = Writer {
             bound: DiskBound::new(dir, capacity),
             db: loaded.db,
@@ -268,11 +304,7 @@ impl Index {
         };
         std::thread::Builder::new()
             .name("hoard-index".into())
-            .spawn(move || {
-                load::remove_orphans(writer.tiers.disk(), &known, sweep);
-                drop(known);
-                writer.run();
-            })
+            .spawn(move || writer.run())
             .map_err(|e| IndexError::Storage(e.into()))?;
         Ok((
             index,
@@ -280,6 +312,7 @@ impl Index {
                 report: loaded.report,
                 parts,
             },
+            loader,
         ))
     }
 
@@ -296,7 +329,15 @@ impl Index {
             }
         }
         // Another URL with the same hash would be a miss, never its answer.
-        (variants.first()?.key == *key).then_some(variants)
+        if variants.first()?.key != *key {
+            return None;
+        }
+        // Oldest first by when they were received: a list read back after a crash (where a
+        // replaced row may not have been deleted yet) is in the order of its body ids.
+        if variants.len() > 1 {
+            variants.sort_by_key(|head| head.freshness.response_time);
+        }
+        Some(variants)
     }
 
     /// `key`'s invalidation generation now.
@@ -345,7 +386,10 @@ impl Index {
         }
         let _guard = self.lock(self.hasher.hash(&entry.key));
         if self.generation(&entry.key) != generation {
-            let _ = self.ops.send(Op::Change(Change::Delete(entry.body)));
+            let _ = self.ops.send(Op::Change(Change::Delete {
+                hash: Some(self.hasher.hash(&entry.key)),
+                body: entry.body,
+            }));
             return Published::Superseded;
         }
         self.heads.remember(&entry);
@@ -356,6 +400,7 @@ impl Index {
     /// Puts `entry` into the map; the caller holds its key's write lock.
     fn publish_locked(&self, entry: &StoredResponse) {
         let hash = self.hasher.hash(&entry.key);
+        self.loading.touch(hash);
         let mut slots: Vec<Slot> = self
             .map
             .peek(&hash)
@@ -393,6 +438,7 @@ impl Index {
     /// Forgets the variant whose body is `body` from the URL hashed `hash`, row and body.
     fn forget_slot(&self, hash: u128, body: BodyId) {
         let _guard = self.lock(hash);
+        self.loading.touch(hash);
         if let Some(slots) = self.map.peek(&hash) {
             let rest: Vec<Slot> = slots
                 .as_slice()
@@ -407,7 +453,10 @@ impl Index {
                 }
             }
         }
-        let _ = self.ops.send(Op::Change(Change::Delete(body)));
+        let _ = self.ops.send(Op::Change(Change::Delete {
+            hash: Some(hash),
+            body,
+        }));
     }
 
     /// Forgets every variant of `key` (invalidation, purge), and any fill of it still in
@@ -415,6 +464,7 @@ impl Index {
     pub(super) fn remove(&self, key: &CacheKey) -> usize {
         let hash = self.hasher.hash(key);
         let _guard = self.lock(hash);
+        self.loading.touch(hash);
         self.stripe(key.hash()).fetch_add(1, Ordering::AcqRel);
         let Some(slots) = self.map.peek(&hash) else {
             return 0;
@@ -430,7 +480,10 @@ impl Index {
         }
         self.map.remove(&hash);
         for slot in slots {
-            let _ = self.ops.send(Op::Change(Change::Delete(slot.body)));
+            let _ = self.ops.send(Op::Change(Change::Delete {
+                hash: Some(hash),
+                body: slot.body,
+            }));
         }
         slots.len()
     }
@@ -451,11 +504,12 @@ impl Index {
         self.heads
             .scan(&|url| url.starts_with(prefix))
             .into_iter()
-            // A row whose entry just left the map may not be deleted yet.
-            .filter(|head| {
-                self.map
-                    .peek(&self.hasher.hash(&head.key))
-                    .is_some_and(|slots| slots.names(head.body))
+            // A row whose entry just left the map may not be deleted yet; while loading, one
+            // whose URL is not in the map may not be loaded yet (and is, for a purge: removing
+            // it marks the URL, so the loader drops the row).
+            .filter(|head| match self.map.peek(&self.hasher.hash(&head.key)) {
+                Some(slots) => slots.names(head.body),
+                None => self.loading.is_active(),
             })
             .collect()
     }
@@ -467,8 +521,20 @@ impl Index {
         self.request(Op::Flush)
     }
 
-    /// Commits everything and closes the database (shutdown); later changes are not saved.
+    pub(super) fn is_loading(&self) -> bool {
+        self.loading.is_active()
+    }
+
+    /// Waits until the whole index is loaded (the offline tool, tests).
+    pub(super) fn wait_loaded(&self) {
+        self.loading.wait(None);
+    }
+
+    /// Stops loading, commits everything and closes the database (shutdown); later changes
+    /// are not saved.
     pub(super) fn close(&self) -> bool {
+        // First, so that the loader's deletions are sent before the close.
+        self.loading.cancel();
         self.request(Op::Close)
     }
 

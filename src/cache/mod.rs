@@ -239,6 +239,18 @@ impl Cache {
         result
     }
 
+    /// Whether the index is still being loaded in the background (its entries not loaded yet
+    /// are misses until they are).
+    pub fn index_loading(&self) -> bool {
+        self.index.is_loading()
+    }
+
+    /// Waits until the whole index is loaded (hoard serves before a large one is; see
+    /// `index/loading.rs`). Blocks: for the offline tool.
+    pub fn wait_until_loaded(&self) {
+        self.index.wait_loaded();
+    }
+
     /// Saves and closes the index without a runtime (the offline tool).
     pub fn close(&self) {
         self.index.close();

@@ -514,6 +514,7 @@ impl Metrics {
                 "bytes_from_cache": load(&self.totals.bytes_from_cache),
                 "bytes_from_origin": load(&self.totals.bytes_from_origin),
                 "urls": cache.urls(),
+                "index_loading": cache.index_loading(),
                 "evictions": cache.evictions(),
                 "corrupt_bodies": cache.corrupt_bodies(),
                 "store_failures": cache.store_failures(),

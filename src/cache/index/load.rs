@@ -12,13 +12,14 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
 };
 
-use super::slots::{SLOTS, Slot, UrlHasher};
+use super::slots::{PARTS, SLOTS, Slot, UrlHasher};
 use super::{ENTRIES, IndexError};
 use crate::cache::entry::StoredResponse;
 use crate::cache::storage::{BodyId, DiskStorage};
@@ -29,8 +30,8 @@ pub(super) const FILE_NAME: &str = "index.redb";
 /// The layout of the cache directory, recorded in the database's `meta` table:
 /// 1. rows in `entries`, every body a file under `objects/` (no `meta` table);
 /// 2. as 1, and bodies up to `PACK_LIMIT` packed in the `bodies` table;
-/// 3. as 2, and a `slots` row beside each `entries` row (`slots.rs`), with the keys of the URL
-///    hash those rows hold in `meta`.
+/// 3. as 2, and a `slots` row beside each `entries` row (and a `parts` row for parts of
+///    bodies, `slots.rs`), with the keys of the URL hash those rows hold in `meta`.
 ///
 /// An older directory is read as it is (a version-1 directory's small bodies stay files until
 /// evicted), given its `slots` rows once (reading every head, as hoard did at every start-up
@@ -45,8 +46,8 @@ const HASH_KEYS: [&str; 2] = ["url-hash-key-0", "url-hash-key-1"];
 /// What start-up found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LoadReport {
+    /// Stored entries (most of them are loaded into the map in the background).
     pub entries: u64,
-    pub bytes: u64,
     /// Rows that did not decode when an older format was upgraded, deleted with their bodies
     /// (later, a row that does not decode is found, and deleted, when a lookup reads it).
     pub dropped: u64,
@@ -102,24 +103,23 @@ impl IndexRebuilt {
     }
 }
 
-/// The database and everything read from it.
+/// The database and what start-up reads of it before serving.
 pub(super) struct Loaded {
     pub db: Arc<Database>,
     /// How the `slots` rows hash URLs.
     pub hasher: UrlHasher,
-    /// Every entry: its URL's hash, its slot and its body's length, by body id.
-    pub slots: Vec<(u128, Slot, u64)>,
-    /// The bodies of the entries that are parts of bodies (`slice.rs`).
-    pub parts: Vec<BodyId>,
+    /// The entries that are parts of bodies (`slice.rs`): URL hash, slot, body length. The
+    /// rest is streamed by `stream_slots`.
+    pub parts: Vec<(u128, Slot, u64)>,
     /// Rows that did not decode when an older format was upgraded; they and their bodies
     /// are to be deleted.
     pub undecodable: Vec<BodyId>,
     pub report: LoadReport,
 }
 
-/// Opens the index in `dir` and reads every row, replacing a damaged file by an empty one
-/// (see the module comment). Touches nothing else: what the rows say is applied by the caller
-/// only once the whole file has been read.
+/// Opens the index in `dir` (upgrading an older format) and reads what is needed before
+/// serving, replacing a damaged file by an empty one (see the module comment). Touches
+/// nothing else: what the rows say is applied by the caller.
 pub(super) fn load(dir: &Path) -> Result<Loaded, IndexError> {
     let path = dir.join(FILE_NAME);
     let (damage, reason) = match read_guarded(&path) {
@@ -202,32 +202,63 @@ fn read(path: &Path) -> Result<Loaded, IndexError> {
         dropped: prepared.undecodable.len() as u64,
         ..LoadReport::default()
     };
-    let mut slots = Vec::new();
     let mut parts = Vec::new();
     {
-        // Only the fixed-width `slots` rows: no head is decoded at start-up.
         let txn = db.begin_read()?;
-        let table = txn.open_table(SLOTS)?;
-        slots.reserve(table.len()? as usize);
-        for row in table.iter()? {
-            let (body, value) = row?;
-            let (body, (hash, body_len, weight, part)) = (body.value(), value.value());
-            report.entries += 1;
-            report.bytes += body_len;
-            if part {
-                parts.push(body);
+        let slots = txn.open_table(SLOTS)?;
+        report.entries = slots.len()?;
+        for row in txn.open_table(PARTS)?.iter()? {
+            let (body, hash) = row?;
+            let (body, hash) = (body.value(), hash.value());
+            if let Some(value) = slots.get((hash, body))? {
+                let (body_len, weight, _) = value.value();
+                parts.push((hash, Slot { body, weight }, body_len));
             }
-            slots.push((hash, Slot { body, weight }, body_len));
         }
     }
     Ok(Loaded {
         db: Arc::new(db),
         hasher: prepared.hasher,
-        slots,
         parts,
         undecodable: prepared.undecodable,
         report,
     })
+}
+
+/// Calls `each` with every URL's list of slots (and body lengths) in the `slots` rows but
+/// those of parts of bodies (read by `load`), until the end or until `cancelled`. Reads
+/// fixed-width rows only, never a head.
+pub(super) fn stream_slots(
+    db: &Database,
+    cancelled: &AtomicBool,
+    mut each: impl FnMut(u128, &[(Slot, u64)]),
+) -> Result<(), redb::Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(SLOTS)?;
+    let mut group = Vec::new();
+    let mut current = None;
+    for (n, row) in table.iter()?.enumerate() {
+        if n % 4096 == 0 && cancelled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (key, value) = row?;
+        let ((hash, body), (body_len, weight, part)) = (key.value(), value.value());
+        if part {
+            continue;
+        }
+        if current != Some(hash) {
+            if let Some(previous) = current {
+                each(previous, &group);
+            }
+            group.clear();
+            current = Some(hash);
+        }
+        group.push((Slot { body, weight }, body_len));
+    }
+    if let Some(last) = current {
+        each(last, &group);
+    }
+    Ok(())
 }
 
 /// What `prepare` did to the database.
@@ -247,6 +278,7 @@ fn prepare(db: &Database) -> Result<Prepared, IndexError> {
             .any(|table| table.name() == ENTRIES.name());
         let entries = txn.open_table(ENTRIES)?;
         let mut slots = txn.open_table(SLOTS)?;
+        let mut parts = txn.open_table(PARTS)?;
         let mut meta = txn.open_table(META)?;
         let found = match meta.get(FORMAT_KEY)? {
             Some(version) => version.value(),
@@ -267,7 +299,11 @@ fn prepare(db: &Database) -> Result<Prepared, IndexError> {
                 let (id, bytes) = row?;
                 match StoredResponse::decode(bytes.value()) {
                     Ok(entry) if entry.body == id.value() => {
-                        slots.insert(entry.body, hasher.row(&entry))?;
+                        let (key, value) = hasher.row(&entry);
+                        slots.insert(key, value)?;
+                        if entry.key.is_part() {
+                            parts.insert(entry.body, key.0)?;
+                        }
                     }
                     _ => undecodable.push(id.value()),
                 }
@@ -363,9 +399,15 @@ pub(super) enum Sweep {
     Listed(Vec<BodyId>),
 }
 
-/// Deletes the body files `sweep` picks that no row in `known` (sorted) names. (Packed bodies
-/// are written and deleted with their rows, so they are never orphans.)
-pub(super) fn remove_orphans(disk: &DiskStorage, known: &[BodyId], sweep: Sweep) {
+/// Deletes the body files `sweep` picks that no row in `known` (sorted) names, until
+/// `cancelled`. (Packed bodies are written and deleted with their rows, so they are never
+/// orphans.)
+pub(super) fn remove_orphans(
+    disk: &DiskStorage,
+    known: &[BodyId],
+    sweep: Sweep,
+    cancelled: &dyn Fn() -> bool,
+) {
     let ids = match sweep {
         Sweep::Listed(ids) => ids,
         Sweep::WrittenBefore(opened_at) => {
@@ -386,6 +428,9 @@ pub(super) fn remove_orphans(disk: &DiskStorage, known: &[BodyId], sweep: Sweep)
         );
     }
     for id in orphans {
+        if cancelled() {
+            return;
+        }
         if let Err(e) = disk.remove_orphan(id) {
             tracing::warn!(body = %format_args!("{id:016x}"), error = %e, "cache: cannot remove an orphan body");
         }

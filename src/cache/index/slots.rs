@@ -20,9 +20,18 @@ use crate::cache::entry::StoredResponse;
 use crate::cache::key::CacheKey;
 use crate::cache::storage::BodyId;
 
-/// Body id → (URL hash, body length, weight, whether the URL is a part of a body).
-pub(super) const SLOTS: TableDefinition<'static, u64, (u128, u64, u64, bool)> =
+/// (URL hash, body id) → (body length, weight, whether the URL is a part of a body). Keyed by
+/// the hash first, so the variants of one URL are neighbours and start-up reads each URL's
+/// list in one go.
+pub(super) const SLOTS: TableDefinition<'static, (u128, u64), (u64, u64, bool)> =
     TableDefinition::new("slots");
+
+/// Body id → URL hash, for the entries that are parts of bodies: they are loaded before hoard
+/// serves (`slice.rs` registers them), the rest in the background.
+pub(super) const PARTS: TableDefinition<'static, u64, u128> = TableDefinition::new("parts");
+
+/// A row of `SLOTS`.
+pub(super) type SlotRow = ((u128, u64), (u64, u64, bool));
 
 /// One stored response, as the map holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,12 +102,10 @@ impl UrlHasher {
     }
 
     /// `entry`'s row in the `slots` table.
-    pub(super) fn row(&self, entry: &StoredResponse) -> (u128, u64, u64, bool) {
+    pub(super) fn row(&self, entry: &StoredResponse) -> SlotRow {
         (
-            self.hash(&entry.key),
-            entry.body_len,
-            entry.weight(),
-            entry.key.is_part(),
+            (self.hash(&entry.key), entry.body),
+            (entry.body_len, entry.weight(), entry.key.is_part()),
         )
     }
 }

@@ -125,8 +125,8 @@ fn a_damaged_database_is_moved_aside_and_its_bodies_deleted() {
     let aside = rebuilt.moved_to(dir.path());
     assert_eq!(std::fs::read(&aside).unwrap(), b"garbage".repeat(100));
     assert_eq!((report.entries, index.len()), (0, 0));
-    // The writer sweeps before it handles anything sent after.
-    assert!(index.flush());
+    // The loader sweeps once it is done.
+    index.wait_loaded();
     assert!(
         disk.disk().list_all().unwrap().is_empty(),
         "the orphaned body is gone"
@@ -186,7 +186,7 @@ fn a_format_1_directory_is_read_as_it_is_and_stamped_with_the_current_format() {
     drop((index, tiers));
     let ((index, report), tiers) = open_with_disk(dir.path());
     assert_eq!(report.upgraded_from, None, "stamped once");
-    assert!(index.flush(), "the orphan sweep is done");
+    index.wait_loaded();
     tiers.verify(old.body_ref()).unwrap();
     tiers.verify(new.body_ref()).unwrap();
 }
@@ -233,7 +233,7 @@ fn packed_bodies_reach_the_disk_only_with_their_rows() {
     index.close();
     drop((index, tiers));
     let ((index, _), tiers) = open_with_disk(dir.path());
-    assert!(index.flush(), "the orphan sweep is done");
+    index.wait_loaded();
     assert!(tiers.disk().read(kept.body).unwrap().is_some());
     assert!(
         tiers.disk().read(999).unwrap().is_none(),
@@ -324,4 +324,77 @@ fn heads_are_read_from_their_rows_once_not_kept() {
             .get(&CacheKey::from_url("http://example.com/other".into()))
             .is_none()
     );
+}
+
+fn open_unloaded(dir: &Path) -> (Index, Loader) {
+    let lock = DirLock::acquire(dir).unwrap();
+    let tiers = Arc::new(Tiers::open(dir, &lock, 1 << 20).unwrap());
+    let (index, _, loader) =
+        Index::open_unloaded(dir, lock, 1 << 40, 1 << 20, 1 << 20, tiers).unwrap();
+    (index, loader)
+}
+
+#[test]
+fn what_requests_change_while_loading_wins_over_the_stored_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _) = open(dir.path());
+    for i in 0..10 {
+        insert_now(&index, entry(i));
+    }
+    index.close();
+    drop(index);
+
+    let (index, loader) = open_unloaded(dir.path());
+    assert!(index.get(&entry(1).key).is_none(), "not loaded yet: a miss");
+    // While loading: one URL purged, one stored anew, and a listing sees every row.
+    assert_eq!(index.urls_with_prefix("http://example.com/item/").len(), 10);
+    index.remove(&entry(2).key);
+    let mut newer = (*entry(3)).clone();
+    newer.body = 1003;
+    insert_now(&index, Arc::new(newer));
+    loader.run();
+    assert!(index.get(&entry(1).key).is_some(), "loaded");
+    assert!(
+        index.get(&entry(2).key).is_none(),
+        "the purge is not undone"
+    );
+    let third = index.get(&entry(3).key).unwrap();
+    assert_eq!(
+        third.iter().map(|v| v.body).collect::<Vec<_>>(),
+        [1003],
+        "the newer response, alone"
+    );
+    index.close();
+    drop(index);
+
+    let (index, report) = open(dir.path());
+    assert_eq!(
+        report.entries, 9,
+        "the purged and the replaced rows are gone"
+    );
+    assert!(index.get(&entry(2).key).is_none());
+    assert_eq!(index.get(&entry(3).key).unwrap()[0].body, 1003);
+}
+
+#[test]
+fn a_cancelled_load_leaves_the_rest_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _) = open(dir.path());
+    for i in 0..100 {
+        insert_now(&index, entry(i));
+    }
+    index.close();
+    drop(index);
+    let (index, loader) = open_unloaded(dir.path());
+    let loading = Arc::clone(&index.loading);
+    let closing = std::thread::spawn(move || index.close());
+    // The close waits for the loader, which stops at once.
+    while !loading.is_cancelled() {
+        std::thread::yield_now();
+    }
+    loader.run();
+    assert!(closing.join().unwrap());
+    let (index, report) = open(dir.path());
+    assert_eq!(report.entries, 100);
+    assert!(index.get(&entry(99).key).is_some());
 }

@@ -10,7 +10,7 @@ use redb::Database;
 
 use super::bound::DiskBound;
 use super::heads::Heads;
-use super::slots::{SLOTS, UrlHasher};
+use super::slots::{PARTS, SLOTS, UrlHasher};
 use super::{Change, ENTRIES, EntryMap, IndexError, Op};
 use crate::cache::entry::StoredResponse;
 use crate::cache::storage::{BodyId, Written};
@@ -135,18 +135,24 @@ impl Writer {
     ) -> Result<Written, IndexError> {
         let txn = self.db.begin_write()?;
         {
-            let mut table = txn.open_table(ENTRIES)?;
-            let mut slots = txn.open_table(SLOTS)?;
+            let mut rows = Rows {
+                entries: txn.open_table(ENTRIES)?,
+                slots: txn.open_table(SLOTS)?,
+                parts: txn.open_table(PARTS)?,
+            };
             for op in changes {
                 match op {
                     Change::Put(entry) => {
-                        table.insert(entry.body, entry.encode().as_slice())?;
-                        slots.insert(entry.body, self.hasher.row(&entry))?;
+                        let (key, value) = self.hasher.row(&entry);
+                        rows.entries.insert(entry.body, entry.encode().as_slice())?;
+                        rows.slots.insert(key, value)?;
+                        if entry.key.is_part() {
+                            rows.parts.insert(entry.body, key.0)?;
+                        }
                         stored.push(entry);
                     }
-                    Change::Delete(body) => {
-                        table.remove(body)?;
-                        slots.remove(body)?;
+                    Change::Delete { hash, body } => {
+                        rows.remove(hash, body)?;
                         deleted.push(body);
                     }
                     Change::Released { hash, bodies } => {
@@ -161,8 +167,7 @@ impl Writer {
                                 self.evictions
                                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
-                            table.remove(body)?;
-                            slots.remove(body)?;
+                            rows.remove(Some(hash), body)?;
                             deleted.push(body);
                         }
                     }
@@ -176,5 +181,24 @@ impl Writer {
         let written = self.tiers.disk().pack().write(&txn, &bodies, deleted)?;
         txn.commit()?;
         Ok(written)
+    }
+}
+
+/// The tables one stored response has rows in, open in the writer's transaction.
+struct Rows<'txn> {
+    entries: redb::Table<'txn, u64, &'static [u8]>,
+    slots: redb::Table<'txn, (u128, u64), (u64, u64, bool)>,
+    parts: redb::Table<'txn, u64, u128>,
+}
+
+impl Rows<'_> {
+    /// Removes the rows of the response whose body is `body` and whose URL hashed `hash`.
+    fn remove(&mut self, hash: Option<u128>, body: BodyId) -> Result<(), redb::StorageError> {
+        self.entries.remove(body)?;
+        if let Some(hash) = hash {
+            self.slots.remove((hash, body))?;
+        }
+        self.parts.remove(body)?;
+        Ok(())
     }
 }
