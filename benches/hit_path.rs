@@ -63,13 +63,22 @@ fn hit_path(c: &mut Criterion) {
     };
     let headers = response_headers();
     let now = 1_795_665_600;
-    let freshness = Freshness::new(StatusCode::OK, &headers, now, now, &settings);
+    let freshness = Freshness::new(StatusCode::OK, &headers, now, now, &settings, None);
     let request_cc = CacheControl::default();
     c.bench_function("policy: freshness verdict of a stored response", |b| {
         b.iter(|| black_box(&freshness).verdict(black_box(&request_cc), now + 10))
     });
     c.bench_function("policy: freshness of a new response", |b| {
-        b.iter(|| Freshness::new(StatusCode::OK, black_box(&headers), now, now, &settings))
+        b.iter(|| {
+            Freshness::new(
+                StatusCode::OK,
+                black_box(&headers),
+                now,
+                now,
+                &settings,
+                None,
+            )
+        })
     });
     c.bench_function("headers: clone a stored header map (per hit)", |b| {
         b.iter(|| black_box(&headers).clone())

@@ -108,6 +108,8 @@ impl Cache {
         mut status: CacheStatus,
     ) -> Served {
         let head = &admission.head;
+        let rule = head.rule.as_deref();
+        let max_object_size = self.max_object_size(rule);
         let response_cc = self.settings.policy.directives(response.headers());
         let content_length = response
             .headers()
@@ -130,9 +132,10 @@ impl Cache {
             storable_status,
             response.headers(),
             &response_cc,
+            rule,
         )
-        .and_then(|()| match content_length {
-            Some(len) if len > self.settings.max_object_size => Err(NotStorable::TooLarge),
+        .and(match content_length {
+            Some(len) if len > max_object_size => Err(NotStorable::TooLarge),
             _ => Ok(()),
         });
         let vary = key::vary_fields(response.headers());
@@ -152,6 +155,7 @@ impl Cache {
             admission.request_time,
             now_secs(),
             &self.settings.policy,
+            rule,
         );
         let body_id = new_body_id();
         let mut entry = StoredResponse {
@@ -201,7 +205,7 @@ impl Cache {
                 tiers: self.tiers.for_writing(),
                 body: body_id,
                 expected_len: content_length,
-                max_len: self.settings.max_object_size,
+                max_len: max_object_size,
                 on_done,
                 failures: Arc::clone(&self.store_failures),
             },

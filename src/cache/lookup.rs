@@ -14,6 +14,7 @@ use super::control::CacheControl;
 use super::policy::{Verdict, now_secs};
 use super::respond::{from_origin, not_cached};
 use super::revalidate::without_conditionals;
+use super::rules::{self, CacheRule};
 use super::{Cache, CacheKey, CacheOutcome, CacheStatus, Origin, Served, StoredResponse, key};
 use crate::body::{self, ProxyBody};
 
@@ -29,6 +30,8 @@ pub(super) struct RequestHead {
     pub(super) headers: HeaderMap,
     /// Where the origin's interim (1xx) responses go: to the client that asked.
     pub(super) interim: Option<crate::http1::Interim>,
+    /// The cache rule that matched the request, if any.
+    pub(super) rule: Option<Arc<CacheRule>>,
 }
 
 impl RequestHead {
@@ -38,6 +41,10 @@ impl RequestHead {
             uri: request.uri().clone(),
             headers: request.headers().clone(),
             interim: request.extensions().get().cloned(),
+            rule: request
+                .extensions()
+                .get::<rules::Applied>()
+                .map(|applied| Arc::clone(&applied.0)),
         }
     }
 
@@ -93,7 +100,14 @@ impl Cache {
         request: Request<ProxyBody>,
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
-        let request_cc = CacheControl::parse_request(request.headers());
+        let mut request_cc = CacheControl::parse_request(request.headers());
+        if let Some(rules::Applied(rule)) = request.extensions().get()
+            && rule.overrides.reload
+        {
+            // The rule's freshness stands, whatever the client's reload asks for.
+            request_cc.no_cache = false;
+            request_cc.max_age = None;
+        }
         // Requests that cannot lead (HEAD, only-if-cached) still wait for a fill in flight.
         let may_lead = request.method() == Method::GET && !request_cc.only_if_cached;
         let mut lock = None;

@@ -23,6 +23,7 @@ pub mod policy;
 mod range;
 mod respond;
 mod revalidate;
+pub mod rules;
 pub mod shared;
 mod slice;
 pub mod storage;
@@ -33,6 +34,7 @@ pub use key::CacheKey;
 pub use outcome::{CacheOutcome, CacheStatus, Served};
 pub use policy::{NotStorable, PolicySettings};
 pub use revalidate::CONDITIONALS;
+pub use rules::{CacheRule, CacheRules, Overrides, RulePattern};
 /// Why `Cache::verify` found a stored body bad (missing and corrupt ones are removed; an
 /// unreadable one is kept, as the disk may recover).
 pub use storage::BodyError as VerifyError;
@@ -65,9 +67,11 @@ pub struct CacheSettings {
     pub dir: PathBuf,
     pub memory_size: u64,
     pub disk_size: u64,
-    /// Larger responses stream through without being stored.
+    /// Larger responses stream through without being stored (unless a rule says otherwise).
     pub max_object_size: u64,
     pub policy: PolicySettings,
+    /// `--rule`s and `--preset`s, in the order they are tried.
+    pub rules: CacheRules,
     /// How long a collapsed request waits for the leader before fetching on its own.
     pub collapse_wait: Duration,
     /// Range requests are answered from slices of this many bytes, each fetched and stored
@@ -277,21 +281,60 @@ impl Cache {
         &self.settings.policy.own_cache_control
     }
 
+    /// The largest response stored under `rule` (or with no rule).
+    fn max_object_size(&self, rule: Option<&CacheRule>) -> u64 {
+        rule.and_then(|rule| rule.max_object_size)
+            .map_or(self.settings.max_object_size, |size| {
+                size.min(self.settings.disk_size)
+            })
+    }
+
     /// Answers `request` (absolute URI) from the cache, the origin, or both.
     pub async fn serve<O: Origin>(
         self: &Arc<Self>,
-        request: Request<ProxyBody>,
+        mut request: Request<ProxyBody>,
         origin: &Arc<O>,
     ) -> Result<Served, O::Error> {
         // The branches that go straight to the origin are boxed: inline, their futures (some
         // 3 KiB each) would be room in every hit's future, which is moved with it.
-        let Some(key) = CacheKey::from_uri(request.uri()) else {
+        let Some(mut key) = CacheKey::from_uri(request.uri()) else {
             let response = Box::pin(origin.fetch(request)).await?;
             return Ok(from_origin(
                 response,
                 &CacheStatus::new(CacheOutcome::Bypass),
             ));
         };
+        let Some(rule) = self.settings.rules.find(key.url()).cloned() else {
+            return self.serve_keyed(key, request, origin).await;
+        };
+        if rule.bypass {
+            let response = Box::pin(origin.fetch(request)).await?;
+            let mut served = from_origin(
+                response,
+                &CacheStatus::new(CacheOutcome::Bypass).detail("rule"),
+            );
+            outcome::name_rule(&mut served.response, &rule.name);
+            return Ok(served);
+        }
+        if let Some(url) = rule.key_url(key.url()) {
+            key = CacheKey::from_url(url);
+        }
+        // Admission and revalidation find the rule with the request (`RequestHead`).
+        request
+            .extensions_mut()
+            .insert(rules::Applied(Arc::clone(&rule)));
+        let mut served = self.serve_keyed(key, request, origin).await?;
+        outcome::name_rule(&mut served.response, &rule.name);
+        Ok(served)
+    }
+
+    /// `serve` once the request's key (and rule) are known.
+    async fn serve_keyed<O: Origin>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        request: Request<ProxyBody>,
+        origin: &Arc<O>,
+    ) -> Result<Served, O::Error> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return Box::pin(self.forward_other(key, request, origin)).await;
         }

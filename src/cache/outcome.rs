@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use http::{HeaderValue, Response};
 
+use super::CACHE_STATUS;
 use crate::body::ProxyBody;
 
 /// The cache's part in one response.
@@ -171,6 +172,28 @@ impl CacheStatus {
         }
         HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
             .unwrap_or(HeaderValue::from_static("hoard"))
+    }
+}
+
+/// Adds `rule="NAME"` to this cache's entry (the last) of `response`'s `Cache-Status`: the
+/// cache rule that applied to the request.
+pub(super) fn name_rule(response: &mut Response<ProxyBody>, rule: &str) {
+    let http::header::Entry::Occupied(mut entry) = response.headers_mut().entry(CACHE_STATUS)
+    else {
+        return;
+    };
+    let Some(ours) = entry.iter_mut().last() else {
+        return;
+    };
+    let mut text = Vec::with_capacity(ours.len() + rule.len() + 9);
+    text.extend_from_slice(ours.as_bytes());
+    text.extend_from_slice(b"; rule=\"");
+    // Rule names are letters, digits and `.`, `_`, `:`, `-` (checked when parsed), which
+    // a structured-field string holds as they are.
+    text.extend_from_slice(rule.as_bytes());
+    text.push(b'"');
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(text)) {
+        *ours = value;
     }
 }
 

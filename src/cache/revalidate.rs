@@ -195,6 +195,7 @@ impl Cache {
             status,
             &merged,
             &self.settings.policy.directives(&merged),
+            admission.head.rule.as_deref(),
         );
         let headers =
             entry::compact_headers(&policy::stored_headers(&merged, &self.settings.policy));
@@ -205,6 +206,7 @@ impl Cache {
             admission.request_time,
             now_secs(),
             &self.settings.policy,
+            admission.head.rule.as_deref(),
         );
         let refreshed = Arc::new(StoredResponse {
             headers,

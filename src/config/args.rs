@@ -177,6 +177,17 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
     pub slice_size: u64,
 
+    /// A cache rule, tried in order (the first whose pattern matches a URL applies), before
+    /// those of `--preset`: `PATTERN key=value ...`, e.g. `*/**/pool/**/*.deb min-ttl=30d`,
+    /// `'~\.iso$' bypass`, `*/** ignore-query=utm_*,fbclid`, `api.example/** ttl-404=1m`.
+    /// The config file writes them as `[[rule]]` tables. See docs/configuration.md.
+    #[arg(long, value_name = "RULE", value_parser = super::rule::parse)]
+    pub rule: Vec<crate::cache::CacheRule>,
+
+    /// Rules hoard ships, tried after `--rule`s (repeatable).
+    #[arg(long, value_enum)]
+    pub preset: Vec<super::rule::Preset>,
+
     /// Upper bound on heuristic freshness (10% of the time since Last-Modified).
     #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
     pub heuristic_max: Duration,

@@ -40,6 +40,7 @@ pub(super) fn as_arguments(
                 toml::Value::Integer(n) => n.to_string(),
                 toml::Value::Float(x) => x.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Table(table) if key == "rule" => super::rule::from_table(&table)?,
                 other => return Err(format!("{key}: unexpected {}", other.type_str())),
             };
             let Some(long) = arg.get_long() else {

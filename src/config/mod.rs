@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod args;
 mod file;
+mod rule;
 
 pub use args::{Args, CaCommand, CacheCommand, Command};
 
@@ -74,6 +75,8 @@ pub enum ConfigError {
     SkipWithoutIntercept,
     #[error("--intercept is for a forward proxy; it cannot be combined with --upstream")]
     InterceptInReverseMode,
+    #[error("--rule {0}")]
+    Rule(String),
 }
 
 /// Why the command line and config file did not give a configuration.
@@ -347,6 +350,7 @@ impl Args {
             memory_size: self.cache_memory,
             disk_size: self.cache_disk,
             max_object_size: self.max_object_size,
+            rules: rule::cache_rules(self.rule, &self.preset).map_err(ConfigError::Rule)?,
             policy: PolicySettings {
                 heuristic_max: self.heuristic_max,
                 stale_if_error_grace: self.stale_if_error,

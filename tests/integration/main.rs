@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod apt;
 mod bad_input;
 mod binary;
 mod browser;
@@ -22,6 +23,7 @@ mod invalidation;
 mod origin_faults;
 mod poisoning;
 mod reverse;
+mod rules;
 mod shared_tier;
 mod slices;
 mod small_objects;

@@ -4,8 +4,9 @@
 use http::StatusCode;
 use http::header::{self, HeaderMap};
 
-use super::{PolicySettings, header_date, heuristically_cacheable};
+use super::{PolicySettings, has_explicit_freshness, header_date, heuristically_cacheable};
 use crate::cache::control::CacheControl;
+use crate::cache::rules::CacheRule;
 
 /// What a stored response needs for every later freshness decision, computed once when it is
 /// stored or refreshed so a hit does not re-parse headers.
@@ -28,13 +29,14 @@ pub struct Freshness {
 
 impl Freshness {
     /// Computes freshness for a response requested at `request_time` and received at
-    /// `response_time`.
+    /// `response_time`, under the cache `rule` that matched its request, if any.
     pub fn new(
         status: StatusCode,
         headers: &HeaderMap,
         request_time: u64,
         response_time: u64,
         settings: &PolicySettings,
+        rule: Option<&CacheRule>,
     ) -> Freshness {
         let cc = settings.directives(headers);
         let date = header_date(headers, header::DATE);
@@ -62,6 +64,7 @@ impl Freshness {
                 &cc,
                 date.unwrap_or(response_time),
                 settings,
+                rule,
             ),
             must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some(),
             no_cache: cc.no_cache,
@@ -179,30 +182,45 @@ pub enum Verdict {
     Validate,
 }
 
-/// §4.2.1, then §4.2.2 heuristics.
+/// §4.2.1, then §4.2.2 heuristics, then what a cache rule says.
 fn lifetime(
     status: StatusCode,
     headers: &HeaderMap,
     cc: &CacheControl,
     date: u64,
     settings: &PolicySettings,
+    rule: Option<&CacheRule>,
 ) -> u64 {
+    let overruled = rule.is_some_and(|rule| rule.overrides.max_age);
+    if !overruled && has_explicit_freshness(headers, cc) {
+        let explicit = explicit_lifetime(headers, cc, date);
+        return rule.map_or(explicit, |rule| rule.capped(explicit));
+    }
+    let heuristically_cacheable = heuristically_cacheable(status) || cc.public;
+    let heuristic = header_date(headers, header::LAST_MODIFIED)
+        .filter(|_| heuristically_cacheable)
+        .map(|last_modified| {
+            (date.saturating_sub(last_modified) / 10).min(settings.heuristic_max.as_secs())
+        });
+    let Some(rule) = rule else {
+        return heuristic.unwrap_or(0);
+    };
+    let validator =
+        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    rule.capped(
+        rule.lifetime_without_explicit(status, heuristically_cacheable, heuristic, validator)
+            .unwrap_or(0),
+    )
+}
+
+/// §4.2.1: `s-maxage`, `max-age`, then `Expires` (only when `has_explicit_freshness`).
+fn explicit_lifetime(headers: &HeaderMap, cc: &CacheControl, date: u64) -> u64 {
     if let Some(s_maxage) = cc.s_maxage {
         return s_maxage;
     }
     if let Some(max_age) = cc.max_age {
         return max_age;
     }
-    if !cc.targeted && headers.contains_key(header::EXPIRES) {
-        // An invalid Expires (e.g. "0") means "already expired" (§5.3).
-        return header_date(headers, header::EXPIRES)
-            .map_or(0, |expires| expires.saturating_sub(date));
-    }
-    if (heuristically_cacheable(status) || cc.public)
-        && let Some(last_modified) = header_date(headers, header::LAST_MODIFIED)
-    {
-        let heuristic = date.saturating_sub(last_modified) / 10;
-        return heuristic.min(settings.heuristic_max.as_secs());
-    }
-    0
+    // An invalid Expires (e.g. "0") means "already expired" (§5.3).
+    header_date(headers, header::EXPIRES).map_or(0, |expires| expires.saturating_sub(date))
 }

@@ -11,6 +11,7 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 
 use super::control::CacheControl;
+use super::rules::CacheRule;
 
 mod date;
 mod freshness;
@@ -119,7 +120,9 @@ impl NotStorable {
     }
 }
 
-/// RFC 9111 §3: may a shared cache store this response to this request?
+/// RFC 9111 §3: may a shared cache store this response to this request? A cache `rule`
+/// that matched the request may overrule the response's `no-store` and `private` (when it
+/// says so) and give freshness where the origin gave none.
 pub fn storable(
     method: &Method,
     request: &HeaderMap,
@@ -127,7 +130,9 @@ pub fn storable(
     status: StatusCode,
     response: &HeaderMap,
     response_cc: &CacheControl,
+    rule: Option<&CacheRule>,
 ) -> Result<(), NotStorable> {
+    let overrides = rule.map(|rule| rule.overrides).unwrap_or_default();
     if method != Method::GET {
         return Err(NotStorable::Method);
     }
@@ -143,10 +148,12 @@ pub fn storable(
     if response_cc.must_understand && !understood(status) {
         return Err(NotStorable::Status);
     }
-    if request_cc.no_store || (response_cc.no_store && !response_cc.must_understand) {
+    if request_cc.no_store
+        || (response_cc.no_store && !response_cc.must_understand && !overrides.no_store)
+    {
         return Err(NotStorable::NoStore);
     }
-    if response_cc.private {
+    if response_cc.private && !overrides.private {
         return Err(NotStorable::Private);
     }
     // §3.5: a response to an authenticated request is shared only when the origin says so.
@@ -167,12 +174,18 @@ pub fn storable(
     if vary_is_star(response) {
         return Err(NotStorable::VaryStar);
     }
-    let explicit = response_cc.s_maxage.is_some()
-        || response_cc.max_age.is_some()
-        || (!response_cc.targeted && response.contains_key(header::EXPIRES))
-        || response_cc.public;
+    let explicit =
+        (has_explicit_freshness(response, response_cc) && !overrides.max_age) || response_cc.public;
     let validator =
         response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
+    if !explicit
+        && rule.is_some_and(|rule| {
+            rule.lifetime_without_explicit(status, heuristically_cacheable(status), None, validator)
+                .is_some_and(|lifetime| lifetime > 0 || validator)
+        })
+    {
+        return Ok(());
+    }
     if !explicit && !heuristically_cacheable(status) {
         return Err(NotStorable::NoFreshness);
     }
@@ -182,6 +195,13 @@ pub fn storable(
         return Err(NotStorable::NoFreshness);
     }
     Ok(())
+}
+
+/// Whether the response states its own freshness lifetime (§4.2.1).
+fn has_explicit_freshness(response: &HeaderMap, response_cc: &CacheControl) -> bool {
+    response_cc.s_maxage.is_some()
+        || response_cc.max_age.is_some()
+        || (!response_cc.targeted && response.contains_key(header::EXPIRES))
 }
 
 fn vary_is_star(response: &HeaderMap) -> bool {

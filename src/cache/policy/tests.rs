@@ -31,6 +31,7 @@ fn fresh(pairs: &[(&str, &str)], request_time: u64, response_time: u64) -> Fresh
         request_time,
         response_time,
         &SETTINGS,
+        None,
     )
 }
 
@@ -107,6 +108,7 @@ fn heuristic_is_ten_percent_of_last_modified_age_capped() {
         t,
         t,
         &SETTINGS,
+        None,
     );
     assert_eq!(not_heuristic.lifetime, 0);
 }
@@ -240,6 +242,7 @@ fn storability_rules() {
             StatusCode::from_u16(status).unwrap(),
             resp,
             &cc(resp),
+            None,
         )
     };
     let max_age = headers(&[("cache-control", "max-age=60")]);
