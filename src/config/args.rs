@@ -114,6 +114,19 @@ pub struct Args {
     #[arg(long, value_name = "ADDR:PORT")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Reach origins through this upstream HTTP proxy, `http://[USER:PASSWORD@]HOST:PORT`
+    /// (a corporate proxy, another hoard): plain requests go to it in absolute form, https
+    /// origins and CONNECT tunnels through a CONNECT to it; credentials in the URL are sent
+    /// as `Proxy-Authorization`.
+    #[arg(long, value_name = "URL")]
+    pub parent: Option<String>,
+
+    /// Hosts reached directly, not through `--parent` (comma-separated, no_proxy style):
+    /// `example.org` (and its subdomains), `.example.org` (only subdomains), an address or
+    /// CIDR block, `*` for every host.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub parent_bypass: Vec<String>,
+
     /// Extra CA certificate(s) to trust for https origins, in PEM (added to the system roots).
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,

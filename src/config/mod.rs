@@ -77,6 +77,10 @@ pub enum ConfigError {
     InterceptInReverseMode,
     #[error("--rule {0}")]
     Rule(String),
+    #[error("--parent {0}")]
+    Parent(String),
+    #[error("--parent-bypass needs --parent")]
+    BypassWithoutParent,
 }
 
 /// Why the command line and config file did not give a configuration.
@@ -401,6 +405,16 @@ impl Args {
             read_timeout: self.read_timeout,
             deny_dest: self.deny_dest,
             allow_dest: self.allow_dest,
+            parent: match &self.parent {
+                Some(url) => Some(
+                    crate::upstream::ParentProxy::new(url, &self.parent_bypass)
+                        .map_err(ConfigError::Parent)?,
+                ),
+                None if !self.parent_bypass.is_empty() => {
+                    return Err(ConfigError::BypassWithoutParent);
+                }
+                None => None,
+            },
         };
         let access = AccessSettings {
             allow: or_loopback(self.allow),

@@ -543,6 +543,7 @@ impl Proxy {
                 let settings = tunnel::TunnelSettings {
                     allowed_ports: &rules.connect_ports,
                     policy: self.origin_for(connection).upstream.policy(),
+                    parent: self.origin_for(connection).upstream.parent(),
                     connect_timeout: self.connect_timeout,
                     idle_timeout: rules.tunnel_idle_timeout,
                 };

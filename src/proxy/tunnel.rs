@@ -1,5 +1,5 @@
 //! CONNECT tunnels: check the port against the allowlist and the target against the client's
-//! destination policy, dial, answer 200, then copy bytes both ways until either side closes,
+//! destination policy, dial (or CONNECT through `--parent`), answer 200, then copy bytes both ways until either side closes,
 //! the tunnel is idle for `--tunnel-idle-timeout`, or hoard shuts down. hoard never looks
 //! inside a tunnel.
 //!
@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use super::ProxyError;
 use crate::body::{self, ProxyBody};
-use crate::upstream::{DestinationPolicy, UpstreamError};
+use crate::upstream::{DestinationPolicy, ParentProxy, UpstreamError};
 
 /// A client connection's `--max-connections` permit, which a tunnel takes over: after the
 /// upgrade hyper's connection task ends, but the client's socket lives on in the tunnel.
@@ -90,6 +90,8 @@ impl TunnelClosed {
 pub(super) struct TunnelSettings<'a> {
     pub allowed_ports: &'a [u16],
     pub policy: &'a DestinationPolicy,
+    /// `--parent`: tunnels to hosts it applies to are a CONNECT through it.
+    pub parent: Option<&'a ParentProxy>,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -137,13 +139,24 @@ pub(super) async fn open(
     let authority = checked_target(&request, settings.allowed_ports, settings.policy)?;
     let port = authority.port_u16().expect("checked");
     let host = authority.as_str().to_owned();
-    let target = dial(
-        authority.host(),
-        port,
-        settings.policy,
-        settings.connect_timeout,
-    )
-    .await?;
+    let target = match settings
+        .parent
+        .filter(|parent| parent.applies_to(authority.host()))
+    {
+        Some(parent) => parent
+            .tunnel(authority.host(), port, settings.connect_timeout)
+            .await
+            .map_err(UpstreamError::Parent)?,
+        None => {
+            dial(
+                authority.host(),
+                port,
+                settings.policy,
+                settings.connect_timeout,
+            )
+            .await?
+        }
+    };
 
     let (done, closed) = oneshot::channel();
     let permit = slot.take();

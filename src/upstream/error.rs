@@ -19,6 +19,10 @@ pub enum UpstreamError {
     Protocol { host: String, reason: String },
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// `--parent` could not be reached or refused (its own error pages pass through as
+    /// responses).
+    #[error("{0}")]
+    Parent(super::ParentError),
     #[error("{0}")]
     Denied(String),
     /// The destination is this hoard itself.
@@ -50,6 +54,7 @@ impl UpstreamError {
             UpstreamError::FirstByteTimeout { .. } => "first_byte_timeout",
             UpstreamError::Protocol { .. } => "protocol",
             UpstreamError::Tls(_) => "tls",
+            UpstreamError::Parent(_) => "parent",
             UpstreamError::Denied(_) => "denied",
             UpstreamError::Loop(_) => "loop",
             UpstreamError::RequestBody { .. } => "request_body",
@@ -77,7 +82,8 @@ impl UpstreamError {
             | UpstreamError::ConnectTimeout { .. }
             | UpstreamError::FirstByteTimeout { .. }
             | UpstreamError::Protocol { .. }
-            | UpstreamError::Tls(_) => true,
+            | UpstreamError::Tls(_)
+            | UpstreamError::Parent(_) => true,
             UpstreamError::Denied(_)
             | UpstreamError::Loop(_)
             | UpstreamError::RequestBody { .. } => false,
@@ -107,6 +113,9 @@ impl UpstreamError {
                 reason: body_error.to_string(),
                 too_large,
             };
+        }
+        if let Some(parent) = find_parent_error(error) {
+            return UpstreamError::Parent(parent.clone());
         }
         if error.is_connect() {
             // A resolved address on the deny list (see `destinations`).
@@ -206,6 +215,25 @@ fn find_denied(error: &hyper_util::client::legacy::Error) -> Option<&super::Deni
             && let Some(denied) = io.get_ref().and_then(|i| i.downcast_ref::<super::Denied>())
         {
             return Some(denied);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The parent proxy's failure, wherever hyper-util and the TLS connector wrapped it.
+fn find_parent_error(error: &hyper_util::client::legacy::Error) -> Option<&super::ParentError> {
+    let mut next = error.source();
+    while let Some(e) = next {
+        if let Some(parent) = e.downcast_ref::<super::ParentError>() {
+            return Some(parent);
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && let Some(parent) = io
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<super::ParentError>())
+        {
+            return Some(parent);
         }
         next = e.source();
     }

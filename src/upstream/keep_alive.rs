@@ -141,17 +141,26 @@ pub(super) struct ExpiringStream {
     io: TokioIo<SpellingStream>,
     keep_alive: Arc<OriginKeepAlive>,
     timer: Option<Pin<Box<Sleep>>>,
+    /// A connection to the parent proxy, not the origin: requests on it keep their
+    /// absolute form.
+    to_parent: bool,
 }
 
 impl ExpiringStream {
     /// `stream`, whose response heads' spelling is noted when `plain` (not under TLS).
     pub(super) fn new(stream: TcpStream, plain: bool) -> ExpiringStream {
+        ExpiringStream::with_parent(stream, plain, false)
+    }
+
+    /// Like `new`, for a plain connection to the parent proxy when `to_parent`.
+    pub(super) fn with_parent(stream: TcpStream, plain: bool, to_parent: bool) -> ExpiringStream {
         let keep_alive = Arc::<OriginKeepAlive>::default();
         let stream = SpellingStream::new(stream, plain, Arc::clone(&keep_alive));
         ExpiringStream {
             io: TokioIo::new(stream),
             keep_alive,
             timer: None,
+            to_parent,
         }
     }
 
@@ -230,6 +239,7 @@ impl Connection for ExpiringStream {
             .inner()
             .stream()
             .connected()
+            .proxy(self.to_parent)
             .extra(Arc::clone(&self.keep_alive))
     }
 }

@@ -8,10 +8,12 @@ mod connector;
 mod destinations;
 mod error;
 mod keep_alive;
+mod parent;
 mod spelling;
 
 pub use destinations::{Denied, DenyReason, DestRule, DestinationPolicy, canonical, resolve};
 pub use error::UpstreamError;
+pub use parent::{ParentError, ParentProxy};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,8 @@ pub struct UpstreamSettings {
     pub deny_dest: Vec<DestRule>,
     /// Exceptions to the safe defaults for clients outside `--local-clients`.
     pub allow_dest: Vec<DestRule>,
+    /// `--parent`: the proxy misses and tunnels go through.
+    pub parent: Option<ParentProxy>,
 }
 
 /// Sends requests to origins.
@@ -46,6 +50,7 @@ pub struct UpstreamSettings {
 pub struct UpstreamClient {
     client: Client<HttpsConnector<connector::GuardedConnector>, ProxyBody>,
     policy: Arc<DestinationPolicy>,
+    parent: Option<Arc<ParentProxy>>,
     connect_timeout: Duration,
     first_byte_timeout: Duration,
     read_timeout: Duration,
@@ -59,6 +64,7 @@ impl UpstreamClient {
         policy: Arc<DestinationPolicy>,
     ) -> Result<Self, UpstreamError> {
         let tls = tls_config(config.extra_ca_pem.as_deref())?;
+        let parent = config.parent.clone().map(Arc::new);
         let mut http =
             HttpConnector::new_with_resolver(destinations::DenyingResolver::new(policy.clone()));
         // The URI scheme decides plain or TLS; the https connector below wraps this one.
@@ -69,7 +75,12 @@ impl UpstreamClient {
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(connector::GuardedConnector::new(http, policy.clone()));
+            .wrap_connector(connector::GuardedConnector::new(
+                http,
+                policy.clone(),
+                parent.clone(),
+                config.connect_timeout,
+            ));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -85,6 +96,7 @@ impl UpstreamClient {
         Ok(UpstreamClient {
             client,
             policy,
+            parent,
             connect_timeout: config.connect_timeout,
             first_byte_timeout: config.first_byte_timeout,
             read_timeout: config.read_timeout,
@@ -94,6 +106,11 @@ impl UpstreamClient {
     /// The destination rules, for CONNECT tunnels, which dial on their own.
     pub fn policy(&self) -> &Arc<DestinationPolicy> {
         &self.policy
+    }
+
+    /// The parent proxy, for CONNECT tunnels, which go through it too.
+    pub fn parent(&self) -> Option<&ParentProxy> {
+        self.parent.as_deref()
     }
 
     /// Sends `request` (absolute URI) and waits for the response head, at most the
@@ -111,6 +128,17 @@ impl UpstreamClient {
         self.policy.check_uri(request.uri())?;
         let conditional = is_conditional(&request);
         let mut request = request;
+        // A plain request through the parent carries its credentials (an https one is
+        // inside a CONNECT that did).
+        let via_parent = self.parent.as_deref().filter(|parent| {
+            request.uri().scheme() == Some(&http::uri::Scheme::HTTP)
+                && parent.applies_to(request.uri().host().unwrap_or_default())
+        });
+        if let Some(authorization) = via_parent.and_then(ParentProxy::authorization) {
+            request
+                .headers_mut()
+                .insert(http::header::PROXY_AUTHORIZATION, authorization.clone());
+        }
         // The origin's interim responses (103 Early Hints, 102) go on to the client as they come.
         if let Some(interim) = request.extensions_mut().remove::<crate::http1::Interim>() {
             hyper::ext::on_informational(&mut request, move |informational| {
@@ -144,6 +172,14 @@ impl UpstreamClient {
                              If-Modified-Since"
                         .into(),
                 })
+            }
+            // The parent wants (other) credentials from hoard: the client could not give
+            // them, and a 407 would make it think hoard itself asked.
+            Ok(Ok(response))
+                if response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+                    && let Some(parent) = via_parent =>
+            {
+                Err(UpstreamError::Parent(parent.refused_credentials()))
             }
             // hoard never asks for an upgrade (`Upgrade` is hop-by-hop and removed), so a
             // 101 would switch the client's connection to a protocol nobody agreed on.

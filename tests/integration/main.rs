@@ -21,6 +21,7 @@ mod http2;
 mod https;
 mod invalidation;
 mod origin_faults;
+mod parent;
 mod poisoning;
 mod reverse;
 mod rules;
