@@ -94,10 +94,31 @@ fn run_on(
                 )?;
             }
         }
-        CacheCommand::Purge { url } => {
-            let uri: Uri = url.parse().map_err(|_| CacheToolError::Url(url.clone()))?;
+        CacheCommand::Purge {
+            group: Some(group),
+            origin,
+            ..
+        } => {
+            let origin = match origin {
+                Some(origin) => Some(
+                    crate::cache::groups::normalised_origin(origin)
+                        .ok_or_else(|| CacheToolError::Url(origin.clone()))?,
+                ),
+                None => None,
+            };
+            writeln!(
+                out,
+                "purged {}",
+                cache.purge_group(origin.as_deref(), group)
+            )?;
+        }
+        CacheCommand::Purge { url, .. } => {
+            let url = url.as_deref().unwrap_or_default();
+            let uri: Uri = url
+                .parse()
+                .map_err(|_| CacheToolError::Url(url.to_owned()))?;
             if uri.scheme().is_none() {
-                return Err(CacheToolError::Url(url.clone()));
+                return Err(CacheToolError::Url(url.to_owned()));
             }
             writeln!(out, "purged {}", cache.purge(&uri))?;
         }

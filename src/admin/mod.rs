@@ -1,6 +1,6 @@
 //! The admin interface on the proxy port, for clients in `--admin-allow`: `/_hoard/` (an HTML
 //! status page with a chart of the last 30 minutes), `/_hoard/metrics` (Prometheus text),
-//! `/_hoard/stats` (JSON), `POST /_hoard/purge?url=...|prefix=...`, and the
+//! `/_hoard/stats` (JSON), `POST /_hoard/purge?url=...|prefix=...|group=...`, and the
 //! `PURGE` method (`curl -X PURGE -x hoard http://site/path`).
 //!
 //! It reads the cache and the metrics and removes cache entries; it never proxies.
@@ -26,13 +26,43 @@ pub enum AdminRequest {
     PurgeUrl(Uri),
     /// Forget every stored URL starting with this.
     PurgePrefix(String),
+    /// Forget every stored response in this cache group (RFC 9875) of this origin, or of
+    /// every origin.
+    PurgeGroup {
+        group: String,
+        origin: Option<String>,
+    },
+}
+
+impl AdminRequest {
+    /// A purge as the query of `/_hoard/purge` (how members are given it); `None` for a
+    /// request that is not a purge.
+    pub fn purge_query(&self) -> Option<String> {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        match self {
+            AdminRequest::PurgeUrl(uri) => query.append_pair("url", &uri.to_string()),
+            AdminRequest::PurgePrefix(prefix) => query.append_pair("prefix", prefix),
+            AdminRequest::PurgeGroup { group, origin } => {
+                query.append_pair("group", group);
+                if let Some(origin) = origin {
+                    query.append_pair("origin", origin);
+                }
+                &mut query
+            }
+            _ => return None,
+        };
+        Some(query.finish())
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AdminError {
     #[error("no such admin page: {0}")]
     NotFound(String),
-    #[error("purge needs ?url=ABSOLUTE-URL or ?prefix=URL-PREFIX")]
+    #[error(
+        "purge needs ?url=ABSOLUTE-URL, ?prefix=URL-PREFIX or ?group=NAME (with \
+         &origin=https://HOST to purge the group of one origin)"
+    )]
     PurgeTarget,
     /// A known admin page asked for with a method it does not answer (a purge is a POST, so
     /// a link or a prefetch can never purge).
@@ -70,7 +100,24 @@ pub fn parse(
         (&Method::GET | &Method::HEAD, "/_hoard/stats") => Ok(AdminRequest::Stats),
         (&Method::POST, "/_hoard/purge") => {
             let query = uri.query().unwrap_or("");
-            for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let pairs = url::form_urlencoded::parse(query.as_bytes());
+            if let Some((_, group)) = pairs
+                .clone()
+                .find(|(name, value)| name == "group" && !value.is_empty())
+            {
+                let origin = match pairs.clone().find(|(name, _)| name == "origin") {
+                    Some((_, origin)) => Some(
+                        crate::cache::groups::normalised_origin(&origin)
+                            .ok_or(AdminError::PurgeTarget)?,
+                    ),
+                    None => None,
+                };
+                return Ok(AdminRequest::PurgeGroup {
+                    group: group.into_owned(),
+                    origin,
+                });
+            }
+            for (name, value) in pairs {
                 match name.as_ref() {
                     "url" => {
                         return value
@@ -121,9 +168,9 @@ pub fn answer(
             "application/json",
             metrics.stats(cache, fleet).to_string(),
         ),
-        AdminRequest::PurgeUrl(_) | AdminRequest::PurgePrefix(_) => {
-            purged_in_fleet(purge(&request, cache), &[])
-        }
+        AdminRequest::PurgeUrl(_)
+        | AdminRequest::PurgePrefix(_)
+        | AdminRequest::PurgeGroup { .. } => purged_in_fleet(purge(&request, cache), &[]),
     }
 }
 
@@ -133,6 +180,7 @@ pub fn purge(request: &AdminRequest, cache: &Cache) -> usize {
     match request {
         AdminRequest::PurgeUrl(uri) => cache.purge(uri),
         AdminRequest::PurgePrefix(prefix) => cache.purge_prefix(prefix),
+        AdminRequest::PurgeGroup { group, origin } => cache.purge_group(origin.as_deref(), group),
         _ => 0,
     }
 }

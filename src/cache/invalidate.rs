@@ -1,5 +1,6 @@
 //! Invalidation (RFC 9111 §4.4): unsafe methods forwarded, then the target and same-origin
-//! `Location` / `Content-Location` forgotten; and a POST response that says it is the
+//! `Location` / `Content-Location` forgotten, and the groups its response names
+//! (`groups.rs`); and a POST response that says it is the
 //! target's representation (explicit freshness, `Content-Location` = the target) stored to
 //! answer later GETs (RFC 9110 §9.3.3).
 
@@ -34,6 +35,7 @@ impl Cache {
         self.index.remove(&key);
         self.forget_parts(&key);
         self.forget_in_shared_tier(&key);
+        self.invalidate_groups(&key, response.headers());
         let mut represents_target = false;
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let target = response.headers().get(&name).and_then(|v| v.to_str().ok());

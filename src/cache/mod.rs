@@ -13,6 +13,7 @@ mod collapse;
 pub mod control;
 mod entry;
 mod fill;
+pub mod groups;
 mod index;
 mod invalidate;
 mod key;

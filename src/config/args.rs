@@ -378,8 +378,18 @@ pub enum CacheCommand {
     /// One line per stored response (status, bytes, age, freshness, URL), optionally only
     /// URLs starting with PREFIX.
     Ls { prefix: Option<String> },
-    /// Forget every stored response of URL.
-    Purge { url: String },
+    /// Forget every stored response of URL, or with `--group` every one in that cache group
+    /// (`Cache-Groups`, `Surrogate-Key`).
+    Purge {
+        #[arg(required_unless_present = "group", conflicts_with = "group")]
+        url: Option<String>,
+        /// A cache group's name.
+        #[arg(long)]
+        group: Option<String>,
+        /// With `--group`: only that origin's responses (`https://example.org`).
+        #[arg(long, requires = "group")]
+        origin: Option<String>,
+    },
     /// Check every stored body against its checksum and remove the bad ones (exit 1 if any).
     Verify,
 }

@@ -379,12 +379,14 @@ impl Fleet {
         futures_util::future::join_all(sends).await
     }
 
-    /// Tells every other member to forget `cache_url`, in the background: an unsafe method
-    /// went to the origin from this node (RFC 9111 §4.4). The owner drops what it stores,
-    /// the others their hot copies and anything they stored while the owner was down.
-    pub fn invalidate_everywhere(self: &Arc<Self>, cache_url: &str) {
+    /// Tells every other member to purge what `pairs` name (`url`, or `group` and `origin`,
+    /// as `/_hoard/purge` takes them), in the background: an unsafe method went to the
+    /// origin from this node (RFC 9111 §4.4; RFC 9875 for groups). The owner drops what it
+    /// stores, the others their hot copies and anything they stored while the owner was
+    /// down.
+    pub fn invalidate_everywhere(self: &Arc<Self>, pairs: &[(&str, &str)]) {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("url", cache_url)
+            .extend_pairs(pairs)
             .finish();
         let fleet = Arc::clone(self);
         tokio::spawn(async move {

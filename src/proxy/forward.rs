@@ -194,7 +194,7 @@ impl Proxy {
         // The client hears hoard's own HTTP version.
         *response.version_mut() = Version::HTTP_11;
         if let Some(uri) = unsafe_target {
-            self.invalidate_in_fleet(&uri, response.status());
+            self.invalidate_in_fleet(&uri, response.status(), response.headers());
         }
         Ok(response)
     }

@@ -116,8 +116,14 @@ impl Proxy {
     }
 
     /// After an unsafe method went to the origin from this node: every member forgets the
-    /// URL too (RFC 9111 §4.4), the owner above all.
-    pub(super) fn invalidate_in_fleet(&self, uri: &http::Uri, status: StatusCode) {
+    /// URL too (RFC 9111 §4.4), the owner above all, and the groups the response names
+    /// (RFC 9875), which span owners.
+    pub(super) fn invalidate_in_fleet(
+        &self,
+        uri: &http::Uri,
+        status: StatusCode,
+        response: &http::HeaderMap,
+    ) {
         let Some(fleet) = &self.fleet else { return };
         if status.is_client_error() || status.is_server_error() {
             return;
@@ -126,7 +132,11 @@ impl Proxy {
             hot.clear();
         }
         if let Some(key) = CacheKey::from_uri(uri) {
-            fleet.invalidate_everywhere(key.url());
+            fleet.invalidate_everywhere(&[("url", key.url())]);
+            let origin = crate::cache::groups::origin_of(key.url());
+            for group in crate::cache::groups::invalidated_groups(response) {
+                fleet.invalidate_everywhere(&[("group", &group), ("origin", origin)]);
+            }
         }
     }
 
@@ -189,17 +199,9 @@ impl Proxy {
     /// An admin request; a purge given to this node is applied by every member.
     pub(super) async fn answer_admin(&self, request: AdminRequest) -> Response<ProxyBody> {
         let fleet = self.fleet.as_deref();
-        let (kind, target) = match &request {
-            AdminRequest::PurgeUrl(uri) => ("url", uri.to_string()),
-            AdminRequest::PurgePrefix(prefix) => ("prefix", prefix.clone()),
-            _ => return admin::answer(request, &self.cache, &self.metrics, fleet),
+        let (Some(fleet), Some(query)) = (fleet, request.purge_query()) else {
+            return admin::answer(request, &self.cache, &self.metrics, fleet);
         };
-        let Some(fleet) = fleet else {
-            return admin::answer(request, &self.cache, &self.metrics, None);
-        };
-        let query: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair(kind, &target)
-            .finish();
         if let Some(hot) = &fleet.hot {
             hot.clear();
         }

@@ -17,6 +17,7 @@ mod fleet;
 mod forward;
 mod freshness;
 mod gateway;
+mod groups;
 mod http2;
 mod https;
 mod invalidation;
