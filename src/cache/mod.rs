@@ -319,6 +319,15 @@ impl Cache {
         }
         if let Some(url) = rule.key_url(key.url()) {
             key = CacheKey::from_url(url);
+            // Left out of the request too: a response must never depend on what its key
+            // does not hold, or one client's `?utm_content=<script>` reflected by the origin
+            // would be served to everyone.
+            if let Some(uri) = rule
+                .key_url(&request.uri().to_string())
+                .and_then(|uri| uri.parse().ok())
+            {
+                *request.uri_mut() = uri;
+            }
         }
         // Admission and revalidation find the rule with the request (`RequestHead`).
         request

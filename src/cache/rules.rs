@@ -33,8 +33,9 @@ pub struct CacheRule {
     /// nginx's `proxy_cache_valid 404 1m`; it makes statuses that are not heuristically
     /// cacheable (a 500, say) storable too.
     pub status_ttl: Vec<(u16, u64)>,
-    /// Query parameters left out of the cache key (`utm_*`: a `*` matches any characters);
-    /// the origin still receives them.
+    /// Query parameters left out of the cache key (`utm_*`: a `*` matches any characters),
+    /// and so out of the request to the origin: a response never depends on what its key
+    /// does not hold.
     pub ignore_query: Vec<String>,
     /// Never answered from the cache nor stored.
     pub bypass: bool,

@@ -60,8 +60,10 @@ const MAX_HEAD: usize = 16 * 1024;
 
 impl ParentProxy {
     /// `http://[user:password@]host:port` and the hosts reached without it.
-    pub fn new(url: &str, bypass: &[String]) -> Result<ParentProxy, String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    pub fn new(url_text: &str, bypass: &[String]) -> Result<ParentProxy, String> {
+        // Errors name the URL without its password.
+        let url = &without_password(url_text);
+        let parsed = url::Url::parse(url_text).map_err(|e| format!("{url:?}: {e}"))?;
         if parsed.scheme() != "http" {
             return Err(format!(
                 "{url:?}: hoard speaks to a parent proxy in plain HTTP; write http://HOST:PORT"
@@ -229,6 +231,20 @@ impl ParentProxy {
     }
 }
 
+/// `http://user:secret@host` as `http://user:***@host`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn parse_bypass(entry: &str) -> Result<Bypass, String> {
     let entry = entry.trim().to_ascii_lowercase();
     if entry == "*" {
@@ -300,6 +316,11 @@ mod tests {
         assert!(bare.authorization().is_none());
         assert!(ParentProxy::new("https://proxy.corp", &[]).is_err());
         assert!(ParentProxy::new("http://proxy.corp/path", &[]).is_err());
+        let error = ParentProxy::new("https://u:hunter2@proxy.corp", &[]).unwrap_err();
+        assert!(
+            error.contains("u:***@proxy.corp") && !error.contains("hunter2"),
+            "{error}"
+        );
     }
 
     #[test]
