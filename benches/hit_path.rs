@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the pieces a cache hit runs through: key hashing, request
 //! Cache-Control parsing, the freshness verdict, and (for fills and start-up) index record
-//! encoding. `cargo bench`; bench/peers.sh measures the whole proxy beside its peers.
+//! encoding, cache rule matching. `cargo bench`; bench/peers.sh measures the whole proxy beside its peers.
 
 #![allow(clippy::unwrap_used)]
 
@@ -103,6 +103,27 @@ fn hit_path(c: &mut Criterion) {
     c.bench_function("entry: decode an index record (start-up)", |b| {
         b.iter(|| StoredResponse::decode(black_box(&encoded)).unwrap())
     });
+    // Every request with rules looks for its first matching rule: `--preset packages` has 13.
+    let (config, _) = hoard::config::load([
+        "hoard",
+        "--preset",
+        "packages",
+        "--cache-dir",
+        "/nonexistent",
+    ])
+    .unwrap();
+    let rules = config.cache.rules;
+    for (what, url) in [
+        (
+            "a match",
+            "http://deb.debian.org/debian/pool/main/h/hello/hello_2.10-3_amd64.deb",
+        ),
+        ("no match", "http://www.example.com/static/app.js?v=42"),
+    ] {
+        c.bench_function(&format!("rules: find in --preset packages, {what}"), |b| {
+            b.iter(|| rules.find(black_box(url)).is_some())
+        });
+    }
 }
 
 criterion_group!(benches, hit_path);
