@@ -114,12 +114,12 @@ impl UpstreamError {
                 too_large,
             };
         }
-        if let Some(parent) = find_parent_error(error) {
+        if let Some(parent) = find_in_chain::<super::ParentError>(error) {
             return UpstreamError::Parent(parent.clone());
         }
         if error.is_connect() {
             // A resolved address on the deny list (see `destinations`).
-            if let Some(denied) = find_denied(error) {
+            if let Some(denied) = find_in_chain::<super::Denied>(error) {
                 return UpstreamError::from(denied.clone());
             }
             if let Some(io) = find_io_error(error)
@@ -204,36 +204,20 @@ fn request_body_error(
     None
 }
 
-/// The destination policy's refusal, wherever hyper-util and the TLS connector wrapped it.
-fn find_denied(error: &hyper_util::client::legacy::Error) -> Option<&super::Denied> {
+/// An error of type `T` (the destination policy's refusal, the parent proxy's failure)
+/// wherever hyper-util and the TLS connector wrapped it, in an `io::Error` or not.
+fn find_in_chain<T: std::error::Error + 'static>(
+    error: &hyper_util::client::legacy::Error,
+) -> Option<&T> {
     let mut next = error.source();
     while let Some(e) = next {
-        if let Some(denied) = e.downcast_ref::<super::Denied>() {
-            return Some(denied);
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
         }
         if let Some(io) = e.downcast_ref::<io::Error>()
-            && let Some(denied) = io.get_ref().and_then(|i| i.downcast_ref::<super::Denied>())
+            && let Some(found) = io.get_ref().and_then(|i| i.downcast_ref::<T>())
         {
-            return Some(denied);
-        }
-        next = e.source();
-    }
-    None
-}
-
-/// The parent proxy's failure, wherever hyper-util and the TLS connector wrapped it.
-fn find_parent_error(error: &hyper_util::client::legacy::Error) -> Option<&super::ParentError> {
-    let mut next = error.source();
-    while let Some(e) = next {
-        if let Some(parent) = e.downcast_ref::<super::ParentError>() {
-            return Some(parent);
-        }
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && let Some(parent) = io
-                .get_ref()
-                .and_then(|i| i.downcast_ref::<super::ParentError>())
-        {
-            return Some(parent);
+            return Some(found);
         }
         next = e.source();
     }

@@ -12,7 +12,7 @@ use hoard::body;
 use http::Response;
 
 use crate::support::fleet::Fleet;
-use crate::support::{Origin, get};
+use crate::support::{Origin, get, until_missed};
 
 const OBJECTS: usize = 60;
 
@@ -224,19 +224,7 @@ async fn purges_and_unsafe_methods_reach_the_owner() {
         .await
         .unwrap();
     assert_eq!(post.status(), 200);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = get(&fleet.client(owner), &url, &[]).await;
-        if got.cache_status.contains("fwd=uri-miss") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still {}",
-            got.cache_status
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_missed(&fleet.client(owner), &url).await;
 }
 
 #[tokio::test]

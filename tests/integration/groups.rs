@@ -6,7 +6,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::support::process::cache_tool;
-use crate::support::{Hoard, Origin, get};
+use crate::support::{Hoard, Origin, get, until_missed};
 
 /// An origin whose `/pN` responses are fresh for ten minutes and in the groups the path's
 /// table names; a POST to `/update` invalidates the group `product-1`.
@@ -143,17 +143,5 @@ async fn a_group_purge_and_an_invalidation_reach_every_member_of_a_fleet() {
         .await
         .unwrap();
     assert_eq!(post.status(), 200);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let got = get(&fleet.client(0), &p1, &[]).await;
-        if got.cache_status.contains("fwd=uri-miss") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still {}",
-            got.cache_status
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_missed(&fleet.client(0), &p1).await;
 }

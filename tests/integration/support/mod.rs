@@ -66,6 +66,24 @@ pub(crate) async fn get(client: &reqwest::Client, url: &str, headers: &[(&str, &
     }
 }
 
+/// GETs `url` with `client` until the cache no longer has it (a purge or invalidation that
+/// reaches it in the background), failing after 5 s.
+pub(crate) async fn until_missed(client: &reqwest::Client, url: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let got = get(client, url, &[]).await;
+        if got.cache_status.contains("fwd=uri-miss") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {}",
+            got.cache_status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// For a table of header sets served by `Origin::per_path`: GETs each `/N` twice through
 /// `hoard` and checks that the second is a hit exactly when `expected[N]` says so.
 pub(crate) async fn second_gets_are_hits(
