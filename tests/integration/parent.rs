@@ -178,3 +178,31 @@ async fn a_parent_that_is_down_is_a_502_that_names_it() {
         .to_string();
     assert!(error.contains("--parent-bypass needs --parent"), "{error}");
 }
+
+#[tokio::test]
+async fn an_https_origin_is_reached_through_a_connect_to_the_parent() {
+    let ca = crate::support::tls::TestCa::new();
+    let origin = ca.origin("https through the parent").await;
+    let port = origin.port().to_string();
+    let parent_dir = tempfile::tempdir().unwrap();
+    let parent = Hoard::start_in(parent_dir.path(), &["--connect-ports", &port]).await;
+    let child = Hoard::start(&[
+        "--parent",
+        &format!("http://{}", parent.addr),
+        "--ca-file",
+        ca.pem_path().to_str().unwrap(),
+    ])
+    .await;
+    let request = format!(
+        "GET https://localhost:{port}/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let response = crate::support::raw::exchange(child.addr, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("https through the parent"), "{response}");
+    parent.shutdown().await;
+    let log = std::fs::read_to_string(parent_dir.path().join("access.log")).unwrap();
+    assert!(
+        log.contains("TCP_TUNNEL") && log.contains(&format!("localhost:{port}")),
+        "the parent carried the TLS connection: {log}"
+    );
+}
