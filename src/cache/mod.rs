@@ -71,7 +71,8 @@ pub struct CacheSettings {
     /// Larger responses stream through without being stored (unless a rule says otherwise).
     pub max_object_size: u64,
     pub policy: PolicySettings,
-    /// `--rule`s and `--preset`s, in the order they are tried.
+    /// `--rule`s and `--preset`s, in the order they are tried (at start; see
+    /// `Cache::reload_rules`).
     pub rules: CacheRules,
     /// How long a collapsed request waits for the leader before fetching on its own.
     pub collapse_wait: Duration,
@@ -124,6 +125,8 @@ pub struct Cache {
     parts: parts::Parts,
     /// `--shared-tier`: the fleet's object store.
     shared: Option<shared::Shared>,
+    /// The cache rules in force: `settings.rules` at start, swapped whole by a reload.
+    rules: arc_swap::ArcSwap<CacheRules>,
 }
 
 impl Cache {
@@ -155,13 +158,14 @@ impl Cache {
                 index,
                 tiers,
                 collapser: Arc::default(),
-                settings,
                 corrupt_bodies: AtomicU64::new(0),
                 store_failures: Arc::default(),
                 not_stored: Default::default(),
                 background: TaskTracker::new(),
                 parts,
                 shared: None,
+                rules: arc_swap::ArcSwap::from_pointee(settings.rules.clone()),
+                settings,
             },
             report,
         ))
@@ -282,6 +286,12 @@ impl Cache {
         &self.settings.policy.own_cache_control
     }
 
+    /// Replaces the cache rules (a reload): requests from now on are matched against these;
+    /// responses already stored keep the freshness they were given.
+    pub fn reload_rules(&self, rules: CacheRules) {
+        self.rules.store(Arc::new(rules));
+    }
+
     /// The largest response stored under `rule` (or with no rule).
     fn max_object_size(&self, rule: Option<&CacheRule>) -> u64 {
         rule.and_then(|rule| rule.max_object_size)
@@ -305,7 +315,7 @@ impl Cache {
                 &CacheStatus::new(CacheOutcome::Bypass),
             ));
         };
-        let Some(rule) = self.settings.rules.find(key.url()).cloned() else {
+        let Some(rule) = self.rules.load().find(key.url()).cloned() else {
             return self.serve_keyed(key, request, origin).await;
         };
         if rule.bypass {

@@ -133,9 +133,12 @@ where
     Ok((config, action))
 }
 
-/// Settings a SIGHUP applies to the running server (`Rules` and the access log); a change
+/// Settings a SIGHUP applies to the running server (`Rules`, the cache rules and the access
+/// log); a change
 /// to any other needs a restart, and the reload names it.
-pub const RELOADABLE: [&str; 15] = [
+pub const RELOADABLE: [&str; 17] = [
+    "rule",
+    "preset",
     "tls-cert",
     "tls-key",
     "peers",

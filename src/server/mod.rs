@@ -101,6 +101,7 @@ async fn reload_on_sighup(
             tracing::warn!(error = %e, "reload: cannot open the new access log, keeping the old one");
         }
         proxy.reload(rules);
+        proxy.cache().reload_rules(config.cache.rules.clone());
         let mut pending = started.restart_needed(&config);
         match (&tls, config.tls.certs.is_empty()) {
             (Some(tls), false) => match tls.reload(&config.tls.certs) {

@@ -233,3 +233,36 @@ ignore-query = ["v"]
         .to_string();
     assert!(error.contains("unknown setting `min-tll`"), "{error}");
 }
+
+#[tokio::test]
+async fn a_sighup_reloads_the_rules() {
+    let origin = registry_like_origin().await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[[rule]]\nmatch = \"*/**\"\nname = \"before\"\n",
+    )
+    .unwrap();
+    let process =
+        crate::support::process::Process::start(&["--config", config.path().to_str().unwrap()]);
+    let client = process.client();
+    let named = |got: crate::support::Got| got.cache_status;
+    assert!(named(get(&client, &origin.url("/a"), &[]).await).ends_with("rule=\"before\""));
+    std::fs::write(
+        config.path(),
+        "[[rule]]\nmatch = \"*/**\"\nname = \"after\"\nmin-ttl = \"1h\"\n",
+    )
+    .unwrap();
+    process.signal("HUP");
+    process.wait_for_log("configuration reloaded");
+    let got = named(get(&client, &origin.url("/b"), &[]).await);
+    assert!(
+        got.contains("ttl=3600") && got.ends_with("rule=\"after\""),
+        "{got}"
+    );
+    let stderr = process.stop();
+    assert!(
+        !stderr.contains("after a restart"),
+        "rules need no restart: {stderr}"
+    );
+}
