@@ -5,21 +5,22 @@
 //! cache purge --group`). Groups are scoped to an origin (scheme, host and port) and
 //! compared exactly.
 //!
-//! Owns reading the fields and the purge. The stored heads are the only record of which
-//! response is in which group, so a group purge reads every row, as a prefix purge does.
+//! Owns reading the fields and the purge. The index keeps a row per (group, origin,
+//! response) beside each entry's (`index/slots.rs`), so purging a group of one origin reads
+//! that group's rows only; a group of every origin reads every head.
 
 use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName};
 
-use super::{Cache, CacheKey};
+use super::{Cache, CacheKey, StoredResponse};
 
 const CACHE_GROUPS: HeaderName = HeaderName::from_static("cache-groups");
 const CACHE_GROUP_INVALIDATION: HeaderName = HeaderName::from_static("cache-group-invalidation");
 const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 
 /// The groups a response belongs to.
-fn groups_of(headers: &HeaderMap) -> impl Iterator<Item = String> {
+pub(super) fn groups_of(headers: &HeaderMap) -> impl Iterator<Item = String> {
     let surrogate_keys: Vec<String> = headers
         .get_all(SURROGATE_KEY)
         .iter()
@@ -81,22 +82,27 @@ pub fn normalised_origin(origin: &str) -> Option<String> {
 impl Cache {
     /// Forgets every stored response in `group` of `origin` (as `normalised_origin` gives
     /// it; `None`: of every origin), its parts and shared-tier copy too; returns how many
-    /// variants went. Reads every row: an admin operation (blocking).
+    /// variants went. Blocking: reads the group's rows (for every origin, every row).
     pub fn purge_group(&self, origin: Option<&str>, group: &str) -> usize {
-        let prefix = origin.map_or_else(String::new, |origin| format!("{origin}/"));
-        let mut purged = 0;
-        for entry in self.index.entries_with_prefix(&prefix) {
-            if !groups_of(&entry.headers).any(|name| name == group) {
-                continue;
-            }
-            self.index.remove_variant(&entry);
+        let in_group = |entry: &StoredResponse| groups_of(&entry.headers).any(|name| name == group);
+        let entries: Vec<Arc<StoredResponse>> = match origin {
+            Some(origin) => self.index.entries_in_group(origin, group),
+            // Of every origin: the group's rows are keyed by origin, so every head is read.
+            None => self
+                .index
+                .entries_with_prefix("")
+                .into_iter()
+                .filter(|entry| in_group(entry))
+                .collect(),
+        };
+        for entry in &entries {
+            self.index.remove_variant(entry);
             if !entry.key.is_part() {
                 self.forget_parts(&entry.key);
                 self.forget_in_shared_tier(&entry.key);
             }
-            purged += 1;
         }
-        purged
+        entries.len()
     }
 
     /// After an unsafe request to `key` succeeded: forgets the groups its response names,

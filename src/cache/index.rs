@@ -498,19 +498,38 @@ impl Index {
             .collect()
     }
 
+    /// Every stored variant in cache group `group` of `origin` (`groups.rs`), read from the
+    /// group's own rows.
+    pub(super) fn entries_in_group(&self, origin: &str, group: &str) -> Vec<Arc<StoredResponse>> {
+        let in_group = |head: &StoredResponse| {
+            crate::cache::groups::origin_of(head.key.url()) == origin
+                && crate::cache::groups::groups_of(&head.headers).any(|name| name == group)
+        };
+        self.heads
+            .in_group(self.hasher.group(origin, group), &in_group)
+            .into_iter()
+            .filter(|head| self.in_map(head))
+            .collect()
+    }
+
+    /// Whether a head read from the rows is one the map holds (a row whose entry just left
+    /// the map may not be deleted yet); while loading, one whose URL is not in the map may
+    /// not be loaded yet (and is, for a purge: removing it marks the URL, so the loader
+    /// drops the row).
+    fn in_map(&self, head: &StoredResponse) -> bool {
+        match self.map.peek(&self.hasher.hash(&head.key)) {
+            Some(slots) => slots.names(head.body),
+            None => self.loading.is_active(),
+        }
+    }
+
     /// Every stored variant whose URL starts with `prefix`. Reads every row (see
     /// `Heads::scan`): an admin operation.
     pub(super) fn entries_with_prefix(&self, prefix: &str) -> Vec<Arc<StoredResponse>> {
         self.heads
             .scan(&|url| url.starts_with(prefix))
             .into_iter()
-            // A row whose entry just left the map may not be deleted yet; while loading, one
-            // whose URL is not in the map may not be loaded yet (and is, for a purge: removing
-            // it marks the URL, so the loader drops the row).
-            .filter(|head| match self.map.peek(&self.hasher.hash(&head.key)) {
-                Some(slots) => slots.names(head.body),
-                None => self.loading.is_active(),
-            })
+            .filter(|head| self.in_map(head))
             .collect()
     }
 

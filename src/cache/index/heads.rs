@@ -18,6 +18,7 @@ use quick_cache::sync::Cache;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::ENTRIES;
+use super::slots::GROUPS;
 use crate::cache::entry::StoredResponse;
 use crate::cache::storage::BodyId;
 
@@ -135,6 +136,46 @@ impl Heads {
             tracing::warn!(body, error = %e, "cache: cannot read a stored head");
             None
         })
+    }
+
+    /// The heads of the cache group whose `groups` rows hash to `group`, committed or
+    /// staged (a staged one has no row yet), that `keep` accepts: reads that group's rows,
+    /// not every row.
+    pub(super) fn in_group(
+        &self,
+        group: u128,
+        keep: &dyn Fn(&StoredResponse) -> bool,
+    ) -> Vec<Arc<StoredResponse>> {
+        let mut found: HashMap<BodyId, Arc<StoredResponse>> = HashMap::new();
+        for shard in &self.staged {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            found.extend(
+                shard
+                    .iter()
+                    .filter(|(_, head)| keep(head))
+                    .map(|(&body, head)| (body, Arc::clone(head))),
+            );
+        }
+        let bodies = self.db.load_full().map(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(GROUPS)?;
+            let rows = table.range((group, 0)..=(group, u64::MAX))?;
+            rows.map(|row| row.map(|(key, _)| key.value().1))
+                .collect::<Result<Vec<BodyId>, _>>()
+                .map_err(redb::Error::from)
+        });
+        match bodies {
+            Some(Ok(bodies)) => {
+                for body in bodies {
+                    if let Some(head) = self.get(body).filter(|head| keep(head)) {
+                        found.entry(body).or_insert(head);
+                    }
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "cache: cannot read a cache group"),
+            None => {}
+        }
+        found.into_values().collect()
     }
 
     /// Every head, committed or staged, whose URL `keep` accepts (the newest of each body).

@@ -19,7 +19,7 @@ use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
 };
 
-use super::slots::{PARTS, SLOTS, Slot, UrlHasher};
+use super::slots::{GROUPS, PARTS, SLOTS, Slot, UrlHasher};
 use super::{ENTRIES, IndexError};
 use crate::cache::entry::StoredResponse;
 use crate::cache::storage::{BodyId, DiskStorage};
@@ -31,13 +31,14 @@ pub(super) const FILE_NAME: &str = "index.redb";
 /// 1. rows in `entries`, every body a file under `objects/` (no `meta` table);
 /// 2. as 1, and bodies up to `PACK_LIMIT` packed in the `bodies` table;
 /// 3. as 2, and a `slots` row beside each `entries` row (and a `parts` row for parts of
-///    bodies, `slots.rs`), with the keys of the URL hash those rows hold in `meta`.
+///    bodies, `slots.rs`), with the keys of the URL hash those rows hold in `meta`;
+/// 4. as 3, and a `groups` row for each cache group a response is in.
 ///
 /// An older directory is read as it is (a version-1 directory's small bodies stay files until
-/// evicted), given its `slots` rows once (reading every head, as hoard did at every start-up
-/// before), and stamped 3; a version this hoard does not know stops start-up instead of being
+/// evicted), given the rows it lacks once (reading every head, as hoard did at every start-up
+/// before), and stamped 4; a version this hoard does not know stops start-up instead of being
 /// rewritten.
-pub(super) const FORMAT_VERSION: u64 = 3;
+pub(super) const FORMAT_VERSION: u64 = 4;
 
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 const FORMAT_KEY: &str = "format";
@@ -279,6 +280,7 @@ fn prepare(db: &Database) -> Result<Prepared, IndexError> {
         let entries = txn.open_table(ENTRIES)?;
         let mut slots = txn.open_table(SLOTS)?;
         let mut parts = txn.open_table(PARTS)?;
+        let mut groups = txn.open_table(GROUPS)?;
         let mut meta = txn.open_table(META)?;
         let found = match meta.get(FORMAT_KEY)? {
             Some(version) => version.value(),
@@ -294,15 +296,20 @@ fn prepare(db: &Database) -> Result<Prepared, IndexError> {
         }
         let hasher = UrlHasher::with_keys(hash_keys(&mut meta)?);
         let mut undecodable = Vec::new();
-        if found < 3 {
+        if found < FORMAT_VERSION {
             for row in entries.iter()? {
                 let (id, bytes) = row?;
                 match StoredResponse::decode(bytes.value()) {
                     Ok(entry) if entry.body == id.value() => {
-                        let (key, value) = hasher.row(&entry);
-                        slots.insert(key, value)?;
-                        if entry.key.is_part() {
-                            parts.insert(entry.body, key.0)?;
+                        if found < 3 {
+                            let (key, value) = hasher.row(&entry);
+                            slots.insert(key, value)?;
+                            if entry.key.is_part() {
+                                parts.insert(entry.body, key.0)?;
+                            }
+                        }
+                        for group in hasher.group_rows(&entry) {
+                            groups.insert(group, ())?;
                         }
                     }
                     _ => undecodable.push(id.value()),

@@ -30,6 +30,11 @@ pub(super) const SLOTS: TableDefinition<'static, (u128, u64), (u64, u64, bool)> 
 /// serves (`slice.rs` registers them), the rest in the background.
 pub(super) const PARTS: TableDefinition<'static, u64, u128> = TableDefinition::new("parts");
 
+/// (Hash of a cache group and its origin, body id) → nothing: the responses in each group
+/// (`groups.rs`), so a group is purged by reading its rows, not every head. Written with the
+/// entry's row and removed with it.
+pub(super) const GROUPS: TableDefinition<'static, (u128, u64), ()> = TableDefinition::new("groups");
+
 /// A row of `SLOTS`.
 pub(super) type SlotRow = ((u128, u64), (u64, u64, bool));
 
@@ -96,9 +101,27 @@ impl UrlHasher {
     }
 
     pub(super) fn hash(&self, key: &CacheKey) -> u128 {
+        self.hash_text(key.url())
+    }
+
+    fn hash_text(&self, text: &str) -> u128 {
         let mut hasher = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
-        std::hash::Hasher::write(&mut hasher, key.url().as_bytes());
+        std::hash::Hasher::write(&mut hasher, text.as_bytes());
         hasher.finish128().as_u128()
+    }
+
+    /// The key of cache group `group` of `origin` in `GROUPS` (a NUL, which no URL holds,
+    /// keeps it apart from every URL's hash).
+    pub(super) fn group(&self, origin: &str, group: &str) -> u128 {
+        self.hash_text(&format!("{origin}\0{group}"))
+    }
+
+    /// `entry`'s rows in `GROUPS`.
+    pub(super) fn group_rows(&self, entry: &StoredResponse) -> Vec<(u128, u64)> {
+        let origin = crate::cache::groups::origin_of(entry.key.url());
+        crate::cache::groups::groups_of(&entry.headers)
+            .map(|group| (self.group(origin, &group), entry.body))
+            .collect()
     }
 
     /// `entry`'s row in the `slots` table.

@@ -398,3 +398,65 @@ fn a_cancelled_load_leaves_the_rest_for_the_next_start() {
     assert_eq!(report.entries, 100);
     assert!(index.get(&entry(99).key).is_some());
 }
+
+fn grouped(i: u64, groups: &'static str) -> Arc<StoredResponse> {
+    let mut stored = (*entry(i)).clone();
+    stored
+        .headers
+        .insert("cache-groups", HeaderValue::from_static(groups));
+    Arc::new(stored)
+}
+
+fn in_group(index: &Index, group: &str) -> Vec<u64> {
+    let mut bodies: Vec<u64> = index
+        .entries_in_group("http://example.com", group)
+        .iter()
+        .map(|entry| entry.body)
+        .collect();
+    bodies.sort_unstable();
+    bodies
+}
+
+#[test]
+fn a_group_s_rows_come_and_go_with_its_entries_and_a_format_3_directory_gets_them_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (index, _) = open(dir.path());
+    insert_now(&index, grouped(1, "\"a\", \"b\""));
+    insert_now(&index, grouped(2, "\"b\""));
+    insert_now(&index, entry(3));
+    assert_eq!(in_group(&index, "b"), [2, 3], "staged ones too");
+    assert!(index.flush());
+    assert_eq!(in_group(&index, "b"), [2, 3]);
+    assert_eq!(in_group(&index, "a"), [2]);
+    assert!(
+        index
+            .entries_in_group("http://other.example", "b")
+            .is_empty()
+    );
+    index.remove_variant(&grouped(1, "\"a\", \"b\""));
+    assert!(index.flush());
+    assert_eq!(in_group(&index, "b"), [3]);
+    index.close();
+    drop(index);
+    let groups = redb::TableDefinition::<(u128, u64), ()>::new("groups");
+    let rows = |path: &Path| {
+        let db = redb::Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        redb::ReadableTableMetadata::len(&txn.open_table(groups).unwrap()).unwrap()
+    };
+    let path = dir.path().join(load::FILE_NAME);
+    assert_eq!(rows(&path), 1, "the removed entry's rows went with it");
+    // What format 3 left: no `groups` table.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(groups).unwrap();
+        let meta: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("format", 3).unwrap();
+        txn.commit().unwrap();
+    }
+    let (index, report) = open(dir.path());
+    assert_eq!(report.upgraded_from, Some(3));
+    assert!(index.flush());
+    assert_eq!(in_group(&index, "b"), [3]);
+}

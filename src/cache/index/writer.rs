@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use redb::Database;
+use redb::{Database, ReadableTableMetadata};
 
 use super::bound::DiskBound;
 use super::heads::Heads;
-use super::slots::{PARTS, SLOTS, UrlHasher};
+use super::slots::{GROUPS, PARTS, SLOTS, UrlHasher};
 use super::{Change, ENTRIES, EntryMap, IndexError, Op};
 use crate::cache::entry::StoredResponse;
 use crate::cache::storage::{BodyId, Written};
@@ -135,10 +135,14 @@ impl Writer {
     ) -> Result<Written, IndexError> {
         let txn = self.db.begin_write()?;
         {
+            let groups = txn.open_table(GROUPS)?;
             let mut rows = Rows {
                 entries: txn.open_table(ENTRIES)?,
                 slots: txn.open_table(SLOTS)?,
                 parts: txn.open_table(PARTS)?,
+                any_groups: !groups.is_empty()?,
+                groups,
+                hasher: &self.hasher,
             };
             for op in changes {
                 match op {
@@ -148,6 +152,10 @@ impl Writer {
                         rows.slots.insert(key, value)?;
                         if entry.key.is_part() {
                             rows.parts.insert(entry.body, key.0)?;
+                        }
+                        for group in self.hasher.group_rows(&entry) {
+                            rows.groups.insert(group, ())?;
+                            rows.any_groups = true;
                         }
                         stored.push(entry);
                     }
@@ -185,16 +193,28 @@ impl Writer {
 }
 
 /// The tables one stored response has rows in, open in the writer's transaction.
-struct Rows<'txn> {
+struct Rows<'txn, 'h> {
     entries: redb::Table<'txn, u64, &'static [u8]>,
     slots: redb::Table<'txn, (u128, u64), (u64, u64, bool)>,
     parts: redb::Table<'txn, u64, u128>,
+    groups: redb::Table<'txn, (u128, u64), ()>,
+    /// Whether `groups` has rows at all: without, a removal need not decode the head.
+    any_groups: bool,
+    hasher: &'h UrlHasher,
 }
 
-impl Rows<'_> {
+impl Rows<'_, '_> {
     /// Removes the rows of the response whose body is `body` and whose URL hashed `hash`.
     fn remove(&mut self, hash: Option<u128>, body: BodyId) -> Result<(), redb::StorageError> {
-        self.entries.remove(body)?;
+        let removed = self.entries.remove(body)?;
+        // Its groups are in its head, which is read only when some response has groups.
+        if self.any_groups
+            && let Some(head) = removed.and_then(|row| StoredResponse::decode(row.value()).ok())
+        {
+            for group in self.hasher.group_rows(&head) {
+                self.groups.remove(group)?;
+            }
+        }
         if let Some(hash) = hash {
             self.slots.remove((hash, body))?;
         }
