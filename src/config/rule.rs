@@ -259,7 +259,7 @@ impl Preset {
 /// then fetched again (revalidated when the registry sends a validator). Clients' reloads
 /// are answered from fresh copies (apt asks `max-age=0` for every index file, by-hash ones
 /// too). The registry's own explicit freshness, `no-store` and `private` are obeyed.
-const PACKAGES: [&str; 13] = [
+const PACKAGES: [&str; 14] = [
     "*/**/by-hash/** name=debian-by-hash min-ttl=365d override=reload max-object-size=1GiB",
     "*/**/pool/** name=debian-pool min-ttl=365d override=reload max-object-size=1GiB",
     "*/**/dists/** name=debian-indexes min-ttl=2m max-ttl=2m override=reload max-object-size=1GiB",
@@ -270,6 +270,8 @@ const PACKAGES: [&str; 13] = [
     "*/**/*.apk name=alpine min-ttl=365d override=reload max-object-size=1GiB",
     "*/**/APKINDEX.tar.gz name=alpine-index min-ttl=2m max-ttl=2m override=reload",
     "*/**/*.{whl,egg} name=python-packages min-ttl=365d override=reload max-object-size=1GiB",
+    "files.pythonhosted.org/packages/** name=pypi-files min-ttl=365d override=reload \
+     max-object-size=1GiB",
     "*/**/-/*.tgz name=npm-tarballs min-ttl=365d override=reload max-object-size=1GiB",
     "*/**/*.crate name=crates min-ttl=365d override=reload max-object-size=1GiB",
     "*/**/@v/*.{zip,mod,info} name=go-modules min-ttl=365d override=reload max-object-size=1GiB",
@@ -406,6 +408,10 @@ mod tests {
                 Some("container-blobs"),
             ),
             ("https://proxy.golang.org/golang.org/x/text/@v/list", None),
+            (
+                "https://files.pythonhosted.org/packages/ab/cd/ef/requests-2.32.3.tar.gz",
+                Some("pypi-files"),
+            ),
             ("https://pypi.org/simple/requests/", None),
             ("http://www.example.com/index.html", None),
         ] {

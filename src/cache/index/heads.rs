@@ -138,15 +138,12 @@ impl Heads {
         })
     }
 
-    /// The heads of the cache group whose `groups` rows hash to `group`, committed or
-    /// staged (a staged one has no row yet), that `keep` accepts: reads that group's rows,
-    /// not every row.
-    pub(super) fn in_group(
+    /// The staged heads (not committed yet) that `keep` accepts, by body.
+    fn staged_matching(
         &self,
-        group: u128,
         keep: &dyn Fn(&StoredResponse) -> bool,
-    ) -> Vec<Arc<StoredResponse>> {
-        let mut found: HashMap<BodyId, Arc<StoredResponse>> = HashMap::new();
+    ) -> HashMap<BodyId, Arc<StoredResponse>> {
+        let mut found = HashMap::new();
         for shard in &self.staged {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             found.extend(
@@ -156,6 +153,18 @@ impl Heads {
                     .map(|(&body, head)| (body, Arc::clone(head))),
             );
         }
+        found
+    }
+
+    /// The heads of the cache group whose `groups` rows hash to `group`, committed or
+    /// staged (a staged one has no row yet), that `keep` accepts: reads that group's rows,
+    /// not every row.
+    pub(super) fn in_group(
+        &self,
+        group: u128,
+        keep: &dyn Fn(&StoredResponse) -> bool,
+    ) -> Vec<Arc<StoredResponse>> {
+        let mut found = self.staged_matching(keep);
         let bodies = self.db.load_full().map(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(GROUPS)?;
@@ -181,16 +190,7 @@ impl Heads {
     /// Every head, committed or staged, whose URL `keep` accepts (the newest of each body).
     /// Reads every row: for admin operations and the offline tool, not for requests.
     pub(super) fn scan(&self, keep: &dyn Fn(&str) -> bool) -> Vec<Arc<StoredResponse>> {
-        let mut found: HashMap<BodyId, Arc<StoredResponse>> = HashMap::new();
-        for shard in &self.staged {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            found.extend(
-                shard
-                    .iter()
-                    .filter(|(_, head)| keep(head.key.url()))
-                    .map(|(&body, head)| (body, Arc::clone(head))),
-            );
-        }
+        let mut found = self.staged_matching(&|head| keep(head.key.url()));
         let scanned = self.db.load_full().map(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(ENTRIES)?;
