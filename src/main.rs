@@ -91,7 +91,18 @@ fn main() -> ExitCode {
             config.proxy.mode.as_str(),
             config.cache.dir.display()
         );
-        server.run(shutdown_signal()).await;
+        server
+            .run(async {
+                shutdown_signal().await;
+                // A second signal while requests finish ends hoard at once. The index is
+                // crash-safe: only fills still streaming are lost.
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    eprintln!("hoard: second signal, exiting without waiting");
+                    std::process::exit(130);
+                });
+            })
+            .await;
         ExitCode::SUCCESS
     })
 }

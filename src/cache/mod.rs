@@ -171,10 +171,20 @@ impl Cache {
         ))
     }
 
-    /// Lets fills in progress finish, then saves and closes the index.
-    pub async fn shutdown(self: &Arc<Self>) {
+    /// Lets fills in progress finish, for at most `grace`, then saves and closes the index.
+    /// A fill still streaming then is dropped unpublished (its body file is removed at the
+    /// next start), so no entry is ever left with a partial body.
+    pub async fn shutdown(self: &Arc<Self>, grace: Duration) {
         self.background.close();
-        self.background.wait().await;
+        if tokio::time::timeout(grace, self.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                unfinished = self.background.len(),
+                "shutdown grace period over, dropping fills still streaming"
+            );
+        }
         let cache = Arc::clone(self);
         let _ = tokio::task::spawn_blocking(move || cache.index.close()).await;
     }

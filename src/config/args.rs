@@ -161,6 +161,12 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
     pub max_request_body: u64,
 
+    /// After SIGTERM or Ctrl-C, how long requests in flight may take to finish before their
+    /// connections are closed (the index is saved either way); a second signal ends hoard
+    /// at once.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// Most client connections served at once; further connections wait in the listen queue
     /// until one closes.
     #[arg(long, value_name = "N", default_value_t = 10_000)]

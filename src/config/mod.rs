@@ -214,6 +214,8 @@ pub struct TlsSettings {
 pub struct Config {
     pub listen: SocketAddr,
     pub client_header_timeout: Duration,
+    /// How long requests in flight may take to finish at shutdown.
+    pub shutdown_grace: Duration,
     pub max_header_size: usize,
     pub max_connections: usize,
     pub tls: TlsSettings,
@@ -445,6 +447,7 @@ impl Args {
         Ok(Config {
             listen: SocketAddr::new(self.bind, self.port),
             client_header_timeout: self.client_header_timeout,
+            shutdown_grace: self.shutdown_grace,
             max_header_size: self.max_header_size as usize,
             max_connections: self.max_connections.max(1),
             tls,

@@ -133,9 +133,6 @@ async fn reload_on_sighup(
     }
 }
 
-/// How long in-flight requests may run after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
@@ -399,7 +396,9 @@ impl Server {
         );
         let _ = stop_tx.send(true);
         connections.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        // One grace for everything: requests in flight, then the fills they started.
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        if tokio::time::timeout_at(deadline, connections.wait())
             .await
             .is_err()
         {
@@ -410,7 +409,8 @@ impl Server {
         if let Some(reload) = reload {
             reload.abort();
         }
-        self.proxy.cache().shutdown().await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.proxy.cache().shutdown(left).await;
         tracing::info!("cache index saved");
         self.access_log.flush();
     }

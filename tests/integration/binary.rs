@@ -641,3 +641,54 @@ async fn a_read_only_cache_disk_means_proxying_uncached_and_saying_so() {
         "the log says why: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn shutdown_waits_out_the_grace_and_a_second_signal_ends_hoard_at_once() {
+    // Headers, then a body that never comes: a request that cannot finish.
+    let origin =
+        crate::support::raw::origin(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart", true)
+            .await;
+    for (grace, signals, code) in [("1s", 1, 0), ("1h", 2, 130)] {
+        let process = Process::start(&["--shutdown-grace", grace]);
+        let response = process
+            .client()
+            .get(format!("http://{origin}/stuck"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "the request is in flight");
+        process.signal("TERM");
+        process.wait_for_log("shutting down: waiting for open connections");
+        if signals == 2 {
+            // Ctrl-C a second time, as a person does when the first seems to hang.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            process.signal("INT");
+        }
+        let pid = process.pid();
+        let exited = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || process.wait_exit()),
+        )
+        .await;
+        let Ok(exited) = exited else {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("--shutdown-grace {grace}: still running 30 s after {signals} signal(s)");
+        };
+        let (status, stderr) = exited.unwrap();
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "--shutdown-grace {grace}: {stderr}"
+        );
+        if signals == 1 {
+            assert!(stderr.contains("shutdown grace period over"), "{stderr}");
+            assert!(stderr.contains("cache index saved"), "{stderr}");
+        } else {
+            assert!(
+                stderr.contains("second signal, exiting without waiting"),
+                "{stderr}"
+            );
+        }
+        drop(response);
+    }
+}

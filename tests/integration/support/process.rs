@@ -143,14 +143,24 @@ impl Process {
     }
 
     /// Sends SIGTERM and returns what hoard wrote to stderr; asserts a clean exit.
-    pub(crate) fn stop(mut self) -> String {
+    pub(crate) fn stop(self) -> String {
         self.signal("TERM");
+        let (status, stderr) = self.wait_exit();
+        assert!(status.success(), "exit status {status:?}");
+        stderr
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until hoard exits (signalled by the caller); its status and stderr.
+    pub(crate) fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
         let status = self.child.wait().unwrap();
         if let Some(reader) = self.stderr_reader.take() {
             let _ = reader.join();
         }
-        assert!(status.success(), "exit status {status:?}");
-        self.stderr.0.lock().unwrap().clone()
+        (status, self.stderr.0.lock().unwrap().clone())
     }
 }
 
