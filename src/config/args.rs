@@ -33,6 +33,20 @@ pub struct Args {
     #[arg(default_value_t = 8080)]
     pub port: u16,
 
+    /// The same as the port argument, for those who write it as a flag (`hoard --port 3128`).
+    #[arg(
+        long = "port",
+        id = "port_flag",
+        value_name = "PORT",
+        conflicts_with = "port"
+    )]
+    pub port_flag: Option<u16>,
+
+    /// Address and port to listen on, in one (`0.0.0.0:3128`, `[::]:8080`): instead of
+    /// `--bind` and the port.
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with_all = ["port", "port_flag", "bind"])]
+    pub listen: Option<SocketAddr>,
+
     /// Address to listen on. The default accepts only local clients; binding to a public
     /// address makes hoard reachable by anyone who can reach that address.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]

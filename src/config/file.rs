@@ -74,7 +74,8 @@ pub(super) fn setting_name(arg: &clap::Arg) -> String {
         .map_or_else(|| arg.get_id().to_string(), str::to_owned)
 }
 
-/// Whether an argument is a setting (one the file may hold), not a command-line action.
+/// Whether an argument is a setting (one the file may hold), not a command-line action nor
+/// `--port`, which is the file's `port` written as a flag.
 pub(super) fn is_setting(arg: &clap::Arg) -> bool {
-    !FLAG_ONLY.contains(&setting_name(arg).as_str())
+    !FLAG_ONLY.contains(&setting_name(arg).as_str()) && arg.get_id() != "port_flag"
 }

@@ -158,16 +158,28 @@ pub const RELOADABLE: [&str; 17] = [
 
 /// Every setting's effective value, as text, in `Args` order.
 fn effective_settings(command: &clap::Command, matches: &clap::ArgMatches) -> Vec<Setting> {
+    let raw = |id: &str| match matches.try_get_raw(id) {
+        Ok(Some(values)) => values.map(|v| v.to_string_lossy().into_owned()).collect(),
+        _ => Vec::new(),
+    };
     command
         .get_arguments()
         .filter(|arg| file::is_setting(arg))
-        .map(|arg| Setting {
-            name: file::setting_name(arg),
-            list: matches!(arg.get_action(), clap::ArgAction::Append),
-            values: match matches.try_get_raw(arg.get_id().as_str()) {
-                Ok(Some(values)) => values.map(|v| v.to_string_lossy().into_owned()).collect(),
-                _ => Vec::new(),
-            },
+        .map(|arg| {
+            let mut values = raw(arg.get_id().as_str());
+            // `--port` is the port argument written as a flag.
+            if arg.get_id() == "port" && !raw("port_flag").is_empty() {
+                values = raw("port_flag");
+            }
+            // `--listen` says both; the file it prints must not say them twice.
+            if ["port", "bind"].contains(&arg.get_id().as_str()) && !raw("listen").is_empty() {
+                values = Vec::new();
+            }
+            Setting {
+                name: file::setting_name(arg),
+                list: matches!(arg.get_action(), clap::ArgAction::Append),
+                values,
+            }
         })
         .collect()
 }
@@ -445,7 +457,9 @@ impl Args {
             ));
         }
         Ok(Config {
-            listen: SocketAddr::new(self.bind, self.port),
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::new(self.bind, self.port_flag.unwrap_or(self.port))),
             client_header_timeout: self.client_header_timeout,
             shutdown_grace: self.shutdown_grace,
             max_header_size: self.max_header_size as usize,

@@ -168,6 +168,35 @@ fn defaults_listen_on_loopback_8080() {
 }
 
 #[test]
+fn the_port_is_an_argument_a_flag_or_part_of_listen_and_the_printed_file_says_it_once() {
+    let listen = |args: &[&str]| parse(args).unwrap().listen.to_string();
+    assert_eq!(listen(&["3128"]), "127.0.0.1:3128");
+    assert_eq!(listen(&["--port", "3128"]), "127.0.0.1:3128");
+    assert_eq!(listen(&["--listen", "[::1]:3129"]), "[::1]:3129");
+    assert_eq!(
+        with_file("listen = \"127.0.0.2:3130\"\n", &[])
+            .unwrap()
+            .listen
+            .to_string(),
+        "127.0.0.2:3130"
+    );
+    for clash in [
+        &["3128", "--port", "3129"][..],
+        &["--listen", "127.0.0.1:1", "--bind", "::1"],
+    ] {
+        let mut argv = vec!["hoard"];
+        argv.extend_from_slice(clash);
+        assert!(matches!(load(argv), Err(LoadError::Usage(_))), "{clash:?}");
+    }
+    for args in [&["--port", "3128"][..], &["--listen", "127.0.0.2:3130"]] {
+        let config = parse(args).unwrap();
+        let printed = config.to_file_text();
+        let again = with_file(&printed, &[]).unwrap();
+        assert_eq!(again.listen, config.listen, "{printed}");
+    }
+}
+
+#[test]
 fn access_lists_default_to_loopback_and_take_addresses_or_blocks() {
     let config = parse(&["--cache-dir", "/tmp/x"]).unwrap();
     let allowed = |list: &[IpNet], ip: &str| {
