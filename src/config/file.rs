@@ -19,14 +19,16 @@ pub(super) fn as_arguments(
     command: &Command,
     given: &ArgMatches,
 ) -> Result<Vec<OsString>, String> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| syntax_error(text, &e, command))?;
     let mut positional = Vec::new();
     let mut flags = Vec::new();
     for (key, value) in table {
         let arg = command
             .get_arguments()
             .find(|arg| setting_name(arg) == key && is_setting(arg))
-            .ok_or_else(|| format!("unknown key `{key}`"))?;
+            .ok_or_else(|| unknown_key(&key, command))?;
         if given.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
             continue;
         }
@@ -35,6 +37,8 @@ pub(super) fn as_arguments(
             single => vec![single],
         };
         for value in values {
+            let shown = value.to_string();
+            let integer = value.is_integer();
             let text = match value {
                 toml::Value::String(text) => text,
                 toml::Value::Integer(n) => n.to_string(),
@@ -59,13 +63,104 @@ pub(super) fn as_arguments(
                         .map_err(|_| format!("{key}: expected a count, got {text:?}"))?;
                     flags.extend((0..times).map(|_| OsString::from(format!("--{long}"))));
                 }
-                _ => flags.push(format!("--{long}={text}").into()),
+                _ => {
+                    check_value(command, arg, &key, &shown, &text, integer)?;
+                    flags.push(format!("--{long}={text}").into());
+                }
             }
         }
     }
     // Positional values (the port) first, where the command line would have them.
     positional.extend(flags);
     Ok(positional)
+}
+
+/// A value the flag's parser refuses, told in the file's terms: the key as written, the
+/// parser's reason, and for a number where a duration goes, the line to write instead.
+fn check_value(
+    command: &Command,
+    arg: &clap::Arg,
+    key: &str,
+    shown: &str,
+    text: &str,
+    integer: bool,
+) -> Result<(), String> {
+    // The flag alone, parsed as the command line would: only its value can fail.
+    let alone = format!("--{}={text}", arg.get_long().unwrap_or_default());
+    let Err(error) = command
+        .clone()
+        .try_get_matches_from(["hoard", alone.as_str()])
+    else {
+        return Ok(());
+    };
+    let message = error.to_string();
+    let first = message.lines().next().unwrap_or_default();
+    // "error: invalid value 'x' for '--flag <V>': REASON" → REASON
+    let reason = first.split_once("': ").map_or(first, |(_, reason)| reason);
+    let is_duration = arg
+        .get_value_names()
+        .is_some_and(|names| names.iter().any(|name| name == "DURATION"));
+    if is_duration && integer {
+        return Err(format!(
+            "{key} = {shown}: a duration needs a unit; write {key} = \"{text}s\" (or \"{text}ms\", \"{text}m\")"
+        ));
+    }
+    if reason.contains("invalid digit") || reason.contains("too large") {
+        return Err(format!(
+            "{key} = {shown}: {key} is a whole number, e.g. {key} = {}",
+            arg.get_default_values()
+                .first()
+                .map_or("100".into(), |v| v.to_string_lossy())
+        ));
+    }
+    Err(format!("{key} = {shown}: {reason}"))
+}
+
+/// An unknown key, with the setting it most likely meant.
+fn unknown_key(key: &str, command: &Command) -> String {
+    let wanted = key.replace('_', "-").to_ascii_lowercase();
+    let closest = command
+        .get_arguments()
+        .filter(|arg| is_setting(arg))
+        .map(setting_name)
+        .map(|name| (strsim::damerau_levenshtein(&wanted, &name), name))
+        .min();
+    match closest {
+        Some((distance, name)) if distance <= 3 || name.replace('-', "") == wanted => {
+            format!("unknown key `{key}`; did you mean `{name}`?")
+        }
+        _ => format!("unknown key `{key}` (docs/configuration.md lists every key)"),
+    }
+}
+
+/// A TOML syntax error, with how the line is written when its value was left bare: text goes
+/// in double quotes, a list in brackets.
+fn syntax_error(text: &str, error: &toml::de::Error, command: &Command) -> String {
+    let message = error.message().to_owned();
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let start = text[..span.start].rfind('\n').map_or(0, |at| at + 1);
+    let end = text[span.start..]
+        .find('\n')
+        .map_or(text.len(), |at| span.start + at);
+    let line = &text[start..end];
+    let number = text[..start].matches('\n').count() + 1;
+    let Some((key, value)) = line.split_once('=') else {
+        return format!("line {number}: {message}");
+    };
+    let (key, value) = (key.trim(), value.trim());
+    let list = command
+        .get_arguments()
+        .find(|arg| setting_name(arg) == key)
+        .is_some_and(|arg| matches!(arg.get_action(), ArgAction::Append));
+    let value = value.trim_matches(['[', ']', '"']);
+    let suggestion = if list {
+        format!("{key} is a list: {key} = [\"{value}\"]")
+    } else {
+        format!("write {key} = \"{value}\"")
+    };
+    format!("line {number}: {message}: {suggestion}")
 }
 
 /// A setting's name in the file: its long flag, or its id for the positional port.

@@ -153,6 +153,33 @@ fn bad_files_name_the_key_and_the_reason() {
         bad.contains("connect-timeout") && bad.contains("soon"),
         "{bad}"
     );
+    // In the file's terms: the key as written and the line to write instead.
+    for (text, expected) in [
+        (
+            "connect-timeout = 10\n",
+            "connect-timeout = 10: a duration needs a unit; write connect-timeout = \"10s\"",
+        ),
+        (
+            "allow = 10.0.0.0/8\n",
+            "allow is a list: allow = [\"10.0.0.0/8\"]",
+        ),
+        ("bind = 0.0.0.0\n", "write bind = \"0.0.0.0\""),
+        (
+            "cache_dir = \"/tmp\"\n",
+            "unknown key `cache_dir`; did you mean `cache-dir`?",
+        ),
+        (
+            "max-connections = \"many\"\n",
+            "max-connections is a whole number, e.g. max-connections = 10000",
+        ),
+    ] {
+        let error = with_file(text, &[]).unwrap_err().to_string();
+        assert!(error.contains(expected), "{text}: {error}");
+        assert!(
+            !error.contains("'--"),
+            "names the key, not the flag: {error}"
+        );
+    }
     let impossible = with_file("cache-disk = \"1MiB\"\ncache-dir = \"/x\"\n", &[])
         .unwrap_err()
         .to_string();
