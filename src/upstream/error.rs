@@ -117,6 +117,12 @@ impl UpstreamError {
         if let Some(parent) = find_in_chain::<super::ParentError>(error) {
             return UpstreamError::Parent(parent.clone());
         }
+        if let Some(tls) = find_in_chain::<rustls::Error>(error) {
+            return UpstreamError::Connect {
+                host,
+                reason: format!("the TLS handshake failed: {}", tls_in_words(tls)),
+            };
+        }
         if error.is_connect() {
             // A resolved address on the deny list (see `destinations`).
             if let Some(denied) = find_in_chain::<super::Denied>(error) {
@@ -136,6 +142,56 @@ impl UpstreamError {
             return UpstreamError::Connect { host, reason };
         }
         UpstreamError::Protocol { host, reason }
+    }
+}
+
+/// A TLS failure with an origin as a person reads it, instead of rustls's debug names
+/// (`invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))`).
+fn tls_in_words(error: &rustls::Error) -> String {
+    use rustls::CertificateError as Cert;
+    let certificate = |problem: &str| format!("the origin's certificate {problem}");
+    match error {
+        rustls::Error::InvalidCertificate(problem) => match problem {
+            Cert::UnknownIssuer => certificate(
+                "is not signed by an authority hoard trusts (the system's roots and --ca-file)",
+            ),
+            Cert::Expired | Cert::ExpiredContext { .. } => certificate("has expired"),
+            Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
+                certificate("is not valid yet (is this machine's clock right?)")
+            }
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+                certificate("is for another name")
+            }
+            Cert::Revoked => certificate("has been revoked"),
+            Cert::BadSignature => certificate("has a signature that does not verify"),
+            Cert::BadEncoding => certificate("cannot be read"),
+            Cert::InvalidPurpose | Cert::InvalidPurposeContext { .. } => {
+                certificate("is not meant for a server")
+            }
+            Cert::UnsupportedSignatureAlgorithmContext { .. }
+            | Cert::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                certificate("is signed with an algorithm hoard does not accept")
+            }
+            Cert::Other(other)
+                if matches!(
+                    other.0.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) =>
+            {
+                certificate(
+                    "is a certificate authority's, not a server's (a CA used as the server certificate)",
+                )
+            }
+            other => certificate(&format!("was refused ({other:?})")),
+        },
+        rustls::Error::AlertReceived(alert) => {
+            format!("the origin ended the handshake ({alert:?})")
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "the origin does not speak TLS on this port".to_owned()
+        }
+        rustls::Error::NoCertificatesPresented => "the origin sent no certificate".to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -214,10 +270,16 @@ fn find_in_chain<T: std::error::Error + 'static>(
         if let Some(found) = e.downcast_ref::<T>() {
             return Some(found);
         }
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && let Some(found) = io.get_ref().and_then(|i| i.downcast_ref::<T>())
-        {
-            return Some(found);
+        // An `io::Error` hides the error it wraps from `source()` (it reports that one's
+        // source instead), and hyper-rustls wraps rustls's in two.
+        let mut wrapped = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
+        while let Some(inner) = wrapped {
+            if let Some(found) = inner.downcast_ref::<T>() {
+                return Some(found);
+            }
+            wrapped = inner
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::get_ref);
         }
         next = e.source();
     }
@@ -233,4 +295,36 @@ fn find_io_error(error: &hyper_util::client::legacy::Error) -> Option<&io::Error
         next = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_failures_are_told_in_words() {
+        use rustls::CertificateError;
+        let ca_as_leaf = rustls::Error::InvalidCertificate(CertificateError::Other(
+            rustls::OtherError(std::sync::Arc::new(webpki::Error::CaUsedAsEndEntity)),
+        ));
+        for (error, words) in [
+            (ca_as_leaf, "is a certificate authority's, not a server's"),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                "not signed by an authority hoard trusts",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                "has expired",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                "is for another name",
+            ),
+        ] {
+            let told = tls_in_words(&error);
+            assert!(told.contains(words), "{error:?}: {told}");
+            assert!(!told.contains("OtherError"), "{told}");
+        }
+    }
 }

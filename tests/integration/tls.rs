@@ -73,6 +73,14 @@ async fn https_origin_with_an_untrusted_certificate_gets_502() {
     let response = raw::exchange(hoard.addr, request.as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 502"), "{response}");
     assert!(response.contains("localhost"), "{response}");
+    // In words, not rustls's debug names.
+    assert!(
+        response.contains(
+            "the TLS handshake failed: the origin's certificate is not signed by an authority \
+             hoard trusts"
+        ),
+        "{response}"
+    );
 }
 
 #[tokio::test]
