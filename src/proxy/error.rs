@@ -118,25 +118,36 @@ impl ProxyError {
         }
     }
 
-    /// A short plain-text answer a person can read: the status, then what went wrong. A
-    /// browser using the gateway gets a page that explains the URL form instead.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// A short answer a person can read: the status, then what went wrong, as a small HTML
+    /// page for a client that asks for HTML (`html`: a browser) and plain text for others.
+    /// A browser using the gateway gets a page that explains the URL form instead.
+    pub fn into_response(self, html: bool) -> Response<ProxyBody> {
         let status = self.status();
         if let ProxyError::GatewayUsage = self {
             return super::gateway::page(status, super::gateway::USAGE_PAGE);
         }
-        let text = format!(
-            "{} {}\nhoard: {}\n",
+        let title = format!(
+            "{} {}",
             status.as_u16(),
-            status.canonical_reason().unwrap_or(""),
-            self
+            status.canonical_reason().unwrap_or("")
         );
+        let (content_type, text) = if html {
+            (
+                "text/html; charset=utf-8",
+                error_page(&title, &self.to_string()),
+            )
+        } else {
+            (
+                "text/plain; charset=utf-8",
+                format!("{title}\nhoard: {self}\n"),
+            )
+        };
         let challenge = match self {
             ProxyError::ProxyAuthRequired => Some(http::header::PROXY_AUTHENTICATE),
             ProxyError::AuthRequired => Some(http::header::WWW_AUTHENTICATE),
             _ => None,
         };
-        let mut response = body::generated(status, "text/plain; charset=utf-8", text);
+        let mut response = body::generated(status, content_type, text);
         let headers = response.headers_mut();
         match self {
             ProxyError::MethodNotAllowed(_) => {
@@ -166,5 +177,74 @@ impl ProxyError {
             );
         }
         response
+    }
+}
+
+/// Whether a request's `Accept` asks for HTML (a browser's does, first).
+pub(super) fn wants_html(request: &http::HeaderMap) -> bool {
+    request
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| {
+            item.split(';')
+                .next()
+                .is_some_and(|t| t.trim() == "text/html")
+        })
+}
+
+/// The HTML error page: the status, the reason in words (escaped: it may hold a URL a client
+/// chose) and hoard's name.
+fn error_page(title: &str, reason: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title>\
+         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;\
+         padding:0 1em;color:#222}}h1{{font-size:1.6em}}p.why{{background:#f4f4f4;\
+         padding:.8em 1em;border-radius:4px}}footer{{color:#777;font-size:.9em}}</style>\
+         </head><body><h1>{title}</h1><p class=\"why\">{}</p><footer>hoard, a caching \
+         proxy</footer></body></html>\n",
+        escape_html(reason)
+    )
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_get_an_escaped_html_page_and_others_plain_text() {
+        let mut browser = http::HeaderMap::new();
+        browser.insert(
+            http::header::ACCEPT,
+            "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
+                .parse()
+                .unwrap(),
+        );
+        assert!(wants_html(&browser));
+        assert!(!wants_html(&http::HeaderMap::new()));
+        let page = error_page("502 Bad Gateway", "cannot connect to <evil>&\"'");
+        assert!(page.contains("<h1>502 Bad Gateway</h1>"), "{page}");
+        assert!(
+            page.contains("cannot connect to &lt;evil&gt;&amp;&quot;&#39;"),
+            "{page}"
+        );
+        assert!(!page.contains("<evil>"));
     }
 }

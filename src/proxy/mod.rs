@@ -354,6 +354,7 @@ impl Proxy {
     ) -> Handled {
         logging::trace_request("request from client", &request);
         let mut exchange = Exchange::begin(&request, connection.peer, mode);
+        let html = error::wants_html(request.headers());
         let routed = match self.request_timeout {
             None => self.route(request, &mut exchange, connection).await,
             Some(limit) => {
@@ -381,7 +382,7 @@ impl Proxy {
             {
                 self.metrics.upstream_error(upstream.kind());
             }
-            Reply::from(e.into_response())
+            Reply::from(e.into_response(html))
         });
         let mut reply = reply;
         if mode == RequestMode::Peer {
@@ -410,7 +411,8 @@ impl Proxy {
         let mut exchange = Exchange::unparsed(connection.peer, mode);
         let error = ProxyError::from(error);
         tracing::info!(client = %connection.peer, %error, "request refused");
-        let response = error.into_response();
+        // The head did not parse, so what the client accepts is not known.
+        let response = error.into_response(false);
         exchange.status = response.status();
         Handled {
             response,

@@ -67,6 +67,37 @@ async fn refused_connection_gets_502_naming_host_and_reason() {
 }
 
 #[tokio::test]
+async fn a_browser_gets_the_error_as_a_page_and_other_clients_as_text() {
+    let port = raw::closed_port().await;
+    let hoard = Hoard::start(&[]).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let page = hoard
+        .client()
+        .get(&url)
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 502);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let body = page.text().await.unwrap();
+    assert!(body.starts_with("<!doctype html>"), "{body}");
+    assert!(body.contains("<h1>502 Bad Gateway</h1>"), "{body}");
+    assert!(
+        body.contains(&format!("cannot connect to 127.0.0.1:{port}")) && body.contains("hoard"),
+        "{body}"
+    );
+    let text = hoard.client().get(&url).send().await.unwrap();
+    assert_eq!(text.headers()["content-type"], "text/plain; charset=utf-8");
+    assert!(
+        text.text()
+            .await
+            .unwrap()
+            .starts_with("502 Bad Gateway\nhoard: ")
+    );
+}
+
+#[tokio::test]
 async fn dns_failure_gets_502_naming_host() {
     // A 70-character label is invalid DNS, so the resolver fails locally without sending a
     // query: the test stays on this machine.
