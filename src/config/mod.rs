@@ -102,6 +102,8 @@ where
     let command = Args::command();
     let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
     let mut matches = command.clone().try_get_matches_from(&argv)?;
+    // The file and the keys it set, so that an impossible combination is told in its terms.
+    let mut from_file_keys: Option<(PathBuf, Vec<String>)> = None;
     if let Some(path) = matches.get_one::<PathBuf>("config").cloned() {
         let file_error = |reason: String| ConfigError::File {
             path: path.clone(),
@@ -109,6 +111,12 @@ where
         };
         let text = std::fs::read_to_string(&path).map_err(|e| file_error(e.to_string()))?;
         let from_file = file::as_arguments(&text, &command, &matches).map_err(file_error)?;
+        let keys = from_file
+            .iter()
+            .filter_map(|arg| arg.to_str()?.strip_prefix("--")?.split('=').next())
+            .map(str::to_owned)
+            .collect();
+        from_file_keys = Some((path.clone(), keys));
         let merged = argv
             .iter()
             .take(1)
@@ -128,7 +136,9 @@ where
         (None, true) => Action::CheckConfig,
         (None, false) => Action::Serve,
     };
-    let mut config = args.into_config()?;
+    let mut config = args
+        .into_config()
+        .map_err(|e| in_file_terms(e, from_file_keys.as_ref()))?;
     config.effective = effective;
     Ok((config, action))
 }
@@ -192,6 +202,42 @@ pub struct Setting {
     /// Whether it takes a list (a repeatable flag).
     pub list: bool,
     pub values: Vec<String>,
+}
+
+/// `error` as the config file's reader should see it when it names settings the file set:
+/// `--max-object-size` becomes `max-object-size` (the file's key), under the file's name.
+fn in_file_terms(error: ConfigError, file: Option<&(PathBuf, Vec<String>)>) -> ConfigError {
+    let Some((path, keys)) = file else {
+        return error;
+    };
+    let mut text = error.to_string();
+    let mut named = false;
+    for key in keys {
+        let flag = format!("--{key}");
+        let mut from = 0;
+        while let Some(at) = text[from..].find(&flag).map(|at| from + at) {
+            let end = at + flag.len();
+            // The whole flag, not the start of a longer one (`--upstream` in `--upstream-host`).
+            let whole = text[end..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-'));
+            if whole {
+                text.replace_range(at..at + 2, "");
+                named = true;
+                from = end - 2;
+            } else {
+                from = end;
+            }
+        }
+    }
+    if !named {
+        return error;
+    }
+    ConfigError::File {
+        path: path.clone(),
+        reason: text,
+    }
 }
 
 fn first_line(text: &str) -> String {

@@ -183,7 +183,22 @@ fn bad_files_name_the_key_and_the_reason() {
     let impossible = with_file("cache-disk = \"1MiB\"\ncache-dir = \"/x\"\n", &[])
         .unwrap_err()
         .to_string();
-    assert!(impossible.contains("--max-object-size"), "{impossible}");
+    // Settings the file set are named by their keys; a flag given on the command line stays
+    // a flag.
+    assert!(
+        impossible.contains("max-object-size 67108864 is larger than cache-disk 1048576")
+            && !impossible.contains("--cache-disk"),
+        "{impossible}"
+    );
+    let mixed = with_file("cache-disk = \"1MiB\"\n", &["--max-object-size", "2MiB"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        mixed.contains("--max-object-size 2097152 is larger than cache-disk 1048576"),
+        "{mixed}"
+    );
+    let flags_only = parse(&["--cache-disk", "1MiB"]).unwrap_err().to_string();
+    assert!(flags_only.contains("--cache-disk"), "{flags_only}");
 }
 
 #[test]
