@@ -74,7 +74,7 @@ pub(super) fn gateway_response(
             )),
             _ => Box::pin(data),
         };
-    let rewritten = rewrite_html(decoded, page_url.scheme().to_owned());
+    let rewritten = rewrite_html(decoded, page_url.clone());
     Response::from_parts(
         parts,
         body::stream(http_body_util::StreamBody::new(
@@ -96,6 +96,17 @@ fn rewrite_location(headers: &mut HeaderMap, page_url: &url::Url) {
     {
         headers.insert(header::LOCATION, value);
     }
+}
+
+/// `url` as a gateway path: absolute and scheme-relative URLs name their site, and a
+/// root-relative one (`/`, `/about`) is the page's own site, which the browser would
+/// otherwise resolve against hoard (`href="/"` landing on hoard's start page).
+fn gatewayed(url: &str, page: &url::Url) -> Option<String> {
+    let url = url.trim();
+    if url.starts_with('/') && !url.starts_with("//") {
+        return to_gateway_path(page.join(url).ok()?.as_str(), page.scheme());
+    }
+    to_gateway_path(url, page.scheme())
 }
 
 /// Cookies are scoped to the site's gateway prefix: `Domain` is dropped (the browser talks to
@@ -153,11 +164,11 @@ fn rewrite_cookies(headers: &mut HeaderMap, page_url: &url::Url) {
 /// Streams HTML through lol_html with handlers that move absolute URLs into the gateway.
 fn rewrite_html(
     input: std::pin::Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>,
-    scheme: String,
+    page: url::Url,
 ) -> impl Stream<Item = Result<Bytes, BoxError>> + Send {
     let output = Arc::new(Mutex::new(Vec::<u8>::new()));
     let sink = Arc::clone(&output);
-    let rewriter = new_rewriter(scheme, move |chunk: &[u8]| {
+    let rewriter = new_rewriter(page, move |chunk: &[u8]| {
         sink.lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend_from_slice(chunk);
@@ -205,38 +216,38 @@ fn rewrite_html(
 }
 
 fn new_rewriter<'h, O: lol_html::OutputSink + Send + 'h>(
-    scheme: String,
+    page: url::Url,
     sink: O,
 ) -> HtmlRewriter<'h, O> {
-    let url_attr = |attr: &'static str, scheme: String| {
+    let url_attr = |attr: &'static str, page: url::Url| {
         element!(format!("[{attr}]"), move |el| {
             if let Some(value) = el.get_attribute(attr)
-                && let Some(rewritten) = to_gateway_path(&value, &scheme)
+                && let Some(rewritten) = gatewayed(&value, &page)
             {
                 el.set_attribute(attr, &rewritten)?;
             }
             Ok(())
         })
     };
-    let srcset_scheme = scheme.clone();
-    let style_scheme = scheme.clone();
-    let refresh_scheme = scheme.clone();
-    let css_scheme = scheme.clone();
+    let srcset_page = page.clone();
+    let style_page = page.clone();
+    let refresh_page = page.clone();
+    let css_page = page.clone();
     let mut style_text = String::new();
     let handlers = vec![
-        url_attr("href", scheme.clone()),
-        url_attr("src", scheme.clone()),
-        url_attr("action", scheme.clone()),
-        url_attr("poster", scheme.clone()),
+        url_attr("href", page.clone()),
+        url_attr("src", page.clone()),
+        url_attr("action", page.clone()),
+        url_attr("poster", page.clone()),
         element!("[srcset]", move |el| {
             if let Some(value) = el.get_attribute("srcset") {
-                el.set_attribute("srcset", &rewrite_srcset(&value, &srcset_scheme))?;
+                el.set_attribute("srcset", &rewrite_srcset(&value, &srcset_page))?;
             }
             Ok(())
         }),
         element!("[style]", move |el| {
             if let Some(value) = el.get_attribute("style") {
-                el.set_attribute("style", &rewrite_css(&value, &style_scheme))?;
+                el.set_attribute("style", &rewrite_css(&value, &style_page))?;
             }
             Ok(())
         }),
@@ -245,7 +256,7 @@ fn new_rewriter<'h, O: lol_html::OutputSink + Send + 'h>(
                 .get_attribute("http-equiv")
                 .is_some_and(|v| v.eq_ignore_ascii_case("refresh"));
             if let (true, Some(content)) = (refresh, el.get_attribute("content")) {
-                el.set_attribute("content", &rewrite_refresh(&content, &refresh_scheme))?;
+                el.set_attribute("content", &rewrite_refresh(&content, &refresh_page))?;
             }
             Ok(())
         }),
@@ -254,7 +265,7 @@ fn new_rewriter<'h, O: lol_html::OutputSink + Send + 'h>(
         text!("style", move |chunk| {
             style_text.push_str(chunk.as_str());
             if chunk.last_in_text_node() {
-                let css = rewrite_css(&std::mem::take(&mut style_text), &css_scheme);
+                let css = rewrite_css(&std::mem::take(&mut style_text), &css_page);
                 chunk.replace(&css, ContentType::Html);
             } else {
                 chunk.remove();
@@ -270,7 +281,7 @@ fn new_rewriter<'h, O: lol_html::OutputSink + Send + 'h>(
 }
 
 /// `a.png 1x, http://h/b.png 2x` → each candidate's URL rewritten.
-fn rewrite_srcset(value: &str, scheme: &str) -> String {
+fn rewrite_srcset(value: &str, page: &url::Url) -> String {
     value
         .split(',')
         .map(|candidate| {
@@ -278,7 +289,7 @@ fn rewrite_srcset(value: &str, scheme: &str) -> String {
             let (url, descriptor) = candidate
                 .split_once(char::is_whitespace)
                 .unwrap_or((candidate, ""));
-            let url = to_gateway_path(url, scheme).unwrap_or_else(|| url.to_owned());
+            let url = gatewayed(url, page).unwrap_or_else(|| url.to_owned());
             if descriptor.is_empty() {
                 url
             } else {
@@ -290,20 +301,20 @@ fn rewrite_srcset(value: &str, scheme: &str) -> String {
 }
 
 /// `5; url=http://h/x` → `5; url=/h/x`.
-fn rewrite_refresh(content: &str, scheme: &str) -> String {
+fn rewrite_refresh(content: &str, page: &url::Url) -> String {
     let lower = content.to_ascii_lowercase();
     let Some(at) = lower.find("url=") else {
         return content.to_owned();
     };
     let url = content[at + 4..].trim().trim_matches(['\'', '"']);
-    match to_gateway_path(url, scheme) {
+    match gatewayed(url, page) {
         Some(rewritten) => format!("{}{rewritten}", &content[..at + 4]),
         None => content.to_owned(),
     }
 }
 
 /// Rewrites every `url(...)` in CSS text whose URL is absolute.
-fn rewrite_css(css: &str, scheme: &str) -> String {
+fn rewrite_css(css: &str, page: &url::Url) -> String {
     let mut out = String::with_capacity(css.len());
     let mut rest = css;
     while let Some(at) = rest.to_ascii_lowercase().find("url(") {
@@ -314,7 +325,7 @@ fn rewrite_css(css: &str, scheme: &str) -> String {
         let trimmed = inner.trim();
         let quote = trimmed.chars().next().filter(|c| *c == '"' || *c == '\'');
         let url = quote.map_or(trimmed, |q| trimmed.trim_matches(q));
-        match to_gateway_path(url, scheme) {
+        match gatewayed(url, page) {
             Some(rewritten) => {
                 let q = quote.map(String::from).unwrap_or_default();
                 out.push_str(&format!("{q}{rewritten}{q}"));
@@ -337,27 +348,30 @@ mod tests {
             .chunks(7)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
-        let stream = rewrite_html(Box::pin(futures_util::stream::iter(chunks)), "http".into());
+        let page = url::Url::parse("http://www.example.com/dir/page").unwrap();
+        let stream = rewrite_html(Box::pin(futures_util::stream::iter(chunks)), page);
         let parts: Vec<Bytes> = stream.try_collect().await.unwrap();
         String::from_utf8(parts.concat()).unwrap()
     }
 
     #[tokio::test]
-    async fn absolute_urls_in_html_move_into_the_gateway() {
+    async fn absolute_and_root_relative_urls_in_html_move_into_the_gateway() {
         let html = r#"<a href="http://a.example/x">a</a><img src="https://b.example/i.png" srcset="http://a.example/1.png 1x, /rel.png 2x">
 <form action="//c.example/post"></form><meta http-equiv="refresh" content="3; url=http://a.example/next">
 <div style="background:url('http://a.example/bg.png')"></div><style>body{background:url(http://a.example/s.png)} p{color:red}</style>
-<a href="/root">r</a><a href="rel">r</a>"#;
+<a href="/root">r</a><a href="rel">r</a><a href="/">home</a>"#;
         let out = rewrite(html).await;
         for expected in [
             r#"href="/a.example/x""#,
             r#"src="/https://b.example/i.png""#,
-            r#"srcset="/a.example/1.png 1x, /rel.png 2x""#,
+            r#"srcset="/a.example/1.png 1x, /www.example.com/rel.png 2x""#,
             r#"action="/c.example/post""#,
             r#"content="3; url=/a.example/next""#,
             r#"background:url('/a.example/bg.png')"#,
             "background:url(/a.example/s.png)} p{color:red}",
-            r#"href="/root""#,
+            // Root-relative URLs are the page's own site's, never hoard's.
+            r#"href="/www.example.com/root""#,
+            r#"href="/www.example.com/">home"#,
             r#"href="rel""#,
         ] {
             assert!(out.contains(expected), "{expected} missing in {out}");
