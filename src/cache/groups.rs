@@ -33,6 +33,12 @@ pub(super) fn groups_of(headers: &HeaderMap) -> impl Iterator<Item = String> {
         .chain(surrogate_keys)
 }
 
+/// Whether `entry` is in `group` of `origin` (`None`: of any origin).
+pub(super) fn is_in(entry: &StoredResponse, origin: Option<&str>, group: &str) -> bool {
+    origin.is_none_or(|origin| origin_of(entry.key.url()) == origin)
+        && groups_of(&entry.headers).any(|name| name == group)
+}
+
 /// The groups the response to an unsafe request invalidates.
 pub fn invalidated_groups(headers: &HeaderMap) -> Vec<String> {
     strings(headers, &CACHE_GROUP_INVALIDATION)
@@ -84,7 +90,6 @@ impl Cache {
     /// it; `None`: of every origin), its parts and shared-tier copy too; returns how many
     /// variants went. Blocking: reads the group's rows (for every origin, every row).
     pub fn purge_group(&self, origin: Option<&str>, group: &str) -> usize {
-        let in_group = |entry: &StoredResponse| groups_of(&entry.headers).any(|name| name == group);
         let entries: Vec<Arc<StoredResponse>> = match origin {
             Some(origin) => self.index.entries_in_group(origin, group),
             // Of every origin: the group's rows are keyed by origin, so every head is read.
@@ -92,7 +97,7 @@ impl Cache {
                 .index
                 .entries_with_prefix("")
                 .into_iter()
-                .filter(|entry| in_group(entry))
+                .filter(|entry| is_in(entry, None, group))
                 .collect(),
         };
         for entry in &entries {

@@ -501,10 +501,8 @@ impl Index {
     /// Every stored variant in cache group `group` of `origin` (`groups.rs`), read from the
     /// group's own rows.
     pub(super) fn entries_in_group(&self, origin: &str, group: &str) -> Vec<Arc<StoredResponse>> {
-        let in_group = |head: &StoredResponse| {
-            crate::cache::groups::origin_of(head.key.url()) == origin
-                && crate::cache::groups::groups_of(&head.headers).any(|name| name == group)
-        };
+        let in_group =
+            |head: &StoredResponse| crate::cache::groups::is_in(head, Some(origin), group);
         self.heads
             .in_group(self.hasher.group(origin, group), &in_group)
             .into_iter()

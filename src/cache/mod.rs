@@ -337,17 +337,16 @@ impl Cache {
             outcome::name_rule(&mut served.response, &rule.name);
             return Ok(served);
         }
-        if let Some(url) = rule.key_url(key.url()) {
-            key = CacheKey::from_url(url);
-            // Left out of the request too: a response must never depend on what its key
-            // does not hold, or one client's `?utm_content=<script>` reflected by the origin
-            // would be served to everyone.
-            if let Some(uri) = rule
-                .key_url(&request.uri().to_string())
-                .and_then(|uri| uri.parse().ok())
-            {
-                *request.uri_mut() = uri;
-            }
+        // Parameters left out of the key are left out of the request too, and the key is
+        // that request's: a response must never depend on what its key does not hold, or one
+        // client's `?utm_content=<script>` reflected by the origin would be served to all.
+        if let Some(uri) = rule
+            .key_url(&request.uri().to_string())
+            .and_then(|uri| uri.parse::<Uri>().ok())
+            && let Some(stripped) = CacheKey::from_uri(&uri)
+        {
+            *request.uri_mut() = uri;
+            key = stripped;
         }
         // Admission and revalidation find the rule with the request (`RequestHead`).
         request

@@ -153,8 +153,8 @@ impl CacheRule {
         self.max_ttl.map_or(lifetime, |cap| lifetime.min(cap))
     }
 
-    /// `url` (normalised, as a cache key holds it) without the query parameters this rule
-    /// leaves out of the key; `None` when none of them is there.
+    /// `url` without the query parameters this rule leaves out of the key (the rest as
+    /// written, in order); `None` when none of them is there.
     pub fn key_url(&self, url: &str) -> Option<String> {
         if self.ignore_query.is_empty() {
             return None;

@@ -1,7 +1,7 @@
 //! CONNECT tunnels: check the port against the allowlist and the target against the client's
-//! destination policy, dial (or CONNECT through `--parent`), answer 200, then copy bytes both ways until either side closes,
-//! the tunnel is idle for `--tunnel-idle-timeout`, or hoard shuts down. hoard never looks
-//! inside a tunnel.
+//! destination policy, dial (or CONNECT through `--parent`), answer 200, then copy bytes
+//! both ways until either side closes, the tunnel is idle for `--tunnel-idle-timeout`, or
+//! hoard shuts down. hoard never looks inside a tunnel.
 //!
 //! A tunnel keeps the client connection's `--max-connections` slot for as long as it lives,
 //! and reports its bytes each way when it ends, so its access-log line is written then.
