@@ -5,12 +5,12 @@
 //!
 //! It reads the cache and the metrics and removes cache entries; it never proxies.
 
-use http::{Method, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Response, StatusCode, Uri};
 
 use crate::body::{self, ProxyBody};
 use crate::cache::Cache;
 use crate::fleet::{Fleet, PeerError};
-use crate::metrics::Metrics;
+use crate::metrics::{Exposition, Metrics};
 
 /// The path prefix that belongs to hoard itself.
 pub const PREFIX: &str = "/_hoard/";
@@ -20,7 +20,8 @@ pub const PREFIX: &str = "/_hoard/";
 pub enum AdminRequest {
     /// `/_hoard/`: the HTML status page.
     Status,
-    Metrics,
+    /// `/_hoard/metrics`, in the format the scraper's `Accept` prefers.
+    Metrics(Exposition),
     Stats,
     /// Forget the stored responses of this URL.
     PurgeUrl(Uri),
@@ -87,6 +88,7 @@ impl AdminError {
 pub fn parse(
     method: &Method,
     uri: &Uri,
+    headers: &HeaderMap,
     purge_target: Option<Uri>,
 ) -> Result<AdminRequest, AdminError> {
     if method.as_str() == "PURGE" {
@@ -96,7 +98,9 @@ pub fn parse(
     }
     match (method, uri.path()) {
         (&Method::GET | &Method::HEAD, "/_hoard/" | "/_hoard") => Ok(AdminRequest::Status),
-        (&Method::GET | &Method::HEAD, "/_hoard/metrics") => Ok(AdminRequest::Metrics),
+        (&Method::GET | &Method::HEAD, "/_hoard/metrics") => {
+            Ok(AdminRequest::Metrics(Exposition::from_accept(headers)))
+        }
         (&Method::GET | &Method::HEAD, "/_hoard/stats") => Ok(AdminRequest::Stats),
         (&Method::POST, "/_hoard/purge") => {
             let query = uri.query().unwrap_or("");
@@ -158,10 +162,10 @@ pub fn answer(
             "text/html; charset=utf-8",
             status_page(cache, metrics, fleet),
         ),
-        AdminRequest::Metrics => respond(
+        AdminRequest::Metrics(format) => respond(
             StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(cache, fleet),
+            format.content_type(),
+            metrics.render(cache, fleet, format),
         ),
         AdminRequest::Stats => respond(
             StatusCode::OK,
@@ -359,12 +363,16 @@ mod tests {
 
     #[test]
     fn parses_pages_and_purges() {
-        let get = |path: &str| parse(&Method::GET, &path.parse().unwrap(), None);
+        let none = HeaderMap::new();
+        let get = |path: &str| parse(&Method::GET, &path.parse().unwrap(), &none, None);
         assert_eq!(get("/_hoard/"), Ok(AdminRequest::Status));
-        assert_eq!(get("/_hoard/metrics"), Ok(AdminRequest::Metrics));
+        assert_eq!(
+            get("/_hoard/metrics"),
+            Ok(AdminRequest::Metrics(Exposition::Prometheus))
+        );
         assert_eq!(get("/_hoard/stats"), Ok(AdminRequest::Stats));
         assert!(matches!(get("/_hoard/nope"), Err(AdminError::NotFound(_))));
-        let post = |path: &str| parse(&Method::POST, &path.parse().unwrap(), None);
+        let post = |path: &str| parse(&Method::POST, &path.parse().unwrap(), &none, None);
         assert_eq!(
             post("/_hoard/purge?url=http%3A%2F%2Fa.example%2Fx"),
             Ok(AdminRequest::PurgeUrl(
@@ -392,7 +400,7 @@ mod tests {
         );
         let purge = Method::from_bytes(b"PURGE").unwrap();
         assert_eq!(
-            parse(&purge, &"/x".parse().unwrap(), None),
+            parse(&purge, &"/x".parse().unwrap(), &none, None),
             Err(AdminError::PurgeTarget)
         );
     }

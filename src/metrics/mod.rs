@@ -6,21 +6,25 @@
 //! Metrics observe; they must not change what a request does. The fleet's and the shared
 //! tier's are in `fleet.rs`.
 
+mod collect;
 mod fleet;
+mod histogram;
 
 pub use fleet::{FleetMetrics, PeerMetrics};
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use std::sync::{Arc, OnceLock};
-
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use collect::{CacheCollector, CacheSnapshot, ProcessCollector};
+use histogram::DurationHistogram;
 
 use crate::cache::{Cache, CacheOutcome};
 use crate::exchange::{Exchange, RequestMode};
@@ -44,18 +48,13 @@ struct SourceLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TierLabels {
-    tier: &'static str,
+struct BuildLabels {
+    version: &'static str,
 }
 
 /// Everything a finished request touches is lock-free: the labelled counters it increments
@@ -74,13 +73,8 @@ pub struct Metrics {
     denied: Counter,
     duration: DurationHistogram,
     open_connections: Gauge,
-    tier_bytes: Family<TierLabels, Gauge>,
-    tier_objects: Family<TierLabels, Gauge>,
-    cached_urls: Gauge,
-    evictions: Gauge,
-    corrupt_bodies: Gauge,
-    store_failures: Gauge,
-    not_stored: Family<ReasonLabels, Gauge>,
+    /// The cache's sizes and drop counts, snapshotted at each scrape.
+    cache: Arc<CacheCollector>,
     /// The fleet's members and the shared tier.
     pub fleet: FleetMetrics,
     /// Plain totals for `/_hoard/stats`, kept beside the labelled families.
@@ -166,7 +160,17 @@ struct Totals {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("hoard");
+        // `process_*` is unprefixed, as every client library names it; the rest is hoard's.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("hoard");
+        registry.register(
+            "build",
+            "hoard's version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
         let requests = Family::default();
         registry.register(
             "requests",
@@ -218,48 +222,12 @@ impl Default for Metrics {
             "Client connections open now",
             open_connections.clone(),
         );
-        let tier_bytes = Family::default();
-        registry.register(
-            "cache_tier_bytes",
-            "Bytes stored per tier",
-            tier_bytes.clone(),
-        );
-        let tier_objects = Family::default();
-        registry.register(
-            "cache_tier_objects",
-            "Bodies stored per tier",
-            tier_objects.clone(),
-        );
-        let cached_urls = Gauge::default();
-        registry.register("cache_urls", "URLs in the cache index", cached_urls.clone());
-        let evictions = Gauge::default();
-        registry.register(
-            "cache_evictions",
-            "Entries evicted from the disk tier since start",
-            evictions.clone(),
-        );
-        let store_failures = Gauge::default();
-        registry.register(
-            "cache_store_failures",
-            "Responses that could not be stored because the cache directory failed (full, gone, read-only)",
-            store_failures.clone(),
-        );
-        let not_stored = Family::default();
-        registry.register(
-            "cache_not_stored",
-            "Responses not stored since start, by reason (the detail of their Cache-Status)",
-            not_stored.clone(),
-        );
-        let corrupt_bodies = Gauge::default();
-        registry.register(
-            "cache_corrupt_bodies",
-            "Stored bodies dropped for failing their checksum since start",
-            corrupt_bodies.clone(),
-        );
-        let fleet = FleetMetrics::register(&mut registry);
+        let cache = Arc::new(CacheCollector::default());
+        registry.register_collector(Box::new(cache.clone()));
+        let fleet = FleetMetrics::register(registry);
         Metrics {
             fleet,
-            registry,
+            registry: root,
             requests,
             request_counters: (0..RequestMode::ALL.len() * METHODS.len() * COMMON_STATUSES.len())
                 .map(|_| OnceLock::new())
@@ -270,13 +238,7 @@ impl Default for Metrics {
             denied,
             duration,
             open_connections,
-            tier_bytes,
-            tier_objects,
-            cached_urls,
-            evictions,
-            corrupt_bodies,
-            store_failures,
-            not_stored,
+            cache,
             totals: Totals::default(),
             timeline: Timeline::default(),
         }
@@ -310,77 +272,44 @@ fn request_slot(mode: RequestMode, method: usize, status: u16) -> Option<usize> 
 /// The `source` label of `response_bytes`.
 const BYTE_SOURCES: [&str; 3] = ["cache", "origin", "hoard"];
 
-/// `hoard_request_duration_seconds`: prometheus-client's histogram takes a mutex per
-/// observation, which would be a lock every request shares; this one is atomics only. A
-/// cheap handle: the registry holds one clone, `Metrics` another.
-#[derive(Debug, Clone, Default)]
-struct DurationHistogram {
-    inner: Arc<DurationBuckets>,
+/// The text format a scrape is answered in, chosen by its `Accept`: OpenMetrics when the
+/// scraper prefers it (Prometheus asks for it first), else the Prometheus text format, which
+/// every tool reads (curl, `promtool check metrics`, older scrapers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    Prometheus,
+    OpenMetrics,
 }
 
-#[derive(Debug)]
-struct DurationBuckets {
-    /// Upper bounds in seconds (100 µs, then ×2.5); the last count is the +Inf bucket.
-    bounds: [f64; 14],
-    counts: [AtomicU64; 15],
-    sum_nanos: AtomicU64,
-}
-
-impl Default for DurationBuckets {
-    fn default() -> Self {
-        let mut bounds = [0.0; 14];
-        let mut bound = 0.0001;
-        for slot in &mut bounds {
-            *slot = bound;
-            bound *= 2.5;
+impl Exposition {
+    pub fn from_accept(headers: &http::HeaderMap) -> Exposition {
+        let (mut openmetrics, mut plain) = (0.0_f32, 0.0_f32);
+        for value in headers.get_all(http::header::ACCEPT) {
+            for range in value.to_str().unwrap_or("").split(',') {
+                let mut params = range.split(';').map(str::trim);
+                let media = params.next().unwrap_or("").to_ascii_lowercase();
+                let quality = params
+                    .find_map(|p| p.strip_prefix("q=")?.parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                match media.as_str() {
+                    "application/openmetrics-text" => openmetrics = openmetrics.max(quality),
+                    "text/plain" | "text/*" | "*/*" => plain = plain.max(quality),
+                    _ => {}
+                }
+            }
         }
-        DurationBuckets {
-            bounds,
-            counts: Default::default(),
-            sum_nanos: AtomicU64::new(0),
+        if openmetrics > 0.0 && openmetrics >= plain {
+            Exposition::OpenMetrics
+        } else {
+            Exposition::Prometheus
         }
     }
-}
 
-impl DurationHistogram {
-    fn observe(&self, elapsed: Duration) {
-        let inner = &*self.inner;
-        let seconds = elapsed.as_secs_f64();
-        let bucket = inner
-            .bounds
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(inner.bounds.len());
-        inner.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        inner.sum_nanos.fetch_add(
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-}
-
-impl prometheus_client::metrics::TypedMetric for DurationHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for DurationHistogram {
-    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let inner = &*self.inner;
-        // Per-bucket counts: the encoder accumulates them itself.
-        let buckets: Vec<(f64, u64)> = inner
-            .bounds
-            .iter()
-            .chain(std::iter::once(&f64::INFINITY))
-            .zip(&inner.counts)
-            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
-            .collect();
-        let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
     }
 }
 
@@ -417,18 +346,18 @@ impl Metrics {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        let source = match outcome {
-            _ if from_cache => 0,
-            Some(_) => 1,
-            None => 2,
+        // The origin's bytes are those of a response it sent (or a fleet member did) and a
+        // tunnel's; hoard's own pages and error answers count as hoard's.
+        let from_origin = exchange.upstream_status.is_some() || exchange.tunnel.is_some();
+        let (source, total) = match () {
+            _ if from_cache => (0, Some(&self.totals.bytes_from_cache)),
+            _ if from_origin => (1, Some(&self.totals.bytes_from_origin)),
+            _ => (2, None),
         };
         self.bytes[source].inc_by(bytes);
-        let total = if from_cache {
-            &self.totals.bytes_from_cache
-        } else {
-            &self.totals.bytes_from_origin
-        };
-        total.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(total) = total {
+            total.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     pub fn upstream_error(&self, kind: &'static str) {
@@ -449,37 +378,22 @@ impl Metrics {
         self.open_connections.dec();
     }
 
-    /// Reads the cache's sizes into gauges, then renders everything in the Prometheus text
-    /// format.
-    pub fn render(&self, cache: &Cache, fleet: Option<&Fleet>) -> String {
+    /// Snapshots the cache's numbers, then renders everything in `format`.
+    pub fn render(&self, cache: &Cache, fleet: Option<&Fleet>, format: Exposition) -> String {
         for member in fleet.map(Fleet::status).unwrap_or_default() {
             self.fleet.set_up(&member.name, member.up);
         }
-        for (tier, usage) in [
-            ("memory", cache.memory_usage()),
-            ("disk", cache.disk_usage()),
-        ] {
-            self.tier_bytes
-                .get_or_create(&TierLabels { tier })
-                .set(usage.bytes as i64);
-            self.tier_objects
-                .get_or_create(&TierLabels { tier })
-                .set(usage.objects as i64);
-        }
-        self.cached_urls.set(cache.urls() as i64);
-        self.evictions.set(cache.evictions() as i64);
-        self.corrupt_bodies.set(cache.corrupt_bodies() as i64);
-        self.store_failures.set(cache.store_failures() as i64);
-        for (reason, count) in cache.not_stored() {
-            self.not_stored
-                .get_or_create(&ReasonLabels {
-                    reason: reason.as_str(),
-                })
-                .set(count as i64);
-        }
+        self.cache.set(CacheSnapshot::of(cache));
         let mut text = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = match format {
+            Exposition::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            }
+            Exposition::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            }
+        };
         text
     }
 

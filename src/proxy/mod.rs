@@ -511,7 +511,12 @@ impl Proxy {
                 if let Some(twin) = purge_target.as_ref().and_then(|t| self.https_twin(t)) {
                     self.cache.purge(&twin);
                 }
-                let admin_request = admin::parse(request.method(), request.uri(), purge_target)?;
+                let admin_request = admin::parse(
+                    request.method(),
+                    request.uri(),
+                    request.headers(),
+                    purge_target,
+                )?;
                 Ok(Box::pin(self.answer_admin(admin_request)).await.into())
             }
             // Boxed: each of these futures is several KiB, and every request's future is as

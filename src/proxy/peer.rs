@@ -186,7 +186,7 @@ impl Proxy {
                 )
                 .parse()
                 .map_err(|_| ProxyError::BadRequest("invalid purge"))?;
-                let purge = admin::parse(&Method::POST, &local, None)?;
+                let purge = admin::parse(&Method::POST, &local, request.headers(), None)?;
                 if let Some(hot) = self.fleet.as_ref().and_then(|f| f.hot.as_ref()) {
                     hot.clear();
                 }

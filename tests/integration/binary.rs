@@ -606,7 +606,7 @@ async fn a_full_cache_disk_means_proxying_uncached_and_saying_so() {
     // About 6 MB of objects for a 2 MB disk, with room in the disk tier's budget for all.
     let process = Process::start_at(disk.path(), &["--cache-disk", "100MiB"]);
     assert_eq!(fetch_and_check(&process, &origin, 0..30).await, 0);
-    assert!(process.metric("hoard_cache_store_failures").await >= 1);
+    assert!(process.metric("hoard_cache_store_failures_total").await >= 1);
     // Every object again: what fitted is a hit, the rest comes from the origin, all whole.
     let hits = fetch_and_check(&process, &origin, 0..30).await;
     assert!((1..30).contains(&hits), "{hits} hits");
@@ -629,7 +629,7 @@ async fn a_read_only_cache_disk_means_proxying_uncached_and_saying_so() {
     assert_eq!(fetch_and_check(&process, &origin, 0..5).await, 5);
     disk.read_only_from_now_on();
     assert_eq!(fetch_and_check(&process, &origin, 5..10).await, 0);
-    assert!(process.metric("hoard_cache_store_failures").await >= 1);
+    assert!(process.metric("hoard_cache_store_failures_total").await >= 1);
     assert_eq!(
         fetch_and_check(&process, &origin, 0..10).await,
         5,

@@ -90,7 +90,7 @@ async fn uncacheable_responses_are_not_stored() {
             format!("http://{}/_hoard/metrics", hoard.addr),
         )
         .await;
-        let line = format!("hoard_cache_not_stored{{reason=\"{reason}\"}} 2");
+        let line = format!("hoard_cache_not_stored_total{{reason=\"{reason}\"}} 2");
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
 }
@@ -910,6 +910,6 @@ async fn a_vanished_cache_directory_means_proxying_uncached_and_saying_so() {
             "still proxying, uncached"
         );
     }
-    let failures = crate::support::metric(hoard.addr, "hoard_cache_store_failures").await;
+    let failures = crate::support::metric(hoard.addr, "hoard_cache_store_failures_total").await;
     assert!(failures >= 1, "the failed stores are counted");
 }

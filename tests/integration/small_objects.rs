@@ -96,7 +96,7 @@ async fn small_objects_are_packed_and_the_disk_bound_holds_with_them() {
     for (n, body) in fetched.iter().enumerate() {
         assert_eq!(body.trim_end(), format!("/small/{n}"));
     }
-    let evictions = process.metric("hoard_cache_evictions").await;
+    let evictions = process.metric("hoard_cache_evictions_total").await;
     assert!(
         served_from_cache(&client, &urls[OBJECTS - 1]).await,
         "the latest object is kept"
