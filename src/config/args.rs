@@ -332,8 +332,10 @@ pub struct Args {
     #[arg(long, value_name = "HOST")]
     pub intercept_skip: Vec<String>,
 
-    /// Access-log line format.
-    #[arg(long, value_enum, default_value = "squid")]
+    /// Access-log line format: squid, combined, json, or a template of nginx-style
+    /// variables ('$remote_addr [$time_iso8601] "$request" $status $cache_status
+    /// $request_time $request_id').
+    #[arg(long, default_value = "squid", value_name = "FORMAT")]
     pub log_format: crate::logging::LogFormat,
 
     /// Trace every step: request and response heads on both sides (-v). The access log line

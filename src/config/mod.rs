@@ -561,7 +561,7 @@ impl Args {
                 })
                 .transpose()?,
             access_log: self.access_log,
-            log_format: self.log_format,
+            log_format: self.log_format.clone(),
             verbose: self.verbose,
             effective: Vec::new(),
         })

@@ -456,6 +456,7 @@ mod tests {
                 &http::Request::new(()),
                 "127.0.0.1:1".parse().unwrap(),
                 RequestMode::Forward,
+                crate::exchange::RequestId::next(),
             );
             exchange.status = http::StatusCode::from_u16(status).unwrap();
             exchange.cache = Some(CacheOutcome::Hit);

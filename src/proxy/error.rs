@@ -3,6 +3,7 @@
 use http::{Response, StatusCode};
 
 use crate::body::{self, ProxyBody};
+use crate::exchange::{REQUEST_ID, RequestId};
 use crate::upstream::UpstreamError;
 
 /// Who is at fault; it picks the log level and, later, the metric label.
@@ -118,10 +119,11 @@ impl ProxyError {
         }
     }
 
-    /// A short answer a person can read: the status, then what went wrong, as a small HTML
-    /// page for a client that asks for HTML (`html`: a browser) and plain text for others.
-    /// A browser using the gateway gets a page that explains the URL form instead.
-    pub fn into_response(self, html: bool) -> Response<ProxyBody> {
+    /// A short answer a person can read: the status, what went wrong and the request's id
+    /// (also in `X-Request-Id`, to find its log line), as a small HTML page for a client that
+    /// asks for HTML (`html`: a browser) and plain text for others. A browser using the
+    /// gateway gets a page that explains the URL form instead.
+    pub fn into_response(self, html: bool, id: &RequestId) -> Response<ProxyBody> {
         let status = self.status();
         if let ProxyError::GatewayUsage = self {
             return super::gateway::page(status, super::gateway::USAGE_PAGE);
@@ -134,12 +136,12 @@ impl ProxyError {
         let (content_type, text) = if html {
             (
                 "text/html; charset=utf-8",
-                error_page(&title, &self.to_string()),
+                error_page(&title, &self.to_string(), id),
             )
         } else {
             (
                 "text/plain; charset=utf-8",
-                format!("{title}\nhoard: {self}\n"),
+                format!("{title}\nhoard: {self}\nrequest id: {id}\n"),
             )
         };
         let challenge = match self {
@@ -149,6 +151,9 @@ impl ProxyError {
         };
         let mut response = body::generated(status, content_type, text);
         let headers = response.headers_mut();
+        if let Ok(value) = http::HeaderValue::try_from(id.to_string()) {
+            headers.insert(REQUEST_ID, value);
+        }
         match self {
             ProxyError::MethodNotAllowed(_) => {
                 headers.insert(
@@ -195,8 +200,8 @@ pub(super) fn wants_html(request: &http::HeaderMap) -> bool {
 }
 
 /// The HTML error page: the status, the reason in words (escaped: it may hold a URL a client
-/// chose) and hoard's name.
-fn error_page(title: &str, reason: &str) -> String {
+/// chose), the request's id (escaped too: a client may have chosen it) and hoard's name.
+fn error_page(title: &str, reason: &str, id: &RequestId) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title>\
@@ -204,8 +209,9 @@ fn error_page(title: &str, reason: &str) -> String {
          padding:0 1em;color:#222}}h1{{font-size:1.6em}}p.why{{background:#f4f4f4;\
          padding:.8em 1em;border-radius:4px}}footer{{color:#777;font-size:.9em}}</style>\
          </head><body><h1>{title}</h1><p class=\"why\">{}</p><footer>hoard, a caching \
-         proxy</footer></body></html>\n",
-        escape_html(reason)
+         proxy · request id <code>{}</code></footer></body></html>\n",
+        escape_html(reason),
+        escape_html(&id.to_string())
     )
 }
 
@@ -239,7 +245,12 @@ mod tests {
         );
         assert!(wants_html(&browser));
         assert!(!wants_html(&http::HeaderMap::new()));
-        let page = error_page("502 Bad Gateway", "cannot connect to <evil>&\"'");
+        let page = error_page(
+            "502 Bad Gateway",
+            "cannot connect to <evil>&\"'",
+            &RequestId::Made(0xabc),
+        );
+        assert!(page.contains("request id <code>0000000000000abc</code>"));
         assert!(page.contains("<h1>502 Bad Gateway</h1>"), "{page}");
         assert!(
             page.contains("cannot connect to &lt;evil&gt;&amp;&quot;&#39;"),

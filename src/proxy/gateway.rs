@@ -350,6 +350,8 @@ impl super::Proxy {
         {
             headers.insert(header::ORIGIN, origin);
         }
+        // The access log names the site and page fetched, not the gateway path.
+        exchange.uri = uri.clone();
         *request.uri_mut() = uri;
         let forward = self.forward_request(rules, request, client)?;
         let (response, final_url) = self

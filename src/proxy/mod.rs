@@ -37,7 +37,6 @@ pub use tunnel::{ConnectionSlot, TunnelClosed, TunnelEnd};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::http1::RequestBody;
@@ -49,7 +48,7 @@ use tracing::Instrument;
 use crate::admin;
 use crate::body::{self, ProxyBody, TimeLimit};
 use crate::cache::Cache;
-use crate::exchange::{Exchange, RequestMode};
+use crate::exchange::{Exchange, RequestId, RequestMode};
 use crate::fleet::Fleet;
 use crate::logging;
 use crate::metrics::Metrics;
@@ -148,7 +147,6 @@ pub struct Proxy {
     /// The settings SIGHUP can change, swapped whole.
     rules: arc_swap::ArcSwap<Rules>,
     /// Numbers the requests traced with `-v` (their spans' `id`).
-    requests_seen: AtomicU64,
     metrics: Arc<Metrics>,
     /// `--peers`: the fleet this node is a member of.
     fleet: Option<Arc<Fleet>>,
@@ -224,7 +222,6 @@ impl Proxy {
             cache,
             recent_sites: RecentSites::default(),
             rules: arc_swap::ArcSwap::from_pointee(rules),
-            requests_seen: AtomicU64::new(1),
             metrics,
             fleet,
         })
@@ -333,15 +330,16 @@ impl Proxy {
         let mode = self.mode_of(&request, connection);
         // One span per request, so that the steps of concurrent requests in `-v` output can
         // be told apart. Debug level: when it is off, no field below is even evaluated.
+        let id = RequestId::of(request.headers());
         let span = tracing::debug_span!(
             "request",
-            id = self.requests_seen.fetch_add(1, Ordering::Relaxed),
+            %id,
             client = %connection.peer,
             method = %request.method(),
             url = %request.uri(),
             mode = ?mode,
         );
-        self.handle_in_span(request, mode, connection)
+        self.handle_in_span(request, mode, id, connection)
             .instrument(span)
             .await
     }
@@ -350,10 +348,11 @@ impl Proxy {
         &self,
         request: Request<RequestBody>,
         mode: RequestMode,
+        id: RequestId,
         connection: &ClientConnection,
     ) -> Handled {
         logging::trace_request("request from client", &request);
-        let mut exchange = Exchange::begin(&request, connection.peer, mode);
+        let mut exchange = Exchange::begin(&request, connection.peer, mode, id);
         let html = error::wants_html(request.headers());
         let routed = match self.request_timeout {
             None => self.route(request, &mut exchange, connection).await,
@@ -372,17 +371,19 @@ impl Proxy {
             }
         };
         let reply = routed.unwrap_or_else(|e| {
-            let client = connection.peer;
+            let (client, id) = (connection.peer, &exchange.id);
             match e.source() {
-                ErrorSource::Client => tracing::info!(%client, error = %e, "request refused"),
-                ErrorSource::Origin => tracing::warn!(%client, error = %e, "origin failed"),
+                ErrorSource::Client => {
+                    tracing::info!(%client, %id, error = %e, "request refused")
+                }
+                ErrorSource::Origin => tracing::warn!(%client, %id, error = %e, "origin failed"),
             }
             if let ProxyError::Upstream(upstream) = &e
                 && e.source() == ErrorSource::Origin
             {
                 self.metrics.upstream_error(upstream.kind());
             }
-            Reply::from(e.into_response(html))
+            Reply::from(e.into_response(html, &exchange.id))
         });
         let mut reply = reply;
         if mode == RequestMode::Peer {
@@ -410,9 +411,9 @@ impl Proxy {
         };
         let mut exchange = Exchange::unparsed(connection.peer, mode);
         let error = ProxyError::from(error);
-        tracing::info!(client = %connection.peer, %error, "request refused");
+        tracing::info!(client = %connection.peer, id = %exchange.id, %error, "request refused");
         // The head did not parse, so what the client accepts is not known.
-        let response = error.into_response(false);
+        let response = error.into_response(false, &exchange.id);
         exchange.status = response.status();
         Handled {
             response,

@@ -97,7 +97,7 @@ async fn reload_on_sighup(
                 continue;
             }
         };
-        if let Err(e) = log.reconfigure(config.access_log.clone(), config.log_format) {
+        if let Err(e) = log.reconfigure(config.access_log.clone(), config.log_format.clone()) {
             tracing::warn!(error = %e, "reload: cannot open the new access log, keeping the old one");
         }
         proxy.reload(rules);
@@ -233,12 +233,10 @@ impl Server {
             let tier = ObjectStoreTier::open(settings, metrics.clone())?;
             cache.set_shared_tier(Shared::new(Arc::new(tier), settings.min_ttl));
         }
-        let access_log =
-            AccessLog::open(config.access_log.clone(), config.log_format).map_err(|source| {
-                ServerError::AccessLog {
-                    path: config.access_log.clone().unwrap_or_default(),
-                    source,
-                }
+        let access_log = AccessLog::open(config.access_log.clone(), config.log_format.clone())
+            .map_err(|source| ServerError::AccessLog {
+                path: config.access_log.clone().unwrap_or_default(),
+                source,
             })?;
         let access_log = Arc::new(access_log);
         let rules = Rules::load(&config.proxy.access)?;

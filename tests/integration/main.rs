@@ -21,6 +21,7 @@ mod groups;
 mod http2;
 mod https;
 mod invalidation;
+mod logs;
 mod metrics;
 mod origin_faults;
 mod parent;
