@@ -40,6 +40,19 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Action::Man => {
+            return match clap_mangen::Man::new(config::cli()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hoard: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Action::Completions(shell) => {
+            clap_complete::generate(shell, &mut config::cli(), "hoard", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
         Action::Cache(command) => {
             // The cache logs what it repairs (a damaged index moved aside, orphaned bodies
             // removed); the tool would otherwise do it silently.

@@ -384,6 +384,10 @@ pub enum Command {
     /// The certificate authority for `--intercept`.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Print the manual page (roff) to stdout: `hoard man > /usr/local/share/man/man1/hoard.1`.
+    Man,
+    /// Print shell completions to stdout: `hoard completions bash > /etc/bash_completion.d/hoard`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -133,6 +133,8 @@ where
     let action = match (&args.command, args.check_config) {
         (Some(Command::Cache(command)), _) => Action::Cache(command.clone()),
         (Some(Command::Ca(command)), _) => Action::Ca(command.clone()),
+        (Some(Command::Man), _) => Action::Man,
+        (Some(Command::Completions { shell }), _) => Action::Completions(*shell),
         (None, true) => Action::CheckConfig,
         (None, false) => Action::Serve,
     };
@@ -252,6 +254,14 @@ pub enum Action {
     CheckConfig,
     Cache(CacheCommand),
     Ca(CaCommand),
+    Man,
+    Completions(clap_complete::Shell),
+}
+
+/// The command-line interface as clap describes it: what the manual page and the shell
+/// completions are generated from, so they always match the flags.
+pub fn cli() -> clap::Command {
+    Args::command()
 }
 
 /// The listener's TLS and HTTP/2.

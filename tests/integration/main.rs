@@ -24,6 +24,7 @@ mod invalidation;
 mod logs;
 mod metrics;
 mod origin_faults;
+mod packaging;
 mod parent;
 mod poisoning;
 mod reverse;
