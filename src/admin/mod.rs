@@ -5,6 +5,10 @@
 //!
 //! It reads the cache and the metrics and removes cache entries; it never proxies.
 
+mod status;
+
+pub use status::{About, PAGE_SIZE, StatusQuery};
+
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
 
 use crate::body::{self, ProxyBody};
@@ -18,8 +22,8 @@ pub const PREFIX: &str = "/_hoard/";
 /// What an admin request asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AdminRequest {
-    /// `/_hoard/`: the HTML status page.
-    Status,
+    /// `/_hoard/`: the HTML status page, searched and paged by its query.
+    Status(StatusQuery),
     /// `/_hoard/metrics`, in the format the scraper's `Accept` prefers.
     Metrics(Exposition),
     Stats,
@@ -97,7 +101,9 @@ pub fn parse(
             .ok_or(AdminError::PurgeTarget);
     }
     match (method, uri.path()) {
-        (&Method::GET | &Method::HEAD, "/_hoard/" | "/_hoard") => Ok(AdminRequest::Status),
+        (&Method::GET | &Method::HEAD, "/_hoard/" | "/_hoard") => {
+            Ok(AdminRequest::Status(StatusQuery::parse(uri.query())))
+        }
         (&Method::GET | &Method::HEAD, "/_hoard/metrics") => {
             Ok(AdminRequest::Metrics(Exposition::from_accept(headers)))
         }
@@ -155,12 +161,13 @@ pub fn answer(
     cache: &Cache,
     metrics: &Metrics,
     fleet: Option<&Fleet>,
+    about: &About,
 ) -> Response<ProxyBody> {
     match request {
-        AdminRequest::Status => respond(
+        AdminRequest::Status(query) => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            status_page(cache, metrics, fleet),
+            status::page(&query, cache, metrics, fleet, about),
         ),
         AdminRequest::Metrics(format) => respond(
             StatusCode::OK,
@@ -187,119 +194,6 @@ pub fn purge(request: &AdminRequest, cache: &Cache) -> usize {
         AdminRequest::PurgeGroup { group, origin } => cache.purge_group(origin.as_deref(), group),
         _ => 0,
     }
-}
-
-/// The main numbers and a chart of the last 30 minutes (requests per second and hit ratio per
-/// 10 s), as one self-contained page: inline SVG, no scripts, no CDN; it reloads every 10 s.
-fn status_page(cache: &Cache, metrics: &Metrics, fleet: Option<&Fleet>) -> String {
-    let stats = metrics.stats(cache, fleet);
-    let number = |path: &[&str]| {
-        let mut value = &stats;
-        for key in path {
-            value = &value[*key];
-        }
-        value.as_u64().unwrap_or(0)
-    };
-    let (hits, misses) = (number(&["cache", "hits"]), number(&["cache", "misses"]));
-    let ratio = if hits + misses > 0 {
-        100.0 * hits as f64 / (hits + misses) as f64
-    } else {
-        0.0
-    };
-    let rows = [
-        ("requests", number(&["requests"]).to_string()),
-        (
-            "cache hits / misses",
-            format!("{hits} / {misses} ({ratio:.1}% hits)"),
-        ),
-        (
-            "bytes from cache / origin",
-            format!(
-                "{} / {}",
-                number(&["cache", "bytes_from_cache"]),
-                number(&["cache", "bytes_from_origin"])
-            ),
-        ),
-        ("cached URLs", number(&["cache", "urls"]).to_string()),
-        (
-            "memory tier",
-            format!(
-                "{} bytes in {} bodies",
-                number(&["cache", "memory", "bytes"]),
-                number(&["cache", "memory", "objects"])
-            ),
-        ),
-        (
-            "disk tier",
-            format!(
-                "{} bytes in {} bodies",
-                number(&["cache", "disk", "bytes"]),
-                number(&["cache", "disk", "objects"])
-            ),
-        ),
-        (
-            "evictions / corrupt bodies",
-            format!(
-                "{} / {}",
-                number(&["cache", "evictions"]),
-                number(&["cache", "corrupt_bodies"])
-            ),
-        ),
-        (
-            "open connections",
-            stats["open_connections"].as_i64().unwrap_or(0).to_string(),
-        ),
-    ];
-    let table: String = rows
-        .iter()
-        .map(|(name, value)| format!("<tr><th>{name}</th><td>{value}</td></tr>"))
-        .collect();
-
-    let fleet_table = fleet.map_or_else(String::new, fleet_table);
-    let series = metrics.timeline();
-    let (width, height) = (720.0, 160.0);
-    let step = width / (series.len().max(2) - 1) as f64;
-    let peak = series
-        .iter()
-        .map(|(requests, _)| *requests)
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64;
-    let points = |value: &dyn Fn(u64, u64) -> f64| -> String {
-        series
-            .iter()
-            .enumerate()
-            .map(|(i, (requests, hits))| {
-                format!(
-                    "{:.1},{:.1}",
-                    i as f64 * step,
-                    height - value(*requests, *hits) * height
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let rate = points(&|requests, _| requests as f64 / peak);
-    let hit_ratio = points(&|requests, hits| {
-        if requests > 0 {
-            hits as f64 / requests as f64
-        } else {
-            0.0
-        }
-    });
-    format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
-<title>hoard status</title><style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:48em}}
-th{{text-align:left;padding-right:2em;font-weight:normal;color:#555}}svg{{border:1px solid #ddd;background:#fafafa}}
-.rate{{stroke:#1f77b4}}.ratio{{stroke:#2ca02c}}polyline{{fill:none;stroke-width:1.5}}</style></head><body>
-<h1>hoard</h1><table>{table}</table>
-{fleet_table}<h2>Last 30 minutes</h2>
-<p><span style="color:#1f77b4">requests per 10 s</span> (peak {peak}) and <span style="color:#2ca02c">hit ratio</span> (0–100%)</p>
-<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="requests and hit ratio">
-<polyline class="rate" points="{rate}"/><polyline class="ratio" points="{hit_ratio}"/></svg>
-<p><a href="/_hoard/metrics">metrics</a> · <a href="/_hoard/stats">stats (JSON)</a></p></body></html>
-"#
-    )
 }
 
 /// Like Squid, 404 when there was nothing to purge, here or at any other member; the JSON
@@ -332,30 +226,38 @@ pub fn purged_in_fleet(
             .collect();
         answer["fleet"] = fleet.into();
     }
-    respond(status, "application/json", answer.to_string())
+    let mut response = respond(status, "application/json", answer.to_string());
+    response.extensions_mut().insert(Purged(here));
+    response
 }
 
 fn respond(status: StatusCode, content_type: &'static str, text: String) -> Response<ProxyBody> {
     body::generated(status, content_type, text)
 }
 
-/// The fleet's members: each one's health and share of the keys.
-fn fleet_table(fleet: &Fleet) -> String {
-    let rows: String = fleet
-        .status()
-        .iter()
-        .map(|member| {
-            format!(
-                "<tr><th>{}{}</th><td>{}</td><td>{:.1}% of keys</td></tr>",
-                member.name,
-                if member.is_self { " (this node)" } else { "" },
-                if member.up { "up" } else { "down" },
-                member.share * 100.0
-            )
-        })
-        .collect();
-    format!("<h2>Fleet</h2><table>{rows}</table>\n")
+/// A purge's answer for a browser (a status page's purge button): back to the status page,
+/// saying how many responses went, instead of the JSON a script reads.
+pub fn back_to_status_page(purge_answer: Response<ProxyBody>) -> Response<ProxyBody> {
+    let purged = purge_answer
+        .extensions()
+        .get::<Purged>()
+        .map_or(0, |purged| purged.0);
+    let mut response = body::generated(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        format!("purged {purged}\n"),
+    );
+    if let Ok(location) = http::HeaderValue::try_from(format!("/_hoard/?purged={purged}")) {
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
+    }
+    response
 }
+
+/// How many responses a purge removed here, carried beside its JSON answer.
+#[derive(Debug, Clone, Copy)]
+struct Purged(usize);
 
 #[cfg(test)]
 mod tests {
@@ -365,7 +267,10 @@ mod tests {
     fn parses_pages_and_purges() {
         let none = HeaderMap::new();
         let get = |path: &str| parse(&Method::GET, &path.parse().unwrap(), &none, None);
-        assert_eq!(get("/_hoard/"), Ok(AdminRequest::Status));
+        assert_eq!(
+            get("/_hoard/?q=img"),
+            Ok(AdminRequest::Status(StatusQuery::parse(Some("q=img"))))
+        );
         assert_eq!(
             get("/_hoard/metrics"),
             Ok(AdminRequest::Metrics(Exposition::Prometheus))

@@ -246,6 +246,11 @@ impl Cache {
         entries
     }
 
+    /// Whether `entry`'s body is in the memory tier now (for the status page's listing).
+    pub fn in_memory(&self, entry: &StoredResponse) -> bool {
+        self.tiers.in_memory(entry.body)
+    }
+
     /// Reads `entry`'s body from disk and checks its length and checksum; a bad one is
     /// removed. Blocks: for the offline tool.
     pub fn verify(&self, entry: &StoredResponse) -> Result<(), VerifyError> {

@@ -9,8 +9,10 @@
 mod collect;
 mod fleet;
 mod histogram;
+mod hosts;
 
 pub use fleet::{FleetMetrics, PeerMetrics};
+pub use hosts::HostNumbers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -80,6 +82,9 @@ pub struct Metrics {
     /// Plain totals for `/_hoard/stats`, kept beside the labelled families.
     totals: Totals,
     timeline: Timeline,
+    /// Per site, for the status page.
+    hosts: hosts::Hosts,
+    started: std::time::Instant,
 }
 
 /// Requests and cache hits per 10-second slot over the last 30 minutes, for the status page's
@@ -241,6 +246,8 @@ impl Default for Metrics {
             cache,
             totals: Totals::default(),
             timeline: Timeline::default(),
+            hosts: hosts::Hosts::default(),
+            started: std::time::Instant::now(),
         }
     }
 }
@@ -358,6 +365,18 @@ impl Metrics {
         if let Some(total) = total {
             total.fetch_add(bytes, Ordering::Relaxed);
         }
+        // Sites are the ones proxied to: hoard's own pages and tunnels are not a site's.
+        if let (Some(outcome), Some(site)) = (outcome, exchange.uri.authority()) {
+            self.hosts.record(
+                site.as_str(),
+                hosts::HostSample {
+                    hit: Some(from_cache).filter(|_| outcome != CacheOutcome::Peer),
+                    bytes,
+                    from_cache,
+                    from_origin,
+                },
+            );
+        }
     }
 
     pub fn upstream_error(&self, kind: &'static str) {
@@ -395,6 +414,16 @@ impl Metrics {
             }
         };
         text
+    }
+
+    /// Each site's requests, hit ratio and bytes, most requested first.
+    pub fn hosts(&self) -> Vec<HostNumbers> {
+        self.hosts.all()
+    }
+
+    /// How long this process has been counting.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Requests and hits per 10-second slot over the last 30 minutes, oldest first.

@@ -150,6 +150,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// `--peers`: the fleet this node is a member of.
     fleet: Option<Arc<Fleet>>,
+    /// What the status page says about this process (its address, its settings).
+    about: arc_swap::ArcSwap<admin::About>,
 }
 
 impl Proxy {
@@ -224,6 +226,7 @@ impl Proxy {
             rules: arc_swap::ArcSwap::from_pointee(rules),
             metrics,
             fleet,
+            about: arc_swap::ArcSwap::from_pointee(admin::About::default()),
         })
     }
 
@@ -239,6 +242,14 @@ impl Proxy {
     /// Applies reloaded rules to every request from now on.
     pub fn reload(&self, rules: Rules) {
         self.rules.store(Arc::new(rules));
+    }
+
+    /// Sets what the status page shows as the settings in effect (at start and on reload).
+    pub fn describe_settings(&self, settings: String) {
+        self.about.store(Arc::new(admin::About {
+            listening: self.listening.clone(),
+            settings,
+        }));
     }
 
     pub fn cache(&self) -> &Arc<Cache> {
@@ -518,7 +529,14 @@ impl Proxy {
                     request.headers(),
                     purge_target,
                 )?;
-                Ok(Box::pin(self.answer_admin(admin_request)).await.into())
+                let is_purge = admin_request.purge_query().is_some();
+                let answer = Box::pin(self.answer_admin(admin_request)).await;
+                // A purge button on the status page: back to the page, not to JSON.
+                Ok(if is_purge && error::wants_html(request.headers()) {
+                    admin::back_to_status_page(answer).into()
+                } else {
+                    answer.into()
+                })
             }
             // Boxed: each of these futures is several KiB, and every request's future is as
             // large as its largest branch and gets moved (copied) on its way into hyper.

@@ -190,7 +190,13 @@ impl Proxy {
                 if let Some(hot) = self.fleet.as_ref().and_then(|f| f.hot.as_ref()) {
                     hot.clear();
                 }
-                Ok(admin::answer(purge, &self.cache, &self.metrics, None))
+                Ok(admin::answer(
+                    purge,
+                    &self.cache,
+                    &self.metrics,
+                    None,
+                    &self.about.load(),
+                ))
             }
             _ => Err(admin::AdminError::NotFound(path.to_owned()).into()),
         }
@@ -200,7 +206,13 @@ impl Proxy {
     pub(super) async fn answer_admin(&self, request: AdminRequest) -> Response<ProxyBody> {
         let fleet = self.fleet.as_deref();
         let (Some(fleet), Some(query)) = (fleet, request.purge_query()) else {
-            return admin::answer(request, &self.cache, &self.metrics, fleet);
+            return admin::answer(
+                request,
+                &self.cache,
+                &self.metrics,
+                fleet,
+                &self.about.load(),
+            );
         };
         if let Some(hot) = &fleet.hot {
             hot.clear();

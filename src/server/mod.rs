@@ -101,6 +101,7 @@ async fn reload_on_sighup(
             tracing::warn!(error = %e, "reload: cannot open the new access log, keeping the old one");
         }
         proxy.reload(rules);
+        proxy.describe_settings(config.to_file_text());
         proxy.cache().reload_rules(config.cache.rules.clone());
         let mut pending = started.restart_needed(&config);
         match (&tls, config.tls.certs.is_empty()) {
@@ -252,6 +253,7 @@ impl Server {
             listening,
             fleet,
         )?);
+        proxy.describe_settings(config.to_file_text());
         let reaches_restricted = config.proxy.access.allow.iter().any(|allowed| {
             !config
                 .proxy

@@ -174,7 +174,11 @@ async fn the_status_page_shows_the_numbers_and_a_chart() {
     );
     let html = page.text().await.unwrap();
     assert!(html.contains("<th>requests</th><td>4</td>"), "{html}");
-    assert!(html.contains("3 / 1 (75.0% hits)"), "{html}");
+    assert!(
+        html.contains("3 / 1 (75.0% of requests the cache answered)"),
+        "{html}"
+    );
+    assert!(html.contains(r#"<meta http-equiv="refresh" content="10">"#));
     assert!(
         html.contains("<svg") && html.contains("<polyline class=\"rate\""),
         "{html}"

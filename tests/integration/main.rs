@@ -33,6 +33,7 @@ mod shared_tier;
 mod slices;
 mod small_objects;
 mod stale;
+mod status_page;
 mod support;
 mod targeted;
 mod tls;

@@ -46,6 +46,11 @@ impl MemoryStorage {
     pub fn max_object(&self) -> u64 {
         self.max_object
     }
+
+    /// Whether this body is in memory now (without counting as a use).
+    pub fn holds(&self, id: BodyId) -> bool {
+        self.bodies.contains_key(&id)
+    }
 }
 
 struct MemoryWriter {

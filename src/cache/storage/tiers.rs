@@ -60,6 +60,11 @@ impl Tiers {
         &self.disk
     }
 
+    /// Whether the memory tier holds this body now (it is always on disk as well).
+    pub fn in_memory(&self, id: BodyId) -> bool {
+        self.memory.holds(id)
+    }
+
     pub fn memory_usage(&self) -> Usage {
         self.memory.usage()
     }
