@@ -15,6 +15,7 @@ pub mod cache_tool;
 pub mod config;
 pub mod exchange;
 pub mod fleet;
+pub mod html;
 pub mod http1;
 pub mod http2;
 pub mod logging;

@@ -13,6 +13,7 @@ use bytesize::ByteSize;
 
 use crate::cache::Cache;
 use crate::fleet::Fleet;
+use crate::html::escape;
 use crate::metrics::Metrics;
 
 /// What the page says about this process besides its numbers.
@@ -64,21 +65,6 @@ impl StatusQuery {
         query.append_pair("page", &page.to_string());
         format!("/_hoard/?{}#objects", query.finish())
     }
-}
-
-pub(super) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// `3d 4h`, `2h 5m`, `42s`: a duration as a person reads it.

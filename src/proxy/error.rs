@@ -210,24 +210,9 @@ fn error_page(title: &str, reason: &str, id: &RequestId) -> String {
          padding:.8em 1em;border-radius:4px}}footer{{color:#777;font-size:.9em}}</style>\
          </head><body><h1>{title}</h1><p class=\"why\">{}</p><footer>hoard, a caching \
          proxy · request id <code>{}</code></footer></body></html>\n",
-        escape_html(reason),
-        escape_html(&id.to_string())
+        crate::html::escape(reason),
+        crate::html::escape(&id.to_string())
     )
-}
-
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

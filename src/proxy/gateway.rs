@@ -49,7 +49,8 @@ impl Site {
         }
     }
 
-    fn origin(&self) -> String {
+    /// `https://www.example.com` or `http://www.example.com:8080`.
+    pub fn origin(&self) -> String {
         format!(
             "{}://{}",
             if self.https { "https" } else { "http" },
@@ -62,8 +63,12 @@ impl Site {
 /// `Referer` (a browser's `/favicon.ico`). Bounded, and safe under concurrency (one
 /// global slot would send one client's favicon to another's site).
 pub struct RecentSites {
-    by_client: Cache<IpAddr, Arc<Site>>,
+    /// Per client, the sites it browsed, the latest first (at most `RECENT_PER_CLIENT`).
+    by_client: Cache<IpAddr, Arc<Vec<Site>>>,
 }
+
+/// How many sites the start page lists for a client.
+const RECENT_PER_CLIENT: usize = 8;
 
 impl Default for RecentSites {
     fn default() -> Self {
@@ -75,11 +80,22 @@ impl Default for RecentSites {
 
 impl RecentSites {
     pub fn remember(&self, client: IpAddr, site: &Site) {
-        self.by_client.insert(client, Arc::new(site.clone()));
+        let mut sites = vec![site.clone()];
+        if let Some(earlier) = self.by_client.get(&client) {
+            sites.extend(earlier.iter().filter(|s| *s != site).cloned());
+        }
+        sites.truncate(RECENT_PER_CLIENT);
+        self.by_client.insert(client, Arc::new(sites));
     }
 
-    fn get(&self, client: IpAddr) -> Option<Arc<Site>> {
-        self.by_client.get(&client)
+    /// The site this client browsed last.
+    fn get(&self, client: IpAddr) -> Option<Site> {
+        self.by_client.get(&client)?.first().cloned()
+    }
+
+    /// The sites this client browsed, latest first: only its own, never another client's.
+    pub fn of(&self, client: IpAddr) -> Arc<Vec<Site>> {
+        self.by_client.get(&client).unwrap_or_default()
     }
 }
 
@@ -107,7 +123,7 @@ pub fn classify(
     if let Some((uri, site)) = parse_gateway_path(path_and_query) {
         return GatewayRequest::Target { uri, site };
     }
-    let site = referer_site(headers).or_else(|| recent.get(client).map(|s| (*s).clone()));
+    let site = referer_site(headers).or_else(|| recent.get(client));
     match site {
         Some(site) => match format!("{}{}", site.origin(), path_and_query).parse() {
             Ok(uri) => GatewayRequest::Target { uri, site },
@@ -284,21 +300,6 @@ pub fn redirect(path: &str) -> Response<ProxyBody> {
     response
 }
 
-/// The page at `/`: what the gateway is and a form to type a URL.
-pub const LANDING_PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>hoard</title>
-<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;line-height:1.5}
-input[type=text]{width:70%;padding:.4em}code{background:#f3f3f3;padding:0 .2em}</style></head>
-<body><h1>hoard</h1>
-<p>A caching HTTP proxy. Browse any site through it by putting the site after the slash:
-<code>/www.example.com/</code> fetches <code>http://www.example.com/</code>, and
-<code>/https://www.example.com/</code> fetches it over HTTPS.</p>
-<form action="/" method="get"><input type="text" name="url" placeholder="www.example.com/page" autofocus>
-<input type="submit" value="Go"></form>
-<p>Or set <code>http://HOST:PORT</code> (this server) as your browser's HTTP proxy, or use
-<code>curl -x</code>.</p></body></html>
-"#;
-
 /// The 400 page for a path that names no site.
 pub const USAGE_PAGE: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>hoard: which site?</title></head>
@@ -328,7 +329,16 @@ impl super::Proxy {
         );
         let (uri, site) = match classified {
             GatewayRequest::Landing => {
-                return Ok(page(http::StatusCode::OK, LANDING_PAGE));
+                let page = super::landing::page(
+                    request.headers().get(header::HOST),
+                    &self.listening,
+                    &self.recent_sites.of(client.ip()),
+                );
+                return Ok(body::generated(
+                    http::StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    page,
+                ));
             }
             GatewayRequest::Form(path) => return Ok(redirect(&path)),
             GatewayRequest::Unknown => return Err(ProxyError::GatewayUsage),

@@ -17,6 +17,7 @@ pub mod gateway;
 mod guard;
 pub mod headers;
 mod intercept;
+mod landing;
 mod origin;
 mod peer;
 mod reverse;

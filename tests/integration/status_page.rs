@@ -1,7 +1,9 @@
 //! The status page, `/_hoard/`, as a person sees it in a real browser (Debian's headless
 //! Chromium): version, uptime and address, sizes in human units, a chart with axes and a
 //! legend, per-site numbers, the effective configuration, and a searchable, paginated list
-//! of stored responses whose purge buttons work and follow the admin's cross-site rules.
+//! of stored responses whose purge buttons work and follow the admin's cross-site rules;
+//! and the gateway's start page, with hoard's real address and the sites this client (and
+//! only this client) browsed.
 
 use hoard::body;
 use http::Response;
@@ -157,4 +159,61 @@ async fn purge_buttons_remove_the_object_and_come_back_to_the_page_but_not_cross
         "{}",
         again.cache_status
     );
+}
+
+#[tokio::test]
+async fn the_gateway_start_page_shows_the_real_address_recent_sites_and_the_status_page() {
+    let first = origin().await;
+    let second = origin().await;
+    let hoard = Hoard::start(&[]).await;
+    let start = format!("http://{}/", hoard.addr);
+    let (dom, log) = chromium::dump_dom(&start).await;
+    assert!(
+        dom.contains(&format!(
+            "<code id=\"proxy-address\">http://{}</code>",
+            hoard.addr
+        )),
+        "{dom}\n{log}"
+    );
+    assert!(!dom.contains("HOST:PORT") && !dom.contains("Recently browsed"));
+    assert!(
+        dom.contains("<a href=\"/_hoard/\">Status page</a>"),
+        "{dom}"
+    );
+    // Browse two sites through the gateway, as a person would, then come back.
+    for site in [&first, &second] {
+        let (page, _) = chromium::dump_dom(&format!("{start}{}/item/1", site.addr)).await;
+        assert!(page.contains("/item/1"), "{page}");
+    }
+    let (dom, _) = chromium::dump_dom(&start).await;
+    let recent = rows_of_list(&dom, "recent");
+    assert_eq!(
+        recent,
+        [
+            format!("<a href=\"/{0}/\">http://{0}</a>", second.addr),
+            format!("<a href=\"/{0}/\">http://{0}</a>", first.addr)
+        ],
+        "latest first: {dom}"
+    );
+    // Another client's start page does not show them.
+    let other = crate::support::raw::exchange_from(
+        "127.0.0.2",
+        hoard.addr,
+        crate::support::raw::get_request("/", &hoard.addr.to_string(), "").as_bytes(),
+    )
+    .await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    assert!(!other.contains("Recently browsed"), "{other}");
+}
+
+/// The items of the `<ul id=...>` in `dom`.
+fn rows_of_list(dom: &str, id: &str) -> Vec<String> {
+    let start = dom
+        .find(&format!("<ul id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("#{id} in {dom}"));
+    let list = &dom[start..start + dom[start..].find("</ul>").unwrap()];
+    list.split("<li>")
+        .skip(1)
+        .map(|item| item.trim_end_matches("</li>").to_owned())
+        .collect()
 }
