@@ -57,23 +57,13 @@ impl CacheCollector {
     }
 }
 
-fn counter(
+/// One metric without labels.
+fn single<M: EncodeMetric>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    value: u64,
+    metric: M,
 ) -> Result<(), std::fmt::Error> {
-    let metric = ConstCounter::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
-    let metric = ConstGauge::new(value);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
@@ -107,29 +97,29 @@ impl Collector for CacheCollector {
             tiers.map(|(tier, usage)| (tier, ConstGauge::new(usage.objects as i64))),
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        gauge(
+        single(
             &mut encoder,
             "cache_urls",
             "URLs in the cache index.",
-            s.urls as i64,
+            ConstGauge::new(s.urls as i64),
         )?;
-        counter(
+        single(
             &mut encoder,
             "cache_evictions",
             "Entries evicted from the disk tier.",
-            s.evictions,
+            ConstCounter::new(s.evictions),
         )?;
-        counter(
+        single(
             &mut encoder,
             "cache_corrupt_bodies",
             "Stored bodies dropped for failing their checksum.",
-            s.corrupt_bodies,
+            ConstCounter::new(s.corrupt_bodies),
         )?;
-        counter(
+        single(
             &mut encoder,
             "cache_store_failures",
             "Responses that could not be stored because the cache directory failed (full, gone, read-only).",
-            s.store_failures,
+            ConstCounter::new(s.store_failures),
         )?;
         labelled(
             &mut encoder,
@@ -210,20 +200,18 @@ impl Collector for ProcessCollector {
         let Some(p) = process_numbers() else {
             return Ok(());
         };
-        let cpu = ConstCounter::new(p.cpu_seconds);
-        cpu.encode(encoder.encode_descriptor(
+        single(
+            &mut encoder,
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds",
-            None,
-            cpu.metric_type(),
-        )?)?;
-        let start = ConstGauge::new(p.start_time_seconds);
-        start.encode(encoder.encode_descriptor(
+            ConstCounter::new(p.cpu_seconds),
+        )?;
+        single(
+            &mut encoder,
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds",
-            None,
-            start.metric_type(),
-        )?)?;
+            ConstGauge::new(p.start_time_seconds),
+        )?;
         for (name, help, value) in [
             (
                 "process_resident_memory_bytes",
@@ -246,12 +234,8 @@ impl Collector for ProcessCollector {
                 p.max_fds,
             ),
         ] {
-            gauge(
-                &mut encoder,
-                name,
-                help,
-                i64::try_from(value).unwrap_or(i64::MAX),
-            )?;
+            let value = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            single(&mut encoder, name, help, value)?;
         }
         Ok(())
     }
