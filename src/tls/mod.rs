@@ -39,10 +39,75 @@ pub enum HandshakeError {
     Plaintext,
     #[error("the client did not finish the TLS handshake in time")]
     Timeout,
-    #[error("the client rejected the certificate ({0:?}): it does not trust the issuer")]
+    #[error(
+        "the client refused hoard's certificate ({}): it does not trust the issuer, or the \
+         certificate is not for the name it asked for",
+        alert_in_words(*.0)
+    )]
     Rejected(rustls::AlertDescription),
-    #[error("TLS handshake failed: {0}")]
+    #[error("TLS handshake failed: {}", failure_in_words(.0))]
     Failed(io::Error),
+}
+
+/// What a client's alert says, as a person says it.
+fn alert_in_words(alert: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as Alert;
+    match alert {
+        Alert::UnknownCA => "unknown certificate authority".to_owned(),
+        Alert::BadCertificate => "bad certificate".to_owned(),
+        Alert::CertificateUnknown => "certificate not accepted".to_owned(),
+        Alert::CertificateExpired => "certificate expired".to_owned(),
+        Alert::AccessDenied => "access denied".to_owned(),
+        Alert::ProtocolVersion => "no TLS version in common".to_owned(),
+        Alert::HandshakeFailure => "no cipher suite or group in common".to_owned(),
+        Alert::NoApplicationProtocol => "no application protocol in common".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Why a client's handshake failed, in words: rustls's errors name its types
+/// (`PeerIncompatible(NoCipherSuitesInCommon)`), which an operator should not have to decode.
+fn failure_in_words(error: &io::Error) -> String {
+    use rustls::PeerIncompatible as Peer;
+    let tls = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls {
+        Some(rustls::Error::PeerIncompatible(peer)) => match peer {
+            Peer::NoCipherSuitesInCommon => {
+                "the client offers no cipher suite hoard accepts (it speaks TLS 1.2 and 1.3 with \
+                 AES-GCM and ChaCha20 only)"
+                    .to_owned()
+            }
+            Peer::SupportedVersionsExtensionRequired | Peer::Tls12NotOffered => {
+                "the client offers only TLS versions older than 1.2, which hoard does not speak"
+                    .to_owned()
+            }
+            Peer::NoKxGroupsInCommon => {
+                "the client offers no key-exchange group hoard accepts".to_owned()
+            }
+            other => format!("the client's TLS is incompatible with hoard's ({other:?})"),
+        },
+        Some(rustls::Error::AlertReceived(alert)) => {
+            format!(
+                "the client ended the handshake ({})",
+                alert_in_words(*alert)
+            )
+        }
+        Some(rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. }) => {
+            "the client did not speak TLS".to_owned()
+        }
+        Some(rustls::Error::NoApplicationProtocol) => {
+            "the client offered no protocol hoard speaks (ALPN h2 or http/1.1)".to_owned()
+        }
+        Some(other) => other.to_string(),
+        None => match error.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
+                "the client closed the connection during the handshake".to_owned()
+            }
+            _ => error.to_string(),
+        },
+    }
 }
 
 /// A finished handshake: the stream, and whether the client chose HTTP/2.
@@ -198,4 +263,34 @@ async fn refuse_plaintext(stream: &mut TcpStream) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_millis(500), reading).await;
+}
+
+#[cfg(test)]
+mod words {
+    use super::*;
+
+    #[test]
+    fn handshake_failures_read_as_words_not_type_names() {
+        let failed = |e: rustls::Error| HandshakeError::Failed(io::Error::other(e)).to_string();
+        assert_eq!(
+            failed(rustls::Error::PeerIncompatible(
+                rustls::PeerIncompatible::NoCipherSuitesInCommon
+            )),
+            "TLS handshake failed: the client offers no cipher suite hoard accepts (it speaks \
+             TLS 1.2 and 1.3 with AES-GCM and ChaCha20 only)"
+        );
+        assert_eq!(
+            failed(rustls::Error::AlertReceived(
+                rustls::AlertDescription::ProtocolVersion
+            )),
+            "TLS handshake failed: the client ended the handshake (no TLS version in common)"
+        );
+        let rejected = HandshakeError::Rejected(rustls::AlertDescription::UnknownCA).to_string();
+        assert!(
+            rejected.contains("(unknown certificate authority)"),
+            "{rejected}"
+        );
+        let closed = HandshakeError::Failed(io::ErrorKind::UnexpectedEof.into()).to_string();
+        assert!(closed.ends_with("the client closed the connection during the handshake"));
+    }
 }
