@@ -207,8 +207,13 @@ async fn the_grafana_dashboard_queries_only_metrics_hoard_exports() {
         fetch(&client, url).await;
         fetch(&client, url).await;
     }
-    // An origin that refuses connections: an upstream error.
-    assert_eq!(get(&client, "http://127.0.0.1:1/", &[]).await.status, 502);
+    // An origin that refuses connections: an upstream error, on node 0 itself (a URL the
+    // other node owns would fail there instead).
+    let refused = (0..)
+        .map(|n| format!("http://127.0.0.1:1/{n}"))
+        .find(|url| fleet.owner(2, url) == 0)
+        .unwrap();
+    assert_eq!(get(&client, &refused, &[]).await.status, 502);
     fleet.kill(1);
     let owned_by_gone: Vec<String> = (0..12)
         .map(|n| origin.url(&format!("/after-kill/{n}")))
