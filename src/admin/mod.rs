@@ -40,6 +40,16 @@ pub enum AdminRequest {
 }
 
 impl AdminRequest {
+    /// Whether this request removes stored responses.
+    pub fn is_purge(&self) -> bool {
+        matches!(
+            self,
+            AdminRequest::PurgeUrl(_)
+                | AdminRequest::PurgePrefix(_)
+                | AdminRequest::PurgeGroup { .. }
+        )
+    }
+
     /// A purge as the query of `/_hoard/purge` (how members are given it); `None` for a
     /// request that is not a purge.
     pub fn purge_query(&self) -> Option<String> {

@@ -68,13 +68,12 @@ fn single<M: EncodeMetric>(
 }
 
 /// A family of one label, `label` taking each of `values`' names.
-fn labelled<M: EncodeMetric>(
+fn labelled<M: EncodeMetric + prometheus_client::metrics::TypedMetric>(
     encoder: &mut DescriptorEncoder<'_>,
     (name, help, label): (&str, &str, &'static str),
     values: impl IntoIterator<Item = (&'static str, M)>,
-    metric_type: prometheus_client::metrics::MetricType,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    let mut family = encoder.encode_descriptor(name, help, None, M::TYPE)?;
     for (value, metric) in values {
         metric.encode(family.encode_family(&[(label, value)])?)?;
     }
@@ -89,13 +88,11 @@ impl Collector for CacheCollector {
             &mut encoder,
             ("cache_tier_bytes", "Bytes stored per tier.", "tier"),
             tiers.map(|(tier, usage)| (tier, ConstGauge::new(usage.bytes as i64))),
-            prometheus_client::metrics::MetricType::Gauge,
         )?;
         labelled(
             &mut encoder,
             ("cache_tier_objects", "Bodies stored per tier.", "tier"),
             tiers.map(|(tier, usage)| (tier, ConstGauge::new(usage.objects as i64))),
-            prometheus_client::metrics::MetricType::Gauge,
         )?;
         single(
             &mut encoder,
@@ -131,7 +128,6 @@ impl Collector for CacheCollector {
             s.not_stored
                 .iter()
                 .map(|(reason, count)| (*reason, ConstCounter::new(*count))),
-            prometheus_client::metrics::MetricType::Counter,
         )
     }
 }

@@ -530,7 +530,7 @@ impl Proxy {
                     request.headers(),
                     purge_target,
                 )?;
-                let is_purge = admin_request.purge_query().is_some();
+                let is_purge = admin_request.is_purge();
                 let answer = Box::pin(self.answer_admin(admin_request)).await;
                 // A purge button on the status page: back to the page, not to JSON.
                 Ok(if is_purge && error::wants_html(request.headers()) {
