@@ -340,7 +340,7 @@ fn objects(query: &StatusQuery, cache: &Cache) -> String {
             .finish();
         let _ = write!(
             rows,
-            "<tr><td class=\"url\"><a href=\"{href}\">{url_text}</a></td><td class=\"num\">{status}</td><td class=\"num\">{size}</td><td class=\"num\">{age}</td><td class=\"num\">{ttl}</td><td>{tier}</td>\
+            "<tr><td class=\"url\"><a href=\"{href}\">{url_text}</a></td><td class=\"num\">{status}</td><td class=\"num\">{size}</td><td class=\"num\">{age}</td><td class=\"num\">{ttl}</td><td class=\"num\">{hits}</td><td>{tier}</td>\
              <td><form class=\"inline\" method=\"post\" action=\"/_hoard/purge?{purge}\"><button type=\"submit\">purge</button></form></td></tr>",
             href = escape(url),
             url_text = escape(url),
@@ -352,6 +352,7 @@ fn objects(query: &StatusQuery, cache: &Cache) -> String {
             } else {
                 "stale".to_owned()
             },
+            hits = cache.hits(entry),
             tier = if cache.in_memory(entry) {
                 "memory + disk"
             } else {
@@ -379,7 +380,7 @@ fn objects(query: &StatusQuery, cache: &Cache) -> String {
         r#"<h2 id="objects">Stored responses</h2>
 <form method="get" action="/_hoard/#objects" role="search"><input type="search" name="q" value="{search}" placeholder="part of a URL" aria-label="search stored URLs"> <button type="submit">search</button></form>
 <p>{count} stored response(s){matching_text} · {pager}</p>
-<table class="list" id="object-list"><tr><th>URL</th><th>status</th><th>size</th><th>age</th><th>fresh for</th><th>tier</th><th></th></tr>{rows}</table>
+<table class="list" id="object-list"><tr><th>URL</th><th>status</th><th>size</th><th>age</th><th>fresh for</th><th title="requests that found this URL stored since it was stored or last refreshed">hits</th><th>tier</th><th></th></tr>{rows}</table>
 "#,
         search = escape(&query.search),
         count = matching.len(),

@@ -340,6 +340,27 @@ impl Index {
         Some(variants)
     }
 
+    /// Whether a response is stored for `key`, without counting it as a use: its place in
+    /// the eviction order and its hit count stay as they were.
+    pub(super) fn holds(&self, key: &CacheKey) -> bool {
+        let Some(slots) = self.map.peek(&self.hasher.hash(key)) else {
+            return false;
+        };
+        slots
+            .as_slice()
+            .first()
+            .and_then(|slot| self.heads.get(slot.body))
+            .is_some_and(|head| head.key == *key)
+    }
+
+    /// How many lookups found `key` stored since its variants were last stored or refreshed
+    /// (or since hoard started): the map counts each `get`.
+    pub(super) fn hits(&self, key: &CacheKey) -> u64 {
+        self.map
+            .item_stats(&self.hasher.hash(key))
+            .map_or(0, |stats| stats.access_count)
+    }
+
     /// `key`'s invalidation generation now.
     pub(super) fn generation(&self, key: &CacheKey) -> Generation {
         Generation(self.stripe(key.hash()).load(Ordering::Acquire))

@@ -246,6 +246,12 @@ impl Cache {
         entries
     }
 
+    /// How many requests found `entry`'s URL stored since it was last stored or refreshed
+    /// (for the status page's listing; counted per URL, not per variant).
+    pub fn hits(&self, entry: &StoredResponse) -> u64 {
+        self.index.hits(&entry.key)
+    }
+
     /// Whether `entry`'s body is in the memory tier now (for the status page's listing).
     pub fn in_memory(&self, entry: &StoredResponse) -> bool {
         self.tiers.in_memory(entry.body)

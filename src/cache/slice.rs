@@ -43,10 +43,7 @@ pub(super) fn parts_may_answer(cache: &Cache, request: &Request<ProxyBody>) -> b
 /// stored (that answers ranges itself), and the request has one byte range and no
 /// conditionals (which the whole-response path evaluates).
 pub(super) fn wanted(cache: &Cache, key: &CacheKey, request: &HeaderMap) -> Option<Requested> {
-    if !request.contains_key(header::RANGE)
-        || has_conditionals(request)
-        || cache.index.get(key).is_some()
-    {
+    if !request.contains_key(header::RANGE) || has_conditionals(request) || cache.index.holds(key) {
         return None;
     }
     Requested::of(request)
@@ -58,7 +55,7 @@ pub(super) fn wanted(cache: &Cache, key: &CacheKey, request: &HeaderMap) -> Opti
 pub(super) fn complete_from_slices(cache: &Cache, key: &CacheKey, request: &HeaderMap) -> bool {
     cache.settings.slice_size > 0
         && !request.contains_key(header::RANGE)
-        && cache.index.get(key).is_none()
+        && !cache.index.holds(key)
         && !has_conditionals(request)
         && cache.parts.peek(key, |parts| !parts.slices.is_empty()) == Some(true)
 }
@@ -68,7 +65,7 @@ pub(super) fn complete_from_slices(cache: &Cache, key: &CacheKey, request: &Head
 pub(super) fn may_complete_from_pieces(cache: &Cache, key: &CacheKey, request: &HeaderMap) -> bool {
     cache.parts.any_pieces()
         && !request.contains_key(header::RANGE)
-        && cache.index.get(key).is_none()
+        && !cache.index.holds(key)
         && !has_conditionals(request)
 }
 

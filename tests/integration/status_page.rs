@@ -80,6 +80,21 @@ async fn the_status_page_shows_numbers_chart_sites_settings_and_stored_responses
         objects[0]
     );
     assert!(objects[0].contains("purge</button>"));
+    // Hits per stored URL: none for /item/00, the two of /item/07 (the hits cell comes
+    // right before the tier's).
+    assert!(
+        objects[0].contains("<td class=\"num\">0</td><td>"),
+        "{}",
+        objects[0]
+    );
+    let item_07 = objects
+        .iter()
+        .find(|row| row.contains("/item/07\""))
+        .expect("/item/07 is listed");
+    assert!(
+        item_07.contains("<td class=\"num\">2</td><td>"),
+        "{item_07}"
+    );
     let sites = rows(&dom, "hosts");
     let site = origin.addr.to_string();
     assert!(
@@ -95,6 +110,18 @@ async fn the_status_page_shows_numbers_chart_sites_settings_and_stored_responses
     let matching = rows(&found, "object-list");
     assert_eq!(matching.len(), 10, "case-insensitive: /item/00 to /item/09");
     assert!(found.contains("10 stored response(s) matching “ITEM/0”"));
+    // A range request answered from the stored response is one more hit, not two.
+    let ranged = hoard
+        .client()
+        .get(origin.url("/item/07"))
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    let (one_more, _) = chromium::dump_dom(&format!("{page}?q=item/07")).await;
+    let row = rows(&one_more, "object-list");
+    assert!(row[0].contains("<td class=\"num\">3</td><td>"), "{row:?}");
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
