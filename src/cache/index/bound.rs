@@ -101,6 +101,12 @@ impl DiskBound {
         }
     }
 
+    /// What the directory is planned to: below the bound by a margin, for bodies being
+    /// written (counted once stored) and for growth between two checks.
+    fn target(&self) -> u64 {
+        self.bound - self.bound / 20
+    }
+
     fn measure(&self, disk: &DiskStorage) -> Option<Measured> {
         let meta = std::fs::metadata(&self.database).ok()?;
         Some(Measured {
@@ -149,8 +155,7 @@ impl DiskBound {
     /// of the file from now on.
     fn learn(&mut self, measured: Measured, database_estimate: u64) {
         if let Some(last) = self.last {
-            // Near the bound, not at it: the blocks are sampled, and grow between samples.
-            let near = measured.database_blocks + measured.files > self.bound - self.bound / 20;
+            let near = measured.database_blocks + measured.files > self.target();
             let grown_past = measured.database_length > last.database_length
                 && measured.database_length + measured.files > self.bound;
             let still_growing = near && measured.database_blocks > last.database_blocks;
@@ -177,7 +182,8 @@ impl DiskBound {
             database_blocks,
             files,
         } = measured;
-        let room = database_room(database_length, self.bound.saturating_sub(files));
+        let target = self.target();
+        let room = database_room(database_length, target.saturating_sub(files));
         let database_share = (room as f64 * self.fill) as u64;
         let half_way = database_estimate as f64 > self.fill * database_length as f64 / 2.0;
         let database_takes = if half_way {
@@ -187,7 +193,7 @@ impl DiskBound {
         }
         .max(database_blocks);
         let within_room = files + database_share;
-        let beside_the_database = self.bound.saturating_sub(database_takes) + database_estimate;
+        let beside_the_database = target.saturating_sub(database_takes) + database_estimate;
         within_room
             .min(beside_the_database)
             .clamp(self.bound / 16, self.bound)
@@ -241,7 +247,7 @@ mod tests {
     fn capacity_keeps_the_database_within_its_room_and_the_files_beside_it() {
         let mut bound = DiskBound::new(Path::new("/nonexistent"), 4 << 20);
         let share = |room: u64| (room as f64 * FILL) as u64;
-        // 2 MiB is the largest size reachable from 1 MiB beside 1 MiB of files.
+        // 2 MiB is the largest size reachable from 1 MiB beside 1 MiB of files (and the margin).
         let with_files = Measured {
             database_length: 1 << 20,
             database_blocks: 1 << 20,
@@ -256,7 +262,11 @@ mod tests {
             files: (5 << 20) / 2,
             ..with_files
         };
-        assert_eq!(bound.capacity(mostly_files, 1 << 10), (3 << 20) + (1 << 10));
+        let target = bound.target();
+        assert_eq!(
+            bound.capacity(mostly_files, 1 << 10),
+            target - (1 << 20) + (1 << 10)
+        );
         // Files that grew after the database did: the database goes back into 1 MiB, and
         // the files may keep only what is left beside its blocks.
         let crowded = Measured {
@@ -264,8 +274,11 @@ mod tests {
             database_blocks: 2 << 20,
             files: 3 << 20,
         };
-        assert_eq!(bound.capacity(crowded, 1 << 20), 3 << 20);
-        assert_eq!(bound.capacity(crowded, 1 << 18), (2 << 20) + (1 << 18));
+        assert_eq!(bound.capacity(crowded, 1 << 20), target - (1 << 20));
+        assert_eq!(
+            bound.capacity(crowded, 1 << 18),
+            target - (2 << 20) + (1 << 18)
+        );
         // A database that grew past the bound holds less from then on.
         bound.learn(with_files, 1 << 19);
         let grown = Measured {

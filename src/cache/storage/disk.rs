@@ -21,13 +21,20 @@ use super::{BodyId, BodyWriter, DirLock, Storage, StorageError, StoredBody, Usag
 /// File sizes are counted in blocks of this many bytes, as the file system allocates them.
 const BLOCK: u64 = 4096;
 
-/// What a body of `len` bytes occupies on disk: a packed body its row (bytes, key and slot)
-/// in B-tree pages about half full (see `StoredResponse::weight`), a file whole blocks.
+/// What a body of `len` bytes occupies on disk: a file whole blocks; a packed body its row
+/// (bytes, key and slot) in B-tree pages about half full (see `StoredResponse::weight`) while
+/// several share a page, and once it needs pages of its own, the run redb allocates for it:
+/// a power of two of pages (measured with redb 4.6 under churn: 8 000 bytes take 8.5 KB,
+/// 12 000 take 17 KB, 16 384 take 34 KB).
 pub fn footprint(len: u64) -> u64 {
-    if len <= PACK_LIMIT {
-        (len + 24) * 2
-    } else {
+    const PAGE: u64 = 4096;
+    const ROW: u64 = 24;
+    if len > PACK_LIMIT {
         len.div_ceil(BLOCK) * BLOCK
+    } else if (len + ROW) * 2 <= PAGE {
+        (len + ROW) * 2
+    } else {
+        (len + ROW).div_ceil(PAGE).next_power_of_two() * PAGE
     }
 }
 
@@ -380,6 +387,16 @@ impl Drop for DiskWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn footprints_follow_what_the_database_and_the_file_system_allocate() {
+        assert_eq!(footprint(100), 248);
+        assert_eq!(footprint(2024), 4096);
+        assert_eq!(footprint(8000), 8192);
+        assert_eq!(footprint(12_000), 16_384);
+        assert_eq!(footprint(PACK_LIMIT), 32_768);
+        assert_eq!(footprint(PACK_LIMIT + 1), 5 * BLOCK);
+    }
 
     #[test]
     fn bodies_written_after_start_up_are_never_orphan_candidates() {
