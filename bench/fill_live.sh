@@ -8,22 +8,13 @@
 # 64 MiB memory tier (which fills with bodies and heads, its share counted too). hoard is
 # pinned to core 0 and wrk to core 1. Prints a markdown table; about 2 × 3 minutes.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-repo="$(dirname "$here")"
-harness="${HARNESS:-$repo/../shared/bench}"
 objects="${OBJECTS:-1000000}"
 port="${PORT:-18121}"
-work="$(mktemp -d)"
-trap 'kill "${pid:-}" 2>/dev/null || true; bash "$harness/origin.sh" stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-
-command -v wrk >/dev/null || bash "$harness/setup.sh"
-cargo build --release --manifest-path "$repo/Cargo.toml"
-hoard="$repo/target/release/hoard"
-bash "$harness/origin.sh" start >/dev/null
+. "$(dirname "$0")/start.sh"
 origin="http://127.0.0.1:18080/1k"
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
-stat() { curl -s "http://127.0.0.1:$port/_hoard/stats" | python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
+stats_field() { curl -s "http://127.0.0.1:$port/_hoard/stats" | python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 
 rows=()
 for memory in 1MiB 64MiB; do
@@ -42,14 +33,15 @@ for memory in 1MiB 64MiB; do
     FILL_ORIGIN="$origin?fill" FILL_PER_THREAD=$((objects / 2)) taskset -c 1 \
         wrk -t2 -c32 -d3600s -s "$here/fill_live.lua" "http://127.0.0.1:$port/" >"$work/wrk.out" 2>&1 &
     wrk_pid=$!
-    until [ "$(stat "['requests']")" -gt "$objects" ]; do sleep 0.5; done
+    until [ "$(stats_field "['requests']")" -gt "$objects" ]; do sleep 0.5; done
     seconds=$(echo "$(date +%s.%N) - $started" | bc)
     kill -INT "$wrk_pid"; wait "$wrk_pid" || true
-    # Writes still queued reach the database; then the memory is read idle.
-    sleep 5
+    # Writes still queued reach the database, and the blocking threads the fill started exit
+    # (tokio keeps one 10 s after its last job): then the memory is read idle.
+    sleep 12
     after=$(rss_kib)
-    urls=$(stat "['cache']['urls']")
-    failures=$(stat "['cache']['store_failures']")
+    urls=$(stats_field "['cache']['urls']")
+    failures=$(stats_field "['cache']['store_failures']")
     per_entry=$(echo "($after - $before) * 1024 / ($urls - 1)" | bc)
     rate=$(echo "$urls / $seconds" | bc)
     rows+=("| $memory | $urls | $rate | $((before / 1024)) | $((after / 1024)) | **$per_entry** | $failures |")

@@ -6,20 +6,11 @@
 # bench/SCALE.md with the date, machine and commit. About 3 minutes; ROUNDS=3 repeats the
 # measurements interleaved and compares medians.
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-repo="$(dirname "$here")"
-harness="${HARNESS:-$repo/../shared/bench}"
 entries="${ENTRIES:-1000000}"
 idle="${IDLE:-10000}"
 duration="${DURATION:-10}"
 port="${PORT:-18120}"
-work="$(mktemp -d)"
-trap 'kill "${pid:-}" 2>/dev/null || true; bash "$harness/origin.sh" stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-
-command -v wrk >/dev/null || bash "$harness/setup.sh"
-cargo build --release --manifest-path "$repo/Cargo.toml"
-hoard="$repo/target/release/hoard"
-bash "$harness/origin.sh" start >/dev/null
+. "$(dirname "$0")/start.sh"
 ulimit -n $((idle + 1000)) 2>/dev/null || true
 target="http://127.0.0.1:18080/1k"
 
