@@ -65,8 +65,15 @@ impl Cache {
     /// Publishes the entry of a body now in the tiers. When an invalidation came in between
     /// (`Superseded`) or the index could not record it (`Failed`: a full or read-only disk,
     /// so the body would be unreachable after a restart) it is counted and its body removed.
-    pub(super) fn publish(&self, entry: Arc<StoredResponse>, generation: Generation) -> Published {
-        let published = self.index.insert_durable(Arc::clone(&entry), generation);
+    pub(super) async fn publish(
+        &self,
+        entry: Arc<StoredResponse>,
+        generation: Generation,
+    ) -> Published {
+        let published = self
+            .index
+            .insert_durable(Arc::clone(&entry), generation)
+            .await;
         match published {
             Published::Yes => return published,
             Published::Superseded => self.count_not_stored(NotStorable::Invalidated),
@@ -138,14 +145,25 @@ impl Cache {
             Some(len) if len > max_object_size => Err(NotStorable::TooLarge),
             _ => Ok(()),
         });
-        let vary = key::vary_fields(response.headers());
-        let (Ok(()), Some(vary_fields)) = (decision, vary) else {
-            admission.finish(FillResult::NotStored);
-            if let Err(reason) = decision {
-                self.count_not_stored(reason);
-                status.detail = Some(reason.as_str());
+        // A place among the fills in progress is taken last, for a response to be stored.
+        let admitted = match (decision, key::vary_fields(response.headers())) {
+            (Ok(()), Some(vary_fields)) => Arc::clone(&self.fills)
+                .try_acquire_owned()
+                .map(|permit| (permit, vary_fields))
+                .map_err(|_| Some(NotStorable::Busy)),
+            (Ok(()), None) => Err(None),
+            (Err(reason), _) => Err(Some(reason)),
+        };
+        let (permit, vary_fields) = match admitted {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                admission.finish(FillResult::NotStored);
+                if let Some(reason) = reason {
+                    self.count_not_stored(reason);
+                    status.detail = Some(reason.as_str());
+                }
+                return from_origin(response, &status);
             }
-            return from_origin(response, &status);
         };
 
         let (parts, body) = response.into_parts();
@@ -178,12 +196,16 @@ impl Cache {
         };
         let (lock, generation) = (admission.lock, admission.generation);
         let cache = Arc::clone(self);
-        let on_done = Box::new(move |stored: Option<(u64, [u8; 32])>| {
-            if let Some((len, checksum)) = stored {
+        let on_done: fill::OnFilled = Box::new(move |stored| {
+            Box::pin(async move {
+                // Not stored: the lock drops unfinished, and followers retry instead of hanging.
+                let Some((len, checksum)) = stored else {
+                    return;
+                };
                 entry.body_len = len;
                 entry.checksum = checksum;
                 let entry = Arc::new(entry);
-                let result = match cache.publish(Arc::clone(&entry), generation) {
+                let result = match cache.publish(Arc::clone(&entry), generation).await {
                     Published::Yes => {
                         cache.offer_to_shared_tier(entry);
                         FillResult::Stored
@@ -195,8 +217,7 @@ impl Cache {
                 if let Some(lock) = lock {
                     lock.finish(result);
                 }
-            }
-            // Otherwise the lock drops unfinished: followers retry instead of hanging.
+            })
         });
         let body = fill::tee(
             &self.background,
@@ -208,6 +229,7 @@ impl Cache {
                 max_len: max_object_size,
                 on_done,
                 failures: Arc::clone(&self.store_failures),
+                permit,
             },
         );
         status.stored = true;

@@ -5,12 +5,14 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::mpsc;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio_util::sync::PollSender;
 use tokio_util::task::TaskTracker;
 
@@ -18,8 +20,11 @@ use super::storage::BodyId;
 use super::storage::{BodyWriter, Storage};
 use crate::body::{BoxError, ProxyBody};
 
-/// Called with a stored body's length and checksum, or `None` when the fill was discarded.
-pub(super) type OnFilled = Box<dyn FnOnce(Option<(u64, [u8; 32])>) + Send>;
+/// A stored body's length and checksum.
+pub(super) type Filled = (u64, [u8; 32]);
+
+/// Awaited with the stored body, or `None` when the fill was discarded.
+pub(super) type OnFilled = Box<dyn FnOnce(Option<Filled>) -> BoxFuture<'static, ()> + Send>;
 
 /// Where the chunks go, and what to do once they are all stored.
 pub(super) struct FillJob {
@@ -29,21 +34,52 @@ pub(super) struct FillJob {
     pub body: BodyId,
     pub expected_len: Option<u64>,
     pub max_len: u64,
-    /// Called on the writer thread with the body's length and checksum once every writer has
-    /// finished; `None` when the fill was discarded.
+    /// Awaited once every writer has finished, with the body's length and checksum; `None`
+    /// when the fill was discarded.
     pub on_done: OnFilled,
     /// Counts storage errors (disk full, cache directory gone or read-only), so metrics can
     /// say hoard is proxying uncached.
-    pub failures: Arc<std::sync::atomic::AtomicU64>,
+    pub failures: Arc<AtomicU64>,
+    /// This fill's place among those in progress (`Cache::fills`), held until `on_done`
+    /// has returned.
+    pub permit: OwnedSemaphorePermit,
 }
 
-/// Starts the writer for `job` on the blocking pool and returns the body to give the client.
+/// Starts the fill's task and returns the body to give the client.
+///
+/// The task holds no thread while it waits for the origin's chunks or for the index to
+/// commit: only the writes themselves go to the blocking pool, a batch of chunks at a time.
+/// A thread per fill would let a miss storm or a few hundred slow origins take the whole
+/// blocking pool, queueing every other fill (and stalling its client) behind them.
 pub(super) fn tee(tasks: &TaskTracker, body: ProxyBody, job: FillJob) -> ProxyBody {
     // A few chunks of slack; beyond that, a slow disk slows the client rather than growing memory.
     let (sender, receiver) = mpsc::channel(8);
     let ended = Arc::new(AtomicBool::new(false));
     let writer_ended = ended.clone();
-    tasks.spawn_blocking(move || write_body(receiver, &writer_ended, job));
+    tasks.spawn(async move {
+        let FillJob {
+            tiers,
+            body,
+            expected_len,
+            max_len,
+            on_done,
+            failures,
+            permit,
+        } = job;
+        let fill = Fill {
+            tiers,
+            body,
+            expected_len,
+            max_len,
+            failures,
+            writers: None,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        };
+        let stored = write_body(receiver, &writer_ended, fill).await;
+        on_done(stored).await;
+        drop(permit);
+    });
     crate::body::stream(TeeBody {
         inner: body,
         sender: Some(PollSender::new(sender)),
@@ -51,80 +87,150 @@ pub(super) fn tee(tasks: &TaskTracker, body: ProxyBody, job: FillJob) -> ProxyBo
     })
 }
 
-/// Runs on the blocking pool. The channel closing with `ended` set means the origin's body
-/// ended normally; closing without it means the fill is abandoned.
-fn write_body(mut receiver: mpsc::Receiver<Bytes>, ended: &AtomicBool, job: FillJob) {
-    let FillJob {
-        tiers,
-        body,
-        expected_len,
-        max_len,
-        on_done,
-        failures,
-    } = job;
-    let failed = || failures.fetch_add(1, Ordering::Relaxed);
-    let mut writers: Vec<Box<dyn BodyWriter>> = Vec::with_capacity(tiers.len());
-    for (i, tier) in tiers.iter().enumerate() {
-        match tier.writer(body, expected_len) {
-            Ok(Some(writer)) => writers.push(writer),
-            Ok(None) if i > 0 => {}
-            Ok(None) => return on_done(None),
-            Err(e) => {
-                tracing::warn!(error = %e, "cache: cannot store a body, passing it through uncached");
-                failed();
-                if i == 0 {
-                    return on_done(None);
-                }
+/// The channel closing with `ended` set means the origin's body ended normally; closing
+/// without it means the fill is abandoned.
+async fn write_body(
+    mut receiver: mpsc::Receiver<Bytes>,
+    ended: &AtomicBool,
+    mut fill: Fill,
+) -> Option<Filled> {
+    while let Some(first) = receiver.recv().await {
+        let mut chunks = vec![first];
+        let closed = loop {
+            match receiver.try_recv() {
+                Ok(chunk) => chunks.push(chunk),
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
             }
+        };
+        if closed {
+            // The usual end of a small body: its only chunk and its end come together, and
+            // are written and finished in one trip to the blocking pool.
+            if !ended.load(Ordering::Acquire) {
+                return fill.discard();
+            }
+            return blocking(move || fill.write(chunks).then(|| fill.finish()).flatten()).await;
         }
+        fill = blocking(move || fill.write(chunks).then_some(fill)).await?;
     }
-    let mut hasher = blake3::Hasher::new();
-    let mut len = 0u64;
-    let complete = loop {
-        match receiver.blocking_recv() {
-            Some(chunk) => {
-                len += chunk.len() as u64;
-                if len > max_len {
-                    break false;
-                }
-                hasher.update(&chunk);
-                let mut kept = Vec::with_capacity(writers.len());
-                let mut durable_failed = false;
-                for (i, mut writer) in writers.drain(..).enumerate() {
-                    match writer.write(&chunk) {
-                        Ok(true) => kept.push(writer),
-                        Ok(false) => durable_failed |= i == 0,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cache: write failed, not storing this response");
-                            failed();
-                            durable_failed |= i == 0;
-                        }
+    if !ended.load(Ordering::Acquire) {
+        return fill.discard();
+    }
+    blocking(move || fill.finish()).await
+}
+
+/// Runs `work` on the blocking pool; `None` if it panicked.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Option<T> + Send + 'static,
+) -> Option<T> {
+    tokio::task::spawn_blocking(work).await.ok().flatten()
+}
+
+/// A body on its way into the tiers, moved to the blocking pool for each batch of chunks
+/// (the disk tier's writer does file I/O).
+struct Fill {
+    tiers: Vec<Arc<dyn Storage>>,
+    body: BodyId,
+    expected_len: Option<u64>,
+    max_len: u64,
+    failures: Arc<AtomicU64>,
+    /// Opened with the first chunks; the first one is the durable tier's.
+    writers: Option<Vec<Box<dyn BodyWriter>>>,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl Fill {
+    fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops the writers of an abandoned fill on the blocking pool (the disk tier's removes
+    /// its temporary file).
+    fn discard(self) -> Option<Filled> {
+        if self.writers.is_some() {
+            tokio::task::spawn_blocking(move || drop(self));
+        }
+        None
+    }
+
+    /// A writer for each tier that takes the body; `None` when the durable tier does not.
+    fn open(&self) -> Option<Vec<Box<dyn BodyWriter>>> {
+        let mut writers: Vec<Box<dyn BodyWriter>> = Vec::with_capacity(self.tiers.len());
+        for (i, tier) in self.tiers.iter().enumerate() {
+            match tier.writer(self.body, self.expected_len) {
+                Ok(Some(writer)) => writers.push(writer),
+                Ok(None) if i > 0 => {}
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache: cannot store a body, passing it through uncached");
+                    self.failed();
+                    if i == 0 {
+                        return None;
                     }
                 }
-                writers = kept;
-                if durable_failed {
-                    break false;
+            }
+        }
+        Some(writers)
+    }
+
+    /// Hands `chunks` to every tier still taking the body; `false` once the body cannot be
+    /// stored (too large, or the durable tier failed).
+    fn write(&mut self, chunks: Vec<Bytes>) -> bool {
+        let mut writers = match self.writers.take() {
+            Some(writers) => writers,
+            None => match self.open() {
+                Some(writers) => writers,
+                None => return false,
+            },
+        };
+        for chunk in &chunks {
+            self.len += chunk.len() as u64;
+            if self.len > self.max_len {
+                return false;
+            }
+            self.hasher.update(chunk);
+            let mut kept = Vec::with_capacity(writers.len());
+            let mut durable_failed = false;
+            for (i, mut writer) in writers.drain(..).enumerate() {
+                match writer.write(chunk) {
+                    Ok(true) => kept.push(writer),
+                    Ok(false) => durable_failed |= i == 0,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cache: write failed, not storing this response");
+                        self.failed();
+                        durable_failed |= i == 0;
+                    }
                 }
             }
-            None => break ended.load(Ordering::Acquire),
+            writers = kept;
+            if durable_failed {
+                return false;
+            }
         }
-    };
-    if !complete {
-        drop(writers);
-        on_done(None);
-        return;
+        self.writers = Some(writers);
+        true
     }
-    // Every tier must finish; the first one (disk) is the one that makes the entry durable.
-    // It finishes last: once it has, the entry is always published or its body removed.
-    for writer in writers.into_iter().rev() {
-        if let Err(e) = writer.finish() {
-            tracing::warn!(error = %e, "cache: storing failed, not caching this response");
-            failed();
-            on_done(None);
-            return;
+
+    /// Finishes every tier's writer: the stored body's length and checksum.
+    fn finish(mut self) -> Option<Filled> {
+        let writers = match self.writers.take() {
+            Some(writers) => writers,
+            // An empty body: nothing was written yet.
+            None => self.open()?,
+        };
+        // Every tier must finish; the first one (disk) is the one that makes the entry
+        // durable. It finishes last: once it has, the entry is always published or its body
+        // removed.
+        for writer in writers.into_iter().rev() {
+            if let Err(e) = writer.finish() {
+                tracing::warn!(error = %e, "cache: storing failed, not caching this response");
+                self.failed();
+                return None;
+            }
         }
+        Some((self.len, *self.hasher.finalize().as_bytes()))
     }
-    on_done(Some((len, *hasher.finalize().as_bytes())));
 }
 
 /// Passes frames through and copies each data chunk (a reference-count increment) to the

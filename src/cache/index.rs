@@ -110,8 +110,10 @@ from_redb!(
 enum Op {
     Change(Change),
     /// Apply the change and reply whether the transaction holding it committed (a flush
-    /// sent after it could land in a later transaction and report that one instead).
-    Commit(Change, mpsc::Sender<bool>),
+    /// sent after it could land in a later transaction and report that one instead). The
+    /// reply is awaited by a fill's task, which must not hold a thread while the batch is
+    /// fsynced.
+    Commit(Change, tokio::sync::oneshot::Sender<bool>),
     /// Reply once everything sent before has been committed: whether the commit succeeded.
     #[cfg(test)]
     Flush(mpsc::Sender<bool>),
@@ -387,9 +389,8 @@ impl Index {
 
     /// Like `insert`, but returns only once the entry is committed to the database, and
     /// publishes it only then: an entry anyone has seen survives a crash. One superseded
-    /// while it was being committed is deleted again, row and body. Blocks; call it off the
-    /// async reactor.
-    pub(super) fn insert_durable(
+    /// while it was being committed is deleted again, row and body.
+    pub(super) async fn insert_durable(
         &self,
         entry: Arc<StoredResponse>,
         generation: Generation,
@@ -397,12 +398,12 @@ impl Index {
         if self.generation(&entry.key) != generation {
             return Published::Superseded;
         }
-        let (done, committed) = mpsc::channel();
+        let (done, committed) = tokio::sync::oneshot::channel();
         let sent = self
             .ops
             .send(Op::Commit(Change::Put(entry.clone()), done))
             .is_ok();
-        if !(sent && committed.recv().unwrap_or(false)) {
+        if !(sent && committed.await.unwrap_or(false)) {
             return Published::Failed;
         }
         let _guard = self.lock(self.hasher.hash(&entry.key));

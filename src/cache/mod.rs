@@ -109,6 +109,13 @@ pub enum CacheError {
     Index(#[from] IndexError),
 }
 
+/// Fills in progress at once, beyond which a response passes through uncached (counted as
+/// `not_stored{reason="busy"}`). Each holds its body's buffer and, once the client has it,
+/// waits for the index's next commit; without a bound a miss storm faster than the disk
+/// would queue them in memory without end (Traffic Server's `agg_write_backlog` is the same
+/// guard).
+const FILLS_IN_PROGRESS: usize = 512;
+
 pub struct Cache {
     index: Index,
     tiers: Arc<Tiers>,
@@ -117,6 +124,8 @@ pub struct Cache {
     corrupt_bodies: AtomicU64,
     /// Fills that failed on a storage error (disk full, directory gone or read-only).
     store_failures: Arc<AtomicU64>,
+    /// Places for fills in progress, from the first byte until the entry is published.
+    fills: Arc<tokio::sync::Semaphore>,
     /// Responses not stored, by `NotStorable as usize`.
     not_stored: [AtomicU64; NotStorable::ALL.len()],
     /// Fills and background refreshes, awaited at shutdown.
@@ -160,6 +169,7 @@ impl Cache {
                 collapser: Arc::default(),
                 corrupt_bodies: AtomicU64::new(0),
                 store_failures: Arc::default(),
+                fills: Arc::new(tokio::sync::Semaphore::new(FILLS_IN_PROGRESS)),
                 not_stored: Default::default(),
                 background: TaskTracker::new(),
                 parts,

@@ -200,14 +200,21 @@ impl Cache {
         let mut entry = entry.clone();
         entry.body = new_body_id();
         let body_id = entry.body;
+        let permit = Arc::clone(&self.fills).try_acquire_owned().ok()?;
         let (done, stored) = tokio::sync::oneshot::channel();
         let (cache, generation) = (Arc::clone(self), admission.generation);
-        let on_done = Box::new(move |written: Option<(u64, [u8; 32])>| {
-            let published = written.and_then(|_| {
-                let entry = Arc::new(entry);
-                (cache.publish(Arc::clone(&entry), generation) == Published::Yes).then_some(entry)
-            });
-            let _ = done.send(published);
+        let on_done: fill::OnFilled = Box::new(move |written| {
+            Box::pin(async move {
+                let published = match written {
+                    Some(_) => {
+                        let entry = Arc::new(entry);
+                        let published = cache.publish(Arc::clone(&entry), generation).await;
+                        (published == Published::Yes).then_some(entry)
+                    }
+                    None => None,
+                };
+                let _ = done.send(published);
+            })
         });
         let len = body.len() as u64;
         let tee = fill::tee(
@@ -220,6 +227,7 @@ impl Cache {
                 max_len: self.settings.max_object_size,
                 on_done,
                 failures: Arc::clone(&self.store_failures),
+                permit,
             },
         );
         body::drain(tee).await;

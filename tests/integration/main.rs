@@ -13,6 +13,7 @@ mod damaged_index;
 mod destinations;
 mod errors;
 mod exposure;
+mod fills;
 mod fleet;
 mod forward;
 mod freshness;

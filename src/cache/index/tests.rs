@@ -104,15 +104,15 @@ fn entries_persist_across_reopen_and_removals_stick() {
     assert!(index.get(&entry(3).key).is_none());
 }
 
-#[test]
-fn a_damaged_database_is_moved_aside_and_its_bodies_deleted() {
+#[tokio::test]
+async fn a_damaged_database_is_moved_aside_and_its_bodies_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let ((index, _), disk) = open_with_disk(dir.path());
     let stored = entry(0);
     store_body(&disk, stored.body);
     let generation = index.generation(&stored.key);
     assert_eq!(
-        index.insert_durable(stored.clone(), generation),
+        index.insert_durable(stored.clone(), generation).await,
         Published::Yes
     );
     index.close();

@@ -44,6 +44,7 @@ impl Writer {
                 }
             }
             let mut replies = Vec::new();
+            let mut commits = Vec::new();
             let mut closing = false;
             let mut changes = Vec::with_capacity(batch.len());
             for op in batch {
@@ -57,7 +58,7 @@ impl Writer {
                     Op::Change(change) => changes.push(change),
                     Op::Commit(change, done) => {
                         changes.push(change);
-                        replies.push(done);
+                        commits.push(done);
                     }
                 }
             }
@@ -93,14 +94,10 @@ impl Writer {
             }
             if closing {
                 self.close();
-                for done in replies {
-                    let _ = done.send(committed);
-                }
+                reply(commits, replies, committed);
                 return;
             }
-            for done in replies {
-                let _ = done.send(committed);
-            }
+            reply(commits, replies, committed);
         }
     }
 
@@ -189,6 +186,20 @@ impl Writer {
         let written = self.tiers.disk().pack().write(&txn, &bodies, deleted)?;
         txn.commit()?;
         Ok(written)
+    }
+}
+
+/// Tells those waiting for a transaction whether it committed.
+fn reply(
+    commits: Vec<tokio::sync::oneshot::Sender<bool>>,
+    replies: Vec<mpsc::Sender<bool>>,
+    committed: bool,
+) {
+    for done in commits {
+        let _ = done.send(committed);
+    }
+    for done in replies {
+        let _ = done.send(committed);
     }
 }
 

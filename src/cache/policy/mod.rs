@@ -88,10 +88,14 @@ pub enum NotStorable {
     /// The URL was invalidated (an unsafe request, a purge) while this response was on its
     /// way; it predates the change, so it is dropped (RFC 9111 §4.4).
     Invalidated,
+    /// As many fills as hoard keeps in progress at once (`cache::FILLS_IN_PROGRESS`) were
+    /// still being written or committed: this response passed through uncached rather than
+    /// queue in memory behind them.
+    Busy,
 }
 
 impl NotStorable {
-    pub const ALL: [NotStorable; 10] = [
+    pub const ALL: [NotStorable; 11] = [
         NotStorable::Method,
         NotStorable::Status,
         NotStorable::NoStore,
@@ -102,6 +106,7 @@ impl NotStorable {
         NotStorable::NoFreshness,
         NotStorable::TooLarge,
         NotStorable::Invalidated,
+        NotStorable::Busy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -116,6 +121,7 @@ impl NotStorable {
             NotStorable::NoFreshness => "no-freshness",
             NotStorable::TooLarge => "too-large",
             NotStorable::Invalidated => "invalidated",
+            NotStorable::Busy => "busy",
         }
     }
 }
