@@ -6,7 +6,8 @@
 # difference divided by the entries stored. Run twice: with `--cache-memory 1MiB` (the index
 # and what filling leaves behind, the memory tier at its smallest) and with the default
 # 64 MiB memory tier (which fills with bodies and heads, its share counted too). hoard is
-# pinned to core 0 and wrk to core 1. Prints a markdown table; about 2 × 3 minutes.
+# pinned to core 0 and wrk to core 1. Prints a markdown table; about 2 × 8 minutes (MEMORIES
+# picks the runs, for example MEMORIES=1MiB).
 set -euo pipefail
 objects="${OBJECTS:-1000000}"
 port="${PORT:-18121}"
@@ -17,7 +18,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 stats_field() { curl -s "http://127.0.0.1:$port/_hoard/stats" | python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 
 rows=()
-for memory in 1MiB 64MiB; do
+for memory in ${MEMORIES:-1MiB 64MiB}; do
     dir="$work/cache-$memory"
     taskset -c 0 "$hoard" "$port" --cache-dir "$dir" --cache-disk 64GiB --cache-memory "$memory" \
         --access-log none >/dev/null 2>&1 &
